@@ -1,0 +1,37 @@
+# The two commands: `make demo` and `make test`. Both set up .venv on first use.
+PY      := .venv/bin/python
+PIP     := .venv/bin/pip
+STAMP   := .venv/.installed
+CONFIG  ?= configs/demo.yaml
+
+.PHONY: setup demo test slow_test bench quality format clean
+
+setup: $(STAMP)
+
+# torch first and pinned: the CPU build is on disk here, and an unpinned torch pulls a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	.venv/bin/psrlm demo --config $(CONFIG)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+slow_test: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+quality: $(STAMP)
+	.venv/bin/ruff check src tests
+	.venv/bin/ruff format --check src tests
+
+format: $(STAMP)
+	.venv/bin/ruff check --fix src tests
+	.venv/bin/ruff format src tests
+
+clean:
+	rm -rf runs/demo .pytest_cache

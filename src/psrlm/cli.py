@@ -1,0 +1,154 @@
+"""`psrlm <stage>`: the command-line entry points.
+
+    psrlm data arith --config configs/demo.yaml
+    psrlm model init --config configs/demo.yaml
+    psrlm demo --config configs/demo.yaml
+
+Every stage takes `--config RECIPE.yaml` and any number of `--set section.key=value`, and records what ran, with
+the effective config, under `<run_dir>/logs/`. Heavy libraries are imported inside the stages so `--help` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from psrlm.configs import Config, ConfigError, config_to_dict, load_config, save_config
+from psrlm.records import RecordError
+
+log = logging.getLogger("psrlm")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", help="recipe YAML (e.g. configs/demo.yaml); defaults apply to what it omits")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one option (repeatable), e.g. --set arith.n_train=500; the value is read as YAML",
+    )
+
+
+def _record_run(cfg: Config, stage: str, started: float, result: dict) -> None:
+    """Append what ran, with which config, to <run_dir>/logs/runs.jsonl and save the config beside it."""
+    from psrlm.records import JsonlAppender
+
+    logs = Path(cfg.paths.run_dir) / "logs"
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
+    save_config(cfg, logs / f"{stage.replace(' ', '_')}-{stamp}.yaml")
+    entry = {
+        "stage": stage,
+        "started": stamp,
+        "wall_s": round(time.time() - started, 2),
+        "argv": sys.argv[1:],
+        "result": result,
+        "config": config_to_dict(cfg),
+    }
+    with JsonlAppender(logs / "runs.jsonl") as out:
+        out.append(entry)
+
+
+def cmd_data_arith(cfg: Config) -> dict:
+    from psrlm.initdata.build import build_arith_data
+    from psrlm.records import read_jsonl
+
+    paths = build_arith_data(cfg)
+    counts = {name: len(read_jsonl(p)) for name, p in paths.items()}
+    for name, p in paths.items():
+        print(f"  {name:<12} {counts[name]:>6}  {p}")
+    return {"files": {k: str(v) for k, v in paths.items()}, "counts": counts}
+
+
+def cmd_model_init(cfg: Config) -> dict:
+    from psrlm.initdata.build import init_tiny_model
+
+    path = init_tiny_model(cfg)
+    info = json.loads((path / "psrlm_build.json").read_text())
+    print(f"  tiny model: {info['parameters'] / 1e6:.2f}M parameters -> {path}")
+    return {"model_path": str(path), "parameters": info["parameters"]}
+
+
+def cmd_demo(cfg: Config) -> dict:
+    """What exists so far of the main job: the domain data and the tiny model, with examples shown."""
+    from psrlm.initdata.build import data_dir
+    from psrlm.records import JudgeExample, Problem, read_jsonl
+    from psrlm.steps import render_steps
+
+    print("[1/2] domain data")
+    result = cmd_data_arith(cfg)
+    print("[2/2] tiny model")
+    result.update(cmd_model_init(cfg))
+    p = read_jsonl(data_dir(cfg) / "arith_test.jsonl", Problem)[0]
+    ex = read_jsonl(data_dir(cfg) / "eft_train.jsonl", JudgeExample)[0]
+    print(f"\nexample problem ({p.id}):\n  {p.question}\n  " + render_steps(p.meta["steps"]).replace("\n", "\n  "))
+    print(f"\nexample EFT item ({ex.meta['error_kind']}):\n  previous: {ex.prev_steps}")
+    print(f"  A: {ex.step_a}\n  B: {ex.step_b}\n  -> {ex.explanation} [[{ex.verdict}]]")
+    return result
+
+
+def cmd_show_config(cfg: Config) -> dict:
+    import yaml
+
+    print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+    return {}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="psrlm",
+        description="Process-based Self-Rewarding Language Models: step search with self-judging, step-wise DPO.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+
+    p = sub.add_parser("data", help="build data files")
+    data_sub = p.add_subparsers(dest="what", required=True, metavar="WHAT")
+    q = data_sub.add_parser(
+        "arith",
+        help="embedded domain: training pool, held-out test splits (in-distribution and hard), IFT and EFT files",
+    )
+    _add_config_args(q)
+    q.set_defaults(func=cmd_data_arith, name="data arith")
+
+    p = sub.add_parser("model", help="build models")
+    model_sub = p.add_subparsers(dest="what", required=True, metavar="WHAT")
+    q = model_sub.add_parser("init", help="train the tokenizer and build the tiny model from `model.*` (cached)")
+    _add_config_args(q)
+    q.set_defaults(func=cmd_model_init, name="model init")
+
+    p = sub.add_parser("demo", help="run the main job on the embedded default (what `make demo` runs)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_demo, name="demo")
+
+    p = sub.add_parser("show-config", help="print the effective config (defaults + recipe + --set)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_show_config, name="show-config")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        cfg = load_config(args.config, args.overrides)
+        started = time.time()
+        result = args.func(cfg)
+        if args.name != "show-config":
+            _record_run(cfg, args.name, started, result)
+            print(f"done in {time.time() - started:.1f}s")
+    except (ConfigError, RecordError, FileNotFoundError, ValueError) as e:
+        print(f"psrlm: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""All options, one dataclass per stage.
+
+    psrlm <stage> --config configs/demo.yaml --set search.width=4 --set sft.epochs=2
+
+A recipe is YAML whose top-level keys are the sections below; it sets only what differs from the defaults.
+`--set section.key=value` overrides a recipe value (the value is read as YAML, so `4`, `0.5`, `true`, `[a, b]`
+work). A key that nothing reads is an error naming the key and the file it came from: a typo in a recipe must
+never silently run the default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ConfigError(ValueError):
+    """A recipe or override that cannot be applied; the message names the key and its source."""
+
+
+@dataclass
+class PathsConfig:
+    """Where data is read from and where a run writes.
+
+    data_dir: folder holding `benchmarks/` and `train/` (the shared data). Empty means `$PSRLM_DATA`, else
+        `../shared/data` next to the repository.
+    run_dir: every artifact of a run (problems, models, pairs, manifests, report) goes under this folder.
+    """
+
+    data_dir: str = ""
+    run_dir: str = "runs/demo"
+
+    def resolved_data_dir(self) -> Path:
+        if self.data_dir:
+            return Path(self.data_dir).expanduser()
+        if os.environ.get("PSRLM_DATA"):
+            return Path(os.environ["PSRLM_DATA"]).expanduser()
+        return REPO_ROOT.parent / "shared" / "data"
+
+
+@dataclass
+class ArithConfig:
+    """The embedded arithmetic word-problem domain (tasks/arith.py).
+
+    seed: master seed; every split is derived from it deterministically.
+    n_train: problems in the training pool (IFT gold solutions, EFT items, fresh questions per iteration).
+    n_test: problems in each held-out test split.
+    min_ops / max_ops: operations per in-distribution problem (each op is one or two solution steps).
+    max_number: largest number written in an in-distribution problem.
+    hard_min_ops / hard_max_ops / hard_max_number: the same for the harder held-out split.
+    """
+
+    seed: int = 0
+    n_train: int = 4000
+    n_test: int = 200
+    min_ops: int = 2
+    max_ops: int = 4
+    max_number: int = 20
+    hard_min_ops: int = 5
+    hard_max_ops: int = 8
+    hard_max_number: int = 60
+
+
+@dataclass
+class DataConfig:
+    """Building the initialisation data (IFT + EFT) for the embedded domain.
+
+    ift_problems: arith training-pool problems whose gold solutions become IFT examples.
+    eft_train: EFT (judge) examples for training; eft_test: held-out EFT examples for judge accuracy
+        (the paper holds out 500).
+    gsm8k_ift: GSM8K train solutions added to IFT (0 = none; -1 = all). They need no teacher: one line per step.
+    """
+
+    ift_problems: int = 2000
+    eft_train: int = 2000
+    eft_test: int = 500
+    gsm8k_ift: int = 0
+
+
+@dataclass
+class ModelConfig:
+    """The model. `path` set: any Hugging Face checkpoint directory. Empty: build the tiny from-scratch model.
+
+    vocab_size: BPE vocabulary of the trained tokenizer (digits are always single tokens).
+    hidden_size / num_layers / num_heads / intermediate_size: the tiny Llama-class model (~3M at 256/4).
+    max_position: context length, and the tokenizer's model_max_length.
+    seed: weight initialisation seed.
+    """
+
+    path: str = ""
+    vocab_size: int = 1000
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 768
+    max_position: int = 1024
+    seed: int = 0
+
+
+@dataclass
+class PromptConfig:
+    """Prompt templates (prompts.py).
+
+    variant: "paper" uses the paper's Figure 3/4/5 wording; "compact" is a short form for the tiny model, whose
+        cost on CPU is dominated by judge-prompt length.
+    """
+
+    variant: str = "paper"
+
+
+@dataclass
+class Config:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    arith: ArithConfig = field(default_factory=ArithConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against a field's type; ints are accepted where floats are expected."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(tp):
+            if arg is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{where}: {value!r} matches none of {tp}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected int, got {value!r}")
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, tp):
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def _apply(obj: Any, values: dict, source: str, prefix: str = "") -> None:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: section '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            known = ", ".join(sorted(names))
+            raise ConfigError(f"{source}: unknown config key '{dotted}' (known here: {known})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _apply(current, value, source, f"{dotted}.")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], f"{source}: {dotted}"))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b=value` -> (["a", "b"], value read as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    return key.strip().split("."), value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the recipe at `path`, then `--set` overrides; unknown keys raise ConfigError."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        _apply(cfg, raw, str(path))
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        nested: Any = value
+        for k in reversed(keys):
+            nested = {k: nested}
+        _apply(cfg, nested, f"--set {text}")
+    return cfg
+
+
+def config_to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the effective config next to a stage's output, so every artifact says how it was made."""
+    from psrlm.records import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

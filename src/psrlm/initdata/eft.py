@@ -1,0 +1,52 @@
+"""EFT data for the embedded domain: step-pair judgments built with the oracle (paper §3.2, Fig. 5 format).
+
+    psrlm data eft --config configs/demo.yaml
+
+Each item is (question, previous steps, step A, step B) -> short explanation + `[[A]]`/`[[B]]`, where one
+candidate is the gold next step and the other the same step with a realistic error (arithmetic slip, wrong
+operand, wrong operation, skipped quantity, premature answer). Positions alternate exactly, so a judge that
+always says A scores 50 %. On arith the oracle plays the part the paper gives the PRM + teacher; for real models
+see initdata/ (PRM-scored tree search and teacher judgments).
+"""
+
+from __future__ import annotations
+
+import random
+
+from psrlm.records import JudgeExample, Problem
+from psrlm.tasks.arith import ERROR_KINDS, corrupt_step, explain
+
+
+def build_eft(problems: list[Problem], n: int, seed: int) -> list[JudgeExample]:
+    """`n` judge examples from `problems` (cycled), error kinds as even as each step allows."""
+    if not problems:
+        raise ValueError("build_eft needs at least one problem")
+    rng = random.Random(f"eft:{seed}")
+    out: list[JudgeExample] = []
+    attempts = 0
+    while len(out) < n:
+        attempts += 1
+        if attempts > 50 * n + 100:
+            raise RuntimeError(f"could only build {len(out)} of {n} EFT examples")
+        p = problems[attempts % len(problems)] if attempts <= len(problems) else rng.choice(problems)
+        gold = p.meta["steps"]
+        index = rng.randrange(len(gold))
+        kind = ERROR_KINDS[len(out) % len(ERROR_KINDS)] if rng.random() < 0.7 else rng.choice(ERROR_KINDS)
+        wrong = corrupt_step(p, index, kind, rng)
+        if wrong is None:
+            continue
+        correct_first = len(out) % 2 == 0  # exact A/B balance
+        verdict, wrong_label = ("A", "B") if correct_first else ("B", "A")
+        step_a, step_b = (gold[index], wrong) if correct_first else (wrong, gold[index])
+        out.append(
+            JudgeExample(
+                question=p.question,
+                prev_steps=list(gold[:index]),
+                step_a=step_a,
+                step_b=step_b,
+                explanation=explain(p, gold[:index], wrong, kind, wrong_label),
+                verdict=verdict,
+                meta={"problem_id": p.id, "step_index": index, "error_kind": kind},
+            )
+        )
+    return out

@@ -1,0 +1,293 @@
+"""The records that flow between stages, and their JSONL I/O.
+
+Every long stage appends one record per line with `JsonlAppender` (flush + fsync per batch) and, on rerun, reads
+back what is there to resume. A file that ends in a half-written line (the process was killed mid-write) loses
+that line only, with a warning; a malformed line anywhere else is an error naming the file and line, because it
+means the file was edited or corrupted and silently skipping it would lose data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+import typing
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+
+class RecordError(ValueError):
+    """A line that is not a valid record; the message names file, line and the problem."""
+
+
+@dataclass
+class Problem:
+    id: str
+    question: str
+    answer: str
+    source: str
+    meta: dict = field(default_factory=dict)  # e.g. arith: gold step chain, difficulty
+
+
+@dataclass
+class StepSolution:
+    problem_id: str
+    steps: list[str]
+    final_answer: str | None
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class JudgeExample:
+    question: str
+    prev_steps: list[str]
+    step_a: str
+    step_b: str
+    explanation: str
+    verdict: str  # "A" or "B"
+    meta: dict = field(default_factory=dict)  # e.g. problem_id, error kind of the wrong step
+
+
+@dataclass
+class PreferencePair:
+    """TRL's prompt/chosen/rejected format plus where the pair came from."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+    meta: dict = field(default_factory=dict)  # problem_id, step index, scores, iteration, final flags
+
+
+@dataclass
+class SearchTrace:
+    problem_id: str
+    steps: list[str]
+    rounds: list[dict] = field(default_factory=list)  # per step: candidates, scores, chosen, rolled back
+    rollbacks: int = 0
+    judge_calls: int = 0
+    no_verdicts: int = 0
+    gen_tokens: int = 0
+    finished: bool = False
+    final_answer: str | None = None
+
+
+@dataclass
+class Manifest:
+    iteration: int
+    method: str
+    parent_model: str | None
+    model_path: str
+    data_files: dict = field(default_factory=dict)  # path -> sha256
+    config: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    seeds: dict = field(default_factory=dict)
+    wall_time_s: float = 0.0
+
+
+R = TypeVar("R")
+
+
+def _check_type(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        return any(_check_type(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if origin is list:
+        return isinstance(value, list)
+    if origin is dict:
+        return isinstance(value, dict)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def from_dict(cls: type[R], obj: Any, where: str = "") -> R:
+    """Build record `cls` from a parsed JSON object, with a clear error for a missing or mistyped field."""
+    prefix = f"{where}: " if where else ""
+    if not isinstance(obj, dict):
+        raise RecordError(f"{prefix}expected a JSON object for {cls.__name__}, got {type(obj).__name__}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in obj:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise RecordError(f"{prefix}{cls.__name__} is missing required field '{f.name}'")
+            continue
+        value = obj[f.name]
+        if not _check_type(value, hints[f.name]):
+            raise RecordError(f"{prefix}{cls.__name__}.{f.name} should be {hints[f.name]}, got {value!r:.80}")
+        kwargs[f.name] = value
+    unknown = set(obj) - set(kwargs) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise RecordError(f"{prefix}{cls.__name__} has unknown field(s) {sorted(unknown)}")
+    return cls(**kwargs)
+
+
+def to_dict(record: Any) -> dict:
+    return dataclasses.asdict(record) if dataclasses.is_dataclass(record) else dict(record)
+
+
+def _dumps(record: Any) -> str:
+    return json.dumps(to_dict(record), ensure_ascii=False)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file in the same folder + rename: readers see the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(Path(path), json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_jsonl(path: Path, records: Iterable[Any]) -> int:
+    """Atomically replace `path` with one JSON object per record; returns the count."""
+    lines = [_dumps(r) for r in records]
+    atomic_write_text(Path(path), "".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+def iter_jsonl(path: Path, cls: type[R] | None = None) -> Iterator[R | dict]:
+    """Yield records; a torn last line (no trailing newline, not parseable) is dropped with a warning."""
+    path = Path(path)
+    with open(path, encoding="utf-8") as fh:
+        lines = fh.readlines()
+    for i, line in enumerate(lines, start=1):
+        is_last = i == len(lines)
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            if is_last and not line.endswith("\n"):
+                log.warning("%s:%d: dropping a half-written last line (%d bytes)", path, i, len(line))
+                return
+            raise RecordError(f"{path}:{i}: malformed JSON ({e.msg} at column {e.colno})") from e
+        yield from_dict(cls, obj, f"{path}:{i}") if cls is not None else obj
+
+
+def read_jsonl(path: Path, cls: type[R] | None = None) -> list[R]:
+    return list(iter_jsonl(path, cls))
+
+
+def validate_jsonl(path: Path, cls: type[R]) -> int:
+    """Parse every line of `path` as `cls` (raising on the first bad one) and return the count."""
+    return sum(1 for _ in iter_jsonl(path, cls))
+
+
+class JsonlAppender:
+    """Append-only JSONL writer for resumable stages.
+
+    Opening repairs a torn tail left by a kill (truncates the half line, warns), so the next append starts on a
+    clean line. Each `append` writes whole lines and fsyncs, so a kill loses at most the batch being written.
+    """
+
+    def __init__(self, path: Path, cls: type | None = None):
+        self.path = Path(path)
+        self.cls = cls
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair_tail()
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def _repair_tail(self) -> None:
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        with open(self.path, "rb+") as fh:
+            data = fh.read()
+            if data.endswith(b"\n"):
+                return
+            cut = data.rfind(b"\n") + 1
+            log.warning("%s: dropping a half-written last line (%d bytes) before appending", self.path, len(data) - cut)
+            fh.truncate(cut)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def existing(self) -> list:
+        return read_jsonl(self.path, self.cls) if self.path.exists() else []
+
+    def append(self, *records: Any) -> None:
+        if not records:
+            return
+        self._fh.write("".join(_dumps(r) + "\n" for r in records))
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> JsonlAppender:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def sha256_file(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def iter_json_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for a JSONL data file someone else wrote; a bad line names file and line."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"data file not found: {path}")
+    with open(path, encoding="utf-8") as fh:
+        for i, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise RecordError(f"{path}:{i}: malformed JSON ({e.msg} at column {e.colno})") from e
+            if not isinstance(obj, dict):
+                raise RecordError(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}")
+            yield i, obj
+
+
+def require(obj: dict, key: str, where: str, kind: type | tuple = str) -> Any:
+    """obj[key], or a RecordError naming where the row came from and which field is missing or mistyped."""
+    if key not in obj:
+        raise RecordError(f"{where}: missing field '{key}' (fields present: {sorted(obj)})")
+    if not isinstance(obj[key], kind):
+        raise RecordError(f"{where}: field '{key}' should be {kind}, got {obj[key]!r:.80}")
+    return obj[key]
