@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from psrlm.steps import continuation_prefix, render_steps
 
 SOLVE_PAPER = (
-    "Please solve the following math problem step by step. Start each step with \"Step n: \" (n = 1, 2, ...), "
+    'Please solve the following math problem step by step. Start each step with "Step n: " (n = 1, 2, ...), '
     "write one reasoning step per line, and put the final answer in \\boxed{{}} in the last step.\n\n"
     "Problem: {question}\n\nSolution:\n"
 )
@@ -25,7 +25,7 @@ JUDGE_PAPER = (
     "better as the next step: it should be mathematically correct, follow from the previous steps, and make "
     "progress towards the correct answer. Avoid any position bias: the order in which the steps are presented "
     "must not influence your decision. First explain your reasoning briefly, then output your final verdict by "
-    "strictly following this format: \"[[A]]\" if Step A is better, \"[[B]]\" if Step B is better.\n\n"
+    'strictly following this format: "[[A]]" if Step A is better, "[[B]]" if Step B is better.\n\n'
     "[Problem]\n{question}\n\n[Previous Steps]\n{previous}\n\n[Step A]\n{step_a}\n\n[Step B]\n{step_b}\n\n"
     "[Your Judgment]\n"
 )
@@ -34,7 +34,7 @@ JUDGE_COMPACT = "Judge. Q: {question}\n{previous}\nA: {step_a}\nB: {step_b}\nBet
 SEGMENT_PAPER = (
     "Below is a math problem and a solution to it. Split the solution into reasoning steps. Do not change the "
     "content of the solution in any way: do not add, remove or rephrase any words, symbols or numbers; only "
-    "decide where each step begins. Start each step with \"Step n: \" (n = 1, 2, ...) on a new line, and keep "
+    'decide where each step begins. Start each step with "Step n: " (n = 1, 2, ...) on a new line, and keep '
     "the final answer in \\boxed{{}}.\n\n"
     "[Problem]\n{question}\n\n[Solution]\n{solution}\n\n[Steps]\n"
 )

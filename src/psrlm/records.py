@@ -231,7 +231,9 @@ class JsonlAppender:
             if data.endswith(b"\n"):
                 return
             cut = data.rfind(b"\n") + 1
-            log.warning("%s: dropping a half-written last line (%d bytes) before appending", self.path, len(data) - cut)
+            log.warning(
+                "%s: dropping a half-written last line (%d bytes) before appending", self.path, len(data) - cut
+            )
             fh.truncate(cut)
             fh.flush()
             os.fsync(fh.fileno())

@@ -1,0 +1,32 @@
+import subprocess
+import sys
+import time
+
+from psrlm.cli import main
+
+from .conftest import SMALL
+
+
+def test_help_is_fast_and_lists_stages():
+    start = time.time()
+    out = subprocess.run([sys.executable, "-m", "psrlm.cli", "--help"], capture_output=True, text=True, check=True)
+    assert "demo" in out.stdout and "data" in out.stdout
+    assert time.time() - start < 10
+
+
+def test_unknown_key_is_a_clear_error_and_writes_nothing(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"paths:\n  run_dir: {tmp_path / 'run'}\narith:\n  n_tests: 3\n")
+    assert main(["data", "arith", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'arith.n_tests'" in err and "bad.yaml" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_data_arith_writes_files_and_run_log(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["data", "arith"] + sum((["--set", s] for s in SMALL), []) + ["--set", f"paths.run_dir={run}"]
+    assert main(args) == 0
+    assert (run / "data" / "eft_test.jsonl").exists()
+    assert (run / "logs" / "runs.jsonl").read_text().count('"stage": "data arith"') == 1
+    assert list((run / "logs").glob("data_arith-*.yaml"))
