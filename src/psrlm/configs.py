@@ -118,12 +118,76 @@ class PromptConfig:
 
 
 @dataclass
+class EngineConfig:
+    """Text generation (engines/).
+
+    kind: "hf" = in-process transformers; "openai" = an OpenAI-compatible completions server.
+    device: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ...   (hf)
+    dtype: "auto" (bf16 on CUDA, fp32 on CPU), "float32", "bfloat16", "float16".   (hf)
+    batch_size: sequences per forward batch; static_cache: pre-allocated KV cache (faster on CPU in bf16).   (hf)
+    base_urls: one or more server URLs ending in /v1; requests are spread over them.   (openai)
+    model_name: the model name the server knows.   (openai)
+    api_key_env: environment variable holding the API key (never logged).   (openai)
+    concurrency / timeout_s / max_retries: in-flight requests, per-request timeout, retries on 429/5xx.  (openai)
+    extra_body: extra JSON fields sent with every request (e.g. {"generation_config": "..."}).   (openai)
+    """
+
+    kind: str = "hf"
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 64
+    static_cache: bool = False
+    base_urls: list[str] = field(default_factory=list)
+    model_name: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 8
+    timeout_s: float = 120.0
+    max_retries: int = 5
+    extra_body: dict = field(default_factory=dict)
+
+
+@dataclass
+class SearchConfig:
+    """Step search with self-judging (paper §3.3, Eq. 1-5).
+
+    width: candidate next steps sampled per round (paper w=6).
+    temperature / top_p: candidate sampling (paper 0.5 / 0.95).
+    max_step_tokens: token cap for one candidate step.
+    judge_mode: "all_ordered" (w(w-1) judgments, paper) | "one_order" | "cyclic" (see judge.py).
+    cyclic_k: neighbours per candidate in "cyclic" mode.
+    scoring: "wins" (judgments won in either position) | "position_a" (Eq. 2 literally).
+    judge_temperature: 0 = greedy verdicts.
+    judge_max_tokens: token cap for one judgment (explanation + verdict).
+    max_steps: a solution stops after this many steps even without an answer.
+    max_rounds: cap on expand-and-judge rounds per problem, rollbacks included (paper: 20 iterations).
+    max_active: problems searched together; their generations and judgments share engine calls.
+    seed: sampling seed (each round derives its own).
+    """
+
+    width: int = 6
+    temperature: float = 0.5
+    top_p: float = 0.95
+    max_step_tokens: int = 64
+    judge_mode: str = "all_ordered"
+    cyclic_k: int = 2
+    scoring: str = "wins"
+    judge_temperature: float = 0.0
+    judge_max_tokens: int = 48
+    max_steps: int = 16
+    max_rounds: int = 20
+    max_active: int = 64
+    seed: int = 0
+
+
+@dataclass
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     arith: ArithConfig = field(default_factory=ArithConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
 
 def _type_name(tp: Any) -> str:

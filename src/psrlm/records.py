@@ -69,11 +69,14 @@ class SearchTrace:
     problem_id: str
     steps: list[str]
     rounds: list[dict] = field(default_factory=list)  # per step: candidates, scores, chosen, rolled back
-    rollbacks: int = 0
+    rollbacks: int = 0  # ties that discarded the previous step (and its pair)
+    ties: int = 0  # all rounds whose scores tied, including ties at step 1 (resampled, nothing to discard)
     judge_calls: int = 0
     no_verdicts: int = 0
-    gen_tokens: int = 0
-    finished: bool = False
+    gen_tokens: int = 0  # candidate + judge tokens generated for this problem
+    rounds_used: int = 0
+    finished: bool = False  # reached a step with a \boxed{} answer
+    stop_reason: str = ""  # "answer" | "max_steps" | "round_cap"
     final_answer: str | None = None
 
 
@@ -256,6 +259,60 @@ class JsonlAppender:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class ProblemLog:
+    """Resumable per-problem output of a long stage: `<dir>/traces.jsonl` (one record per finished problem) and
+    `<dir>/<items>.jsonl` (that problem's items, e.g. preference pairs).
+
+    `commit` appends the items first, then the trace: a problem counts as done only once its trace is on disk.
+    On reopen, items whose problem has no trace (a kill between the two appends) are dropped, so a rerun never
+    duplicates or loses a record.
+    """
+
+    def __init__(self, out_dir: Path, trace_cls: type, item_cls: type | None = None, items: str = "pairs"):
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.traces_path = self.dir / "traces.jsonl"
+        self.items_path = self.dir / f"{items}.jsonl"
+        self._traces = JsonlAppender(self.traces_path, trace_cls)
+        self.traces = self._traces.existing()
+        self.done = {t.problem_id for t in self.traces}
+        self.item_cls = item_cls
+        if self.items_path.exists():
+            JsonlAppender(self.items_path).close()  # repair a torn tail first
+            items_now = read_jsonl(self.items_path, item_cls)
+            keep = [r for r in items_now if _problem_of(r) in self.done]
+            if len(keep) != len(items_now):
+                log.warning(
+                    "%s: dropping %d records of unfinished problems", self.items_path, len(items_now) - len(keep)
+                )
+                write_jsonl(self.items_path, keep)
+        self._items = JsonlAppender(self.items_path, item_cls)
+
+    def items(self) -> list:
+        return read_jsonl(self.items_path, self.item_cls)
+
+    def commit(self, trace: Any, items: list) -> None:
+        self._items.append(*items)
+        self._traces.append(trace)
+        self.traces.append(trace)
+        self.done.add(trace.problem_id)
+
+    def close(self) -> None:
+        self._items.close()
+        self._traces.close()
+
+    def __enter__(self) -> ProblemLog:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _problem_of(record: Any) -> str | None:
+    meta = record.meta if hasattr(record, "meta") else record.get("meta", {})
+    return meta.get("problem_id")
 
 
 def sha256_file(path: Path) -> str:

@@ -1,0 +1,34 @@
+"""Text generation engines; `make_engine` picks one from `engine.kind`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from psrlm.configs import EngineConfig
+from psrlm.engines.base import Completion, Engine, EngineStats, GenParams
+
+__all__ = ["Completion", "Engine", "EngineStats", "GenParams", "make_engine"]
+
+
+def make_engine(cfg: EngineConfig, model_path: str | Path | None = None) -> Engine:
+    if cfg.kind == "hf":
+        from psrlm.engines.hf import HFEngine
+
+        if not model_path:
+            raise ValueError("engine.kind=hf needs a model directory")
+        return HFEngine(
+            model_path, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size, static_cache=cfg.static_cache
+        )
+    if cfg.kind == "openai":
+        from psrlm.engines.openai_api import OpenAIEngine
+
+        return OpenAIEngine(
+            cfg.base_urls,
+            cfg.model_name or str(model_path or ""),
+            api_key_env=cfg.api_key_env,
+            concurrency=cfg.concurrency,
+            timeout_s=cfg.timeout_s,
+            max_retries=cfg.max_retries,
+            extra_body=cfg.extra_body,
+        )
+    raise ValueError(f"unknown engine.kind {cfg.kind!r}; choose 'hf' or 'openai'")

@@ -1,0 +1,240 @@
+"""Step search with self-judging (paper §3.3, Eq. 1-5) -> step-level preference pairs; also test-time scaling.
+
+    psrlm search --config configs/demo.yaml --model runs/demo/models/M1 --problems runs/demo/data/fresh_questions.jsonl
+
+Per problem, until a step holds a `\\boxed{}` answer or `max_steps`: sample `width` candidate next steps, let the
+same model judge pairs of them (judge.py), append the best; (best, worst) with prompt = question + previous steps
+is one PreferencePair. If every candidate scores the same, the step carries no preference: the previous step and
+its pair are discarded and the search resumes one step earlier (at step 1 it simply resamples). `max_rounds`
+caps the rounds per problem.
+
+All active problems advance together: one engine call generates every active problem's candidates, one engine
+call runs every judgment. That batching is where the speed comes from (see `psrlm bench`). Finished problems are
+committed to `traces.jsonl` / `pairs.jsonl` as they finish; a rerun skips them.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from psrlm.configs import SearchConfig
+from psrlm.engines.base import Engine, GenParams
+from psrlm.judge import Judgment, parse_verdict, plan_pairs, score_candidates, unique_candidates
+from psrlm.prompts import Prompts
+from psrlm.records import PreferencePair, Problem, ProblemLog, SearchTrace, read_jsonl
+from psrlm.steps import STEP_STOP, clean_candidate, final_answer, is_final
+
+
+@dataclass
+class _State:
+    problem: Problem
+    trace: SearchTrace
+    steps: list[str] = field(default_factory=list)
+    pairs: list[PreferencePair] = field(default_factory=list)  # pairs[k] belongs to steps[k]
+    done: bool = False
+
+
+@dataclass
+class SearchResult:
+    traces: list[SearchTrace]
+    pairs: list[PreferencePair]
+
+    def summary(self) -> dict:
+        t = self.traces
+        rounds = sum(x.rounds_used for x in t) or 1
+        calls = sum(x.judge_calls for x in t)
+        return {
+            "problems": len(t),
+            "pairs": len(self.pairs),
+            "finished": sum(x.finished for x in t),
+            "rounds": rounds,
+            "tie_rate": sum(x.ties for x in t) / rounds,
+            "rollbacks": sum(x.rollbacks for x in t),
+            "rollback_rate": sum(x.rollbacks for x in t) / rounds,
+            "judge_calls": calls,
+            "judge_calls_per_step": calls / rounds,
+            "no_verdict_rate": sum(x.no_verdicts for x in t) / max(1, calls),
+            "gen_tokens": sum(x.gen_tokens for x in t),
+            "round_cap_hits": sum(x.stop_reason == "round_cap" for x in t),
+        }
+
+
+def run_search(
+    problems: list[Problem],
+    engine: Engine,
+    prompts: Prompts,
+    cfg: SearchConfig,
+    *,
+    judge_engine: Engine | None = None,
+    out_dir: Path | None = None,
+    iteration: int = 0,
+    progress: bool = True,
+) -> SearchResult:
+    """Search every problem; with `out_dir`, results are committed as problems finish and a rerun resumes."""
+    judge_engine = judge_engine or engine
+    log = ProblemLog(out_dir, SearchTrace, PreferencePair) if out_dir is not None else None
+    done_ids = log.done if log else set()
+    queue = deque(p for p in problems if p.id not in done_ids)
+    new_traces: list[SearchTrace] = []
+    new_pairs: list[PreferencePair] = []
+    bar = _progress(len(problems), len(problems) - len(queue), progress)
+    active: list[_State] = []
+    round_no = 0
+    try:
+        while queue or active:
+            while queue and len(active) < cfg.max_active:
+                p = queue.popleft()
+                active.append(_State(p, SearchTrace(problem_id=p.id, steps=[])))
+            _advance(active, engine, judge_engine, prompts, cfg, iteration, cfg.seed + 100_003 * round_no)
+            round_no += 1
+            for st in [s for s in active if s.done]:
+                st.trace.steps = list(st.steps)
+                st.trace.final_answer = final_answer(st.steps)
+                if log:
+                    log.commit(st.trace, st.pairs)
+                new_traces.append(st.trace)
+                new_pairs += st.pairs
+                bar.update(1)
+            active = [s for s in active if not s.done]
+            _postfix(bar, new_traces, new_pairs)
+    finally:
+        bar.close()
+        if log:
+            log.close()
+    if log:  # everything on disk, earlier runs included, in problem order
+        order = {p.id: i for i, p in enumerate(problems)}
+        traces = sorted(log.traces, key=lambda t: order.get(t.problem_id, len(order)))
+        return SearchResult(traces, read_jsonl(Path(out_dir) / "pairs.jsonl", PreferencePair))
+    return SearchResult(new_traces, new_pairs)
+
+
+def run_tts(
+    problems: list[Problem], engine: Engine, prompts: Prompts, cfg: SearchConfig, **kwargs
+) -> list[SearchTrace]:
+    """Test-time scaling (paper Table 5/9): the same search at inference; each trace holds the chosen solution
+    (`steps`, `final_answer`) and the compute it took (`gen_tokens`, `judge_calls`, `rounds_used`)."""
+    return run_search(problems, engine, prompts, cfg, iteration=-1, **kwargs).traces
+
+
+def _advance(
+    states: list[_State],
+    engine: Engine,
+    judge_engine: Engine,
+    prompts: Prompts,
+    cfg: SearchConfig,
+    iteration: int,
+    seed: int,
+) -> None:
+    """One round for every state: expand, judge (one batched call each), then select or roll back."""
+    step_prompts = [prompts.step_prompt(st.problem.question, st.steps) for st in states]
+    gen = engine.generate(
+        step_prompts,
+        GenParams(
+            n=cfg.width,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            max_new_tokens=cfg.max_step_tokens,
+            stop=(STEP_STOP,),
+            seed=seed,
+        ),
+    )
+    plans = []  # per state: (unique candidates, [(a, b)], offset into judge prompts)
+    judge_prompts: list[str] = []
+    for st, outs in zip(states, gen, strict=True):
+        st.trace.gen_tokens += sum(c.tokens for c in outs)
+        cands = [c for c in (clean_candidate(o.text) for o in outs) if c]
+        uniques, _ = unique_candidates(cands)
+        pairs = plan_pairs(len(uniques), cfg.judge_mode, cfg.cyclic_k) if len(uniques) > 1 else []
+        plans.append((cands, uniques, pairs, len(judge_prompts)))
+        q = st.problem.question
+        judge_prompts += [prompts.judge_prompt(q, st.steps, uniques[a], uniques[b]) for a, b in pairs]
+    verdicts = []
+    if judge_prompts:
+        params = GenParams(n=1, temperature=cfg.judge_temperature, max_new_tokens=cfg.judge_max_tokens, seed=seed + 1)
+        verdicts = [outs[0] for outs in judge_engine.generate(judge_prompts, params)]
+    for st, (cands, uniques, pairs, offset) in zip(states, plans, strict=True):
+        outs = verdicts[offset : offset + len(pairs)]
+        judgments = [Judgment(a, b, parse_verdict(o.text)) for (a, b), o in zip(pairs, outs, strict=True)]
+        st.trace.gen_tokens += sum(o.tokens for o in outs)
+        st.trace.judge_calls += len(pairs)
+        _select(st, cands, uniques, judgments, prompts, cfg, iteration)
+
+
+def _select(
+    st: _State,
+    cands: list[str],
+    uniques: list[str],
+    judgments: list[Judgment],
+    prompts: Prompts,
+    cfg: SearchConfig,
+    iteration: int,
+) -> None:
+    tr = st.trace
+    tr.rounds_used += 1
+    scored = score_candidates(max(1, len(uniques)), judgments, cfg.scoring)
+    tr.no_verdicts += scored.no_verdicts
+    record = {
+        "step": len(st.steps) + 1,
+        "candidates": cands,
+        "unique": len(uniques),
+        "scores": scored.scores,
+        "judge_calls": len(judgments),
+        "no_verdicts": scored.no_verdicts,
+    }
+    if len(uniques) < 2 or scored.tie:
+        tr.ties += 1
+        if st.steps:  # no preference at step l: discard step l-1 and its pair, search again from there
+            st.steps.pop()
+            st.pairs.pop()
+            tr.rollbacks += 1
+            record["action"] = "rollback"
+        else:
+            record["action"] = "resample"
+    else:
+        best, worst = uniques[scored.best], uniques[scored.worst]
+        st.pairs.append(
+            PreferencePair(
+                prompt=prompts.step_prompt(st.problem.question, st.steps),
+                chosen=" " + best,
+                rejected=" " + worst,
+                meta={
+                    "problem_id": st.problem.id,
+                    "step": len(st.steps) + 1,
+                    "iteration": iteration,
+                    "chosen_score": scored.scores[scored.best],
+                    "rejected_score": scored.scores[scored.worst],
+                    "chosen_final": is_final(best),
+                    "rejected_final": is_final(worst),
+                    "width": len(uniques),
+                },
+            )
+        )
+        st.steps.append(best)
+        record.update(action="accept", best=scored.best, worst=scored.worst)
+    tr.rounds.append(record)
+    if st.steps and is_final(st.steps[-1]):
+        st.done, tr.finished, tr.stop_reason = True, True, "answer"
+    elif len(st.steps) >= cfg.max_steps:
+        st.done, tr.stop_reason = True, "max_steps"
+    elif tr.rounds_used >= cfg.max_rounds:
+        st.done, tr.stop_reason = True, "round_cap"
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="search", unit="problem", disable=not enabled, dynamic_ncols=True)
+
+
+def _postfix(bar, traces: list[SearchTrace], pairs: list[PreferencePair]) -> None:
+    if not traces:
+        return
+    calls = sum(t.judge_calls for t in traces) or 1
+    bar.set_postfix(
+        pairs=len(pairs),
+        rollbacks=sum(t.rollbacks for t in traces),
+        no_verdict=f"{sum(t.no_verdicts for t in traces) / calls:.1%}",
+        refresh=False,
+    )

@@ -1,0 +1,123 @@
+import pytest
+
+from psrlm.configs import SearchConfig
+from psrlm.prompts import get_prompts
+from psrlm.records import PreferencePair, Problem, SearchTrace, read_jsonl
+from psrlm.search import run_search, run_tts
+
+from .fakes import ScriptedEngine, prefer_higher_quality
+
+PROMPTS = get_prompts("compact")
+PROBLEMS = [Problem(id=f"p{i}", question=f"question {i}", answer="1", source="t") for i in range(5)]
+
+
+def three_step_policy(q, prev, params):
+    """Step l candidates: quality tags q0..q(n-1); step 3 is final."""
+    l = len(prev) + 1
+    end = " \\boxed{1}" if l == 3 else ""
+    return [f"s{l} q{k}{end}" for k in range(params.n)]
+
+
+def cfg(**kw) -> SearchConfig:
+    return SearchConfig(**{"width": 3, **kw})
+
+
+def test_pairs_and_batching():
+    eng = ScriptedEngine(three_step_policy, prefer_higher_quality)
+    res = run_search(PROBLEMS, eng, PROMPTS, cfg(max_active=5), progress=False)
+    assert len(res.traces) == 5 and all(t.finished and t.stop_reason == "answer" for t in res.traces)
+    assert len(res.pairs) == 15
+    pair = next(p for p in res.pairs if p.meta["problem_id"] == "p0" and p.meta["step"] == 2)
+    assert pair.prompt == PROMPTS.step_prompt("question 0", ["s1 q2"])
+    assert pair.prompt.endswith("Step 2:")
+    assert (pair.chosen, pair.rejected) == (" s2 q2", " s2 q0")
+    assert pair.meta["chosen_score"] > pair.meta["rejected_score"]
+    final = next(p for p in res.pairs if p.meta["problem_id"] == "p0" and p.meta["step"] == 3)
+    assert final.meta["chosen_final"] and final.meta["rejected_final"]
+    # every active problem's candidates in one call, every judgment in one call
+    assert eng.calls[:2] == [("step", 5), ("judge", 5 * 6)]
+    assert res.traces[0].judge_calls == 3 * 6
+
+
+def test_tie_at_step_one_resamples():
+    calls = {"n": 0}
+
+    def policy(q, prev, params):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return ["same q1"] * params.n  # identical candidates: judged once, no preference
+        return three_step_policy(q, prev, params)
+
+    eng = ScriptedEngine(policy, prefer_higher_quality)
+    (t,) = run_search(PROBLEMS[:1], eng, PROMPTS, cfg(), progress=False).traces
+    assert t.ties == 1 and t.rollbacks == 0 and t.rounds[0]["action"] == "resample"
+    assert t.rounds[0]["judge_calls"] == 0 and t.finished and len(t.steps) == 3
+
+
+def test_tie_rolls_back_previous_step_and_its_pair():
+    mute = {"left": 6}
+
+    def judge(a, b):
+        if a.startswith("s2") and mute["left"] > 0:  # the first step-2 round gets no verdicts -> a tie
+            mute["left"] -= 1
+            return "no idea"
+        return prefer_higher_quality(a, b)
+
+    policy = three_step_policy
+
+    eng = ScriptedEngine(policy, judge)
+    res = run_search(PROBLEMS[:1], eng, PROMPTS, cfg(), progress=False)
+    (t,) = res.traces
+    assert [r["action"] for r in t.rounds][:2] == ["accept", "rollback"]
+    assert t.rollbacks == 1 and t.no_verdicts == 6
+    assert [p.meta["step"] for p in res.pairs] == [1, 2, 3]  # the discarded step-1 pair is gone, once
+    # after the rollback only a step-1 prompt follows
+    assert t.rounds[2]["step"] == 1
+
+
+def test_round_cap_stops_endless_ties():
+    eng = ScriptedEngine(lambda q, prev, params: ["x q1"] * params.n, prefer_higher_quality)
+    (t,) = run_search(PROBLEMS[:1], eng, PROMPTS, cfg(max_rounds=7), progress=False).traces
+    assert t.rounds_used == 7 and t.stop_reason == "round_cap" and not t.finished and t.steps == []
+
+
+def test_max_steps():
+    eng = ScriptedEngine(lambda q, prev, params: [f"s q{k}" for k in range(params.n)], prefer_higher_quality)
+    (t,) = run_search(PROBLEMS[:1], eng, PROMPTS, cfg(max_steps=4), progress=False).traces
+    assert t.stop_reason == "max_steps" and len(t.steps) == 4
+
+
+def test_resume_after_interruption_has_no_duplicates_or_losses(tmp_path):
+    reference = run_search(PROBLEMS, ScriptedEngine(three_step_policy, prefer_higher_quality), PROMPTS,
+                           cfg(max_active=2), progress=False)  # fmt: skip
+    out = tmp_path / "search"
+    killer = ScriptedEngine(three_step_policy, prefer_higher_quality, fail_after_calls=9)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(PROBLEMS, killer, PROMPTS, cfg(max_active=2), out_dir=out, progress=False)
+    partial = read_jsonl(out / "traces.jsonl", SearchTrace)
+    assert 0 < len(partial) < len(PROBLEMS)
+    with open(out / "pairs.jsonl", "a") as fh:  # a kill mid-write of an unfinished problem's pairs
+        fh.write(
+            '{"prompt": "Q: question 4\\nA:\\nStep 1:", "chosen": " x", "rejected": " y", "meta": {"problem_id": "p4"}}\n{"prom'
+        )
+    res = run_search(PROBLEMS, ScriptedEngine(three_step_policy, prefer_higher_quality), PROMPTS,
+                     cfg(max_active=2), out_dir=out, progress=False)  # fmt: skip
+    assert [t.problem_id for t in res.traces] == [p.id for p in PROBLEMS]
+    key = lambda p: (p.meta["problem_id"], p.meta["step"], p.chosen, p.rejected)  # noqa: E731
+    on_disk = read_jsonl(out / "pairs.jsonl", PreferencePair)
+    assert sorted(map(key, on_disk)) == sorted(map(key, reference.pairs))
+    assert len(read_jsonl(out / "traces.jsonl", SearchTrace)) == len(PROBLEMS)
+
+
+def test_tts_returns_solutions_and_compute():
+    traces = run_tts(PROBLEMS[:2], ScriptedEngine(three_step_policy, prefer_higher_quality), PROMPTS, cfg(),
+                     progress=False)  # fmt: skip
+    assert [t.final_answer for t in traces] == ["1", "1"]
+    assert all(t.gen_tokens > 0 and t.judge_calls == 18 for t in traces)
+
+
+@pytest.mark.parametrize("mode, calls", [("all_ordered", 6), ("one_order", 3), ("cyclic", 3)])
+def test_judge_modes_in_search(mode, calls):
+    (t,) = run_search(PROBLEMS[:1], ScriptedEngine(three_step_policy, prefer_higher_quality), PROMPTS,
+                      cfg(judge_mode=mode), progress=False).traces  # fmt: skip
+    assert t.rounds[0]["judge_calls"] == calls and t.finished
