@@ -13,9 +13,9 @@ PROBLEMS = [Problem(id=f"p{i}", question=f"question {i}", answer="1", source="t"
 
 def three_step_policy(q, prev, params):
     """Step l candidates: quality tags q0..q(n-1); step 3 is final."""
-    l = len(prev) + 1
-    end = " \\boxed{1}" if l == 3 else ""
-    return [f"s{l} q{k}{end}" for k in range(params.n)]
+    step = len(prev) + 1
+    end = " \\boxed{1}" if step == 3 else ""
+    return [f"s{step} q{k}{end}" for k in range(params.n)]
 
 
 def cfg(**kw) -> SearchConfig:

@@ -180,6 +180,30 @@ class SearchConfig:
 
 
 @dataclass
+class SRLMConfig:
+    """The outcome-based baseline (Yuan et al., 2024; srlm.py): whole solutions scored 0-5 by the model.
+
+    n_samples: whole solutions sampled per problem (Yuan et al.: 4).
+    temperature / top_p: solution sampling.
+    max_solution_tokens: token cap for one solution.
+    n_judgments: scoring samples per solution, averaged (Yuan et al.: 3); judge_temperature applies when > 1.
+    judge_max_tokens: token cap for one scoring answer (justification + "Score: X").
+    max_active: problems processed together in one engine call.
+    seed: sampling seed.
+    """
+
+    n_samples: int = 4
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_solution_tokens: int = 256
+    n_judgments: int = 3
+    judge_temperature: float = 0.7
+    judge_max_tokens: int = 64
+    max_active: int = 64
+    seed: int = 0
+
+
+@dataclass
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     arith: ArithConfig = field(default_factory=ArithConfig)
@@ -188,6 +212,7 @@ class Config:
     prompts: PromptConfig = field(default_factory=PromptConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    srlm: SRLMConfig = field(default_factory=SRLMConfig)
 
 
 def _type_name(tp: Any) -> str:

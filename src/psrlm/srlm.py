@@ -1,0 +1,158 @@
+"""The outcome-based baseline, SRLM (Yuan et al., 2024): the model scores its own whole solutions.
+
+    psrlm search --method srlm --config configs/demo.yaml --model M --problems FILE --out DIR
+
+Per problem: sample `n_samples` whole solutions, score each with the additive 5-point LLM-as-a-Judge prompt
+(`n_judgments` samples averaged), and pair the best against the worst; a tie between them carries no preference
+and is dropped. "Score: X" that cannot be parsed is counted and left out of the average. As in search.py, all
+active problems share one generation call and one scoring call, and results are committed per problem.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from psrlm.configs import SRLMConfig
+from psrlm.engines.base import Engine, GenParams
+from psrlm.prompts import Prompts
+from psrlm.records import PreferencePair, Problem, ProblemLog, SearchTrace, read_jsonl
+from psrlm.steps import final_answer, is_final, split_steps
+
+_SCORE = re.compile(r"Score\s*:\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
+
+
+def parse_score(text: str) -> float | None:
+    """The last "Score: X" with 0 <= X <= 5, else None (counted by the caller)."""
+    found = _SCORE.findall(text or "")
+    if not found:
+        return None
+    value = float(found[-1])
+    return value if 0 <= value <= 5 else None
+
+
+@dataclass
+class SRLMResult:
+    traces: list[SearchTrace]
+    pairs: list[PreferencePair]
+
+    def summary(self) -> dict:
+        t = self.traces
+        calls = sum(x.judge_calls for x in t)
+        return {
+            "problems": len(t),
+            "pairs": len(self.pairs),
+            "ties_dropped": sum(x.ties for x in t),
+            "judge_calls": calls,
+            "unparsed_score_rate": sum(x.no_verdicts for x in t) / max(1, calls),
+            "gen_tokens": sum(x.gen_tokens for x in t),
+        }
+
+
+def run_srlm(
+    problems: list[Problem],
+    engine: Engine,
+    prompts: Prompts,
+    cfg: SRLMConfig,
+    *,
+    out_dir: Path | None = None,
+    iteration: int = 0,
+    progress: bool = True,
+) -> SRLMResult:
+    from tqdm.auto import tqdm
+
+    log = ProblemLog(out_dir, SearchTrace, PreferencePair) if out_dir is not None else None
+    queue = deque(p for p in problems if not log or p.id not in log.done)
+    traces: list[SearchTrace] = []
+    pairs: list[PreferencePair] = []
+    bar = tqdm(total=len(problems), initial=len(problems) - len(queue), desc="srlm", disable=not progress)
+    batch_no = 0
+    try:
+        while queue:
+            batch = [queue.popleft() for _ in range(min(cfg.max_active, len(queue)))]
+            for trace, new in _score_batch(batch, engine, prompts, cfg, iteration, cfg.seed + 100_003 * batch_no):
+                if log:
+                    log.commit(trace, new)
+                traces.append(trace)
+                pairs += new
+                bar.update(1)
+            batch_no += 1
+    finally:
+        bar.close()
+        if log:
+            log.close()
+    if log:
+        order = {p.id: i for i, p in enumerate(problems)}
+        all_traces = sorted(log.traces, key=lambda t: order.get(t.problem_id, len(order)))
+        return SRLMResult(all_traces, read_jsonl(Path(out_dir) / "pairs.jsonl", PreferencePair))
+    return SRLMResult(traces, pairs)
+
+
+def _score_batch(batch: list[Problem], engine: Engine, prompts: Prompts, cfg: SRLMConfig, iteration: int, seed: int):
+    solve = [prompts.solve_prompt(p.question) for p in batch]
+    gen = engine.generate(
+        solve,
+        GenParams(
+            n=cfg.n_samples,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            max_new_tokens=cfg.max_solution_tokens,
+            seed=seed,
+        ),
+    )
+    solutions = [[o.text.strip() for o in outs] for outs in gen]
+    score_prompts = [prompts.score_prompt(p.question, s) for p, sols in zip(batch, solutions, strict=True) for s in sols]
+    judge_params = GenParams(
+        n=cfg.n_judgments,
+        temperature=cfg.judge_temperature if cfg.n_judgments > 1 else 0.0,
+        top_p=1.0,
+        max_new_tokens=cfg.judge_max_tokens,
+        seed=seed + 1,
+    )
+    judged = engine.generate(score_prompts, judge_params)
+    k = 0
+    for p, outs, sols in zip(batch, gen, solutions, strict=True):
+        trace = SearchTrace(problem_id=p.id, steps=[], gen_tokens=sum(o.tokens for o in outs))
+        means: list[float | None] = []
+        for _ in sols:
+            answers = judged[k]
+            k += 1
+            values = [parse_score(a.text) for a in answers]
+            trace.judge_calls += len(values)
+            trace.no_verdicts += sum(v is None for v in values)
+            trace.gen_tokens += sum(a.tokens for a in answers)
+            ok = [v for v in values if v is not None]
+            means.append(sum(ok) / len(ok) if ok else None)
+        scored = [(m, i) for i, m in enumerate(means) if m is not None]
+        trace.rounds.append({"candidates": sols, "scores": means})
+        trace.rounds_used = 1
+        new: list[PreferencePair] = []
+        if len(scored) >= 2 and max(scored)[0] > min(scored)[0]:
+            best = max(scored, key=lambda t: (t[0], -t[1]))[1]
+            worst = min(scored, key=lambda t: (t[0], t[1]))[1]
+            new.append(
+                PreferencePair(
+                    prompt=solve[batch.index(p)],
+                    chosen=sols[best],
+                    rejected=sols[worst],
+                    meta={
+                        "problem_id": p.id,
+                        "iteration": iteration,
+                        "method": "srlm",
+                        "chosen_score": means[best],
+                        "rejected_score": means[worst],
+                        "chosen_final": True,
+                        "rejected_final": True,
+                    },
+                )
+            )
+            trace.steps = split_steps(sols[best])
+        else:
+            trace.ties = 1
+            trace.steps = split_steps(sols[0]) if sols else []
+        trace.final_answer = final_answer(trace.steps)
+        trace.finished = bool(trace.steps) and is_final(trace.steps[-1])
+        trace.stop_reason = "answer" if trace.finished else "no_answer"
+        yield trace, new
