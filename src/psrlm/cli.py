@@ -92,6 +92,37 @@ def cmd_demo(cfg: Config) -> dict:
     return result
 
 
+def cmd_search(cfg: Config, args: argparse.Namespace) -> dict:
+    """Self-judging step search (or the SRLM baseline) over a problem file, resumable into --out."""
+    from psrlm.engines import make_engine
+    from psrlm.prompts import get_prompts
+    from psrlm.records import Problem, read_jsonl, write_json
+
+    problems = read_jsonl(Path(args.problems), Problem)
+    if args.limit:
+        problems = problems[: args.limit]
+    model = args.model or cfg.model.path
+    if not model:
+        raise ValueError("no model: pass --model DIR or set model.path")
+    engine = make_engine(cfg.engine, model)
+    prompts = get_prompts(cfg.prompts.variant)
+    out = Path(args.out)
+    started = time.time()
+    if args.method == "srlm":
+        from psrlm.srlm import run_srlm
+
+        result = run_srlm(problems, engine, prompts, cfg.srlm, out_dir=out)
+    else:
+        from psrlm.search import run_search
+
+        result = run_search(problems, engine, prompts, cfg.search, out_dir=out, iteration=args.iteration)
+    summary = {**result.summary(), "method": args.method, "model": str(model), "wall_s": time.time() - started}
+    write_json(out / "summary.json", summary)
+    for k, v in summary.items():
+        print(f"  {k:<22} {v:.3f}" if isinstance(v, float) else f"  {k:<22} {v}")
+    return summary
+
+
 def cmd_show_config(cfg: Config) -> dict:
     import yaml
 
@@ -126,6 +157,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_demo, name="demo")
 
+    p = sub.add_parser(
+        "search",
+        help="self-judging step search over problems -> preference pairs + traces (resumable)",
+        description="Sample `search.width` candidate steps, let the model judge them pairwise, keep the best, and "
+        "write (best, worst) step pairs. Rerun with the same --out to resume.",
+    )
+    _add_config_args(p)
+    p.add_argument("--model", help="model directory (default: model.path)")
+    p.add_argument("--problems", required=True, help="Problem JSONL (e.g. runs/demo/data/fresh_questions.jsonl)")
+    p.add_argument("--out", required=True, help="output folder: pairs.jsonl, traces.jsonl, summary.json")
+    p.add_argument("--limit", type=int, default=0, help="only the first N problems (0 = all)")
+    p.add_argument(
+        "--method", choices=["psrlm", "srlm"], default="psrlm", help="psrlm: step search (default); srlm: baseline"
+    )
+    p.add_argument("--iteration", type=int, default=0, help="iteration number recorded in each pair's meta")
+    p.set_defaults(func=cmd_search, name="search", wants_args=True)
+
     p = sub.add_parser("show-config", help="print the effective config (defaults + recipe + --set)")
     _add_config_args(p)
     p.set_defaults(func=cmd_show_config, name="show-config")
@@ -140,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         started = time.time()
-        result = args.func(cfg)
+        result = args.func(cfg, args) if getattr(args, "wants_args", False) else args.func(cfg)
         if args.name != "show-config":
             _record_run(cfg, args.name, started, result)
             print(f"done in {time.time() - started:.1f}s")

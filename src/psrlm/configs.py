@@ -204,6 +204,40 @@ class SRLMConfig:
 
 
 @dataclass
+class TrainConfig:
+    """One training stage through TRL (train.py). Used as `pretrain` (M0 on raw domain text), `sft` (M0 -> M1 on
+    EFT + IFT, completion-only loss) and `dpo` (step-wise DPO, M_n -> M_n+1).
+
+    epochs / lr / batch_size / grad_accum / warmup_steps / weight_decay / lr_scheduler: the usual.
+        Paper (7B): SFT 3 epochs, lr 1e-6, batch 32; DPO 1 epoch, lr 5e-7. A model trained from scratch needs far
+        larger learning rates (the demo recipe sets them).
+    max_length: token cap per example; 0 = set from the data (reported: how many examples exceed the model limit).
+    beta: DPO's beta (paper: unspecified; TRL default 0.1).   (dpo)
+    precompute_ref_log_probs: compute the reference log-probs once up front (faster on CPU).   (dpo)
+    lora: train a LoRA adapter (peft) and merge it at the end; lora_r / lora_alpha: its rank and scale.
+    bf16: "auto" = on with CUDA, off on CPU; "true" / "false" force it.
+    logging_steps: loss logging interval. seed: data order and init.
+    """
+
+    epochs: float = 1.0
+    lr: float = 1e-5
+    batch_size: int = 16
+    grad_accum: int = 1
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    lr_scheduler: str = "linear"
+    max_length: int = 0
+    beta: float = 0.1
+    precompute_ref_log_probs: bool = False
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    bf16: str = "auto"
+    logging_steps: int = 10
+    seed: int = 0
+
+
+@dataclass
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     arith: ArithConfig = field(default_factory=ArithConfig)
@@ -213,6 +247,9 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     srlm: SRLMConfig = field(default_factory=SRLMConfig)
+    pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=1e-3, batch_size=32))
+    sft: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=1e-6, batch_size=32))
+    dpo: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, lr=5e-7, batch_size=32))
 
 
 def _type_name(tp: Any) -> str:

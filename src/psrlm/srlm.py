@@ -103,7 +103,9 @@ def _score_batch(batch: list[Problem], engine: Engine, prompts: Prompts, cfg: SR
         ),
     )
     solutions = [[o.text.strip() for o in outs] for outs in gen]
-    score_prompts = [prompts.score_prompt(p.question, s) for p, sols in zip(batch, solutions, strict=True) for s in sols]
+    score_prompts = [
+        prompts.score_prompt(p.question, s) for p, sols in zip(batch, solutions, strict=True) for s in sols
+    ]
     judge_params = GenParams(
         n=cfg.n_judgments,
         temperature=cfg.judge_temperature if cfg.n_judgments > 1 else 0.0,

@@ -13,6 +13,7 @@ environment variable named by `api_key_env` and never appears in logs or errors.
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import json
 import logging
@@ -68,6 +69,10 @@ class OpenAIEngine:
 
     # ------------------------------------------------------------------------------------------ HTTP
 
+    def _redact(self, text: str) -> str:
+        """Mask the API key where a server echoes it back (some do, in 401 bodies)."""
+        return text.replace(self._api_key, "***") if self._api_key else text
+
     def _post(self, body: dict) -> dict:
         with self._lock:
             url = next(self._urls) + "/completions"
@@ -82,12 +87,18 @@ class OpenAIEngine:
                 with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                     return json.loads(resp.read().decode())
             except urllib.error.HTTPError as e:
-                detail = e.read()[:200].decode(errors="replace")
+                detail = self._redact(e.read(4096).decode(errors="replace"))[:200]
                 last = f"HTTP {e.code} from {url}: {detail}"
                 if e.code not in RETRY_STATUS:
                     raise EngineError(last) from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError) as e:
-                last = f"{type(e).__name__} from {url}: {getattr(e, 'reason', e)}"
+            except (
+                urllib.error.URLError,
+                http.client.HTTPException,  # a broken answer: bad status line, connection cut mid-body
+                TimeoutError,
+                ConnectionError,
+                json.JSONDecodeError,
+            ) as e:
+                last = self._redact(f"{type(e).__name__} from {url}: {getattr(e, 'reason', e)}")
             if attempt < self.max_retries:
                 delay = self.backoff_s * 2**attempt * (0.5 + random.random())
                 log.warning("request failed (%s); retry %d/%d in %.1fs", last, attempt + 1, self.max_retries, delay)
@@ -116,16 +127,16 @@ class OpenAIEngine:
             body["n"] = params.n - len(got)
             try:
                 resp = self._post(body)
+                choices = resp.get("choices") or []
+                if not choices:
+                    raise EngineError(self._redact(f"server answered without choices: {str(resp)[:200]}"))
             except EngineError:
                 with self._lock:
                     self.stats.errors += 1
                 if self.on_error == "raise":
                     raise
-                got += [Completion("", 0, "error")] * (params.n - len(got))
+                got += [Completion("", 0, "error") for _ in range(params.n - len(got))]
                 break
-            choices = resp.get("choices") or []
-            if not choices:
-                raise EngineError(f"server answered without choices: {str(resp)[:200]}")
             usage = (resp.get("usage") or {}).get("completion_tokens")
             per_choice = round(usage / len(choices)) if isinstance(usage, int) else None
             for ch in choices[: params.n - len(got)]:

@@ -1,0 +1,102 @@
+"""Evaluation: greedy accuracy, judge accuracy (with A/B-swap consistency), step statistics.
+
+    psrlm eval --config configs/demo.yaml --model runs/demo/models/M1
+
+Greedy accuracy uses the solve prompt (Fig. 4) and grading.py. Judge accuracy asks each EFT test item in both
+A/B orders: accuracy counts every judgment, consistency the items whose two verdicts agree (Table 3). On arith
+the oracle also labels each generated step, giving step precision.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+from psrlm.engines.base import Engine, GenParams
+from psrlm.grading import extract_answer, is_equiv
+from psrlm.judge import parse_verdict
+from psrlm.prompts import Prompts
+from psrlm.records import JudgeExample, Problem
+from psrlm.steps import split_steps
+
+
+@dataclass
+class SolveResult:
+    problem_id: str
+    prompt: str
+    response: str
+    extracted: str | None
+    gold: str
+    correct: bool
+    steps: int
+    step_chars: float
+
+
+def solve_greedy(
+    problems: list[Problem], engine: Engine, prompts: Prompts, max_tokens: int = 256, grader=None
+) -> list[SolveResult]:
+    texts = [prompts.solve_prompt(p.question) for p in problems]
+    outs = engine.generate(texts, GenParams(n=1, temperature=0.0, max_new_tokens=max_tokens))
+    responses = [o[0].text for o in outs]
+    extracted = [extract_answer(r) for r in responses]
+    if grader is not None:
+        correct = grader.grade([(p.answer, e) for p, e in zip(problems, extracted, strict=True)])
+    else:
+        correct = [is_equiv(p.answer, e) for p, e in zip(problems, extracted, strict=True)]
+    results = []
+    for p, prompt, r, e, ok in zip(problems, texts, responses, extracted, correct, strict=True):
+        steps = split_steps(r)
+        mean_len = statistics.mean(len(s) for s in steps) if steps else 0.0
+        results.append(SolveResult(p.id, prompt, r, e, p.answer, bool(ok), len(steps), mean_len))
+    return results
+
+
+def accuracy_summary(results: list[SolveResult]) -> dict:
+    n = max(1, len(results))
+    return {
+        "n": len(results),
+        "accuracy": sum(r.correct for r in results) / n,
+        "mean_steps": statistics.mean(r.steps for r in results) if results else 0.0,
+        "mean_step_chars": statistics.mean(r.step_chars for r in results) if results else 0.0,
+        "no_answer_rate": sum(r.extracted is None for r in results) / n,
+    }
+
+
+def judge_accuracy(
+    examples: list[JudgeExample],
+    engine: Engine,
+    prompts: Prompts,
+    max_tokens: int = 48,
+    few_shot: list[JudgeExample] | None = None,
+) -> dict:
+    """Accuracy over both A/B orders, consistency under the swap, and the no-verdict rate.
+
+    `few_shot` examples are prepended as solved demonstrations (the paper's 3-shot M0 judge)."""
+    from psrlm.prompts import judge_target
+
+    prefix = "".join(
+        prompts.judge_prompt(e.question, e.prev_steps, e.step_a, e.step_b)
+        + judge_target(e.explanation, e.verdict)
+        + "\n\n"
+        for e in few_shot or []
+    )
+    asks = []
+    for e in examples:
+        asks.append(prefix + prompts.judge_prompt(e.question, e.prev_steps, e.step_a, e.step_b))
+        asks.append(prefix + prompts.judge_prompt(e.question, e.prev_steps, e.step_b, e.step_a))
+    outs = engine.generate(asks, GenParams(n=1, temperature=0.0, max_new_tokens=max_tokens))
+    verdicts = [parse_verdict(o[0].text) for o in outs]
+    right = consistent = missing = 0
+    for i, e in enumerate(examples):
+        v1, v2 = verdicts[2 * i], verdicts[2 * i + 1]
+        swapped = {"A": "B", "B": "A"}[e.verdict]
+        right += (v1 == e.verdict) + (v2 == swapped)
+        missing += (v1 is None) + (v2 is None)
+        consistent += v1 is not None and v2 is not None and v1 != v2
+    n = max(1, len(examples))
+    return {
+        "n": len(examples),
+        "judge_accuracy": right / (2 * n),
+        "consistency": consistent / n,
+        "no_verdict_rate": missing / (2 * n),
+    }

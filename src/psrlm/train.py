@@ -1,0 +1,257 @@
+"""Training through TRL: pre-training M0, SFT init (M0 -> M1 on EFT + IFT) and step-wise DPO (M_n -> M_n+1).
+
+    psrlm train sft --config configs/demo.yaml --model runs/demo/models/M0 --out runs/demo/models/M1
+    psrlm train dpo --config configs/demo.yaml --model M1 --pairs runs/demo/psrlm/it2/search/pairs.jsonl --out M2
+
+Nothing here writes a loss. SFT is TRL's `SFTTrainer` on prompt/completion rows (loss on the completion only, EOS
+appended). Step-wise DPO (paper Eq. 6-8) is TRL's `DPOTrainer` on rows whose prompt is question + accepted steps
+and whose chosen/rejected are single steps; the one thing added is that TRL's EOS is kept only on a *final* step
+(one with the answer): EOS after an intermediate step would teach the model to stop after one step.
+
+A model is written to a temp folder and renamed when complete, so a killed run never leaves a model that looks
+finished. Each output folder holds `train_log.json` (loss curve, settings, length statistics).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from psrlm.configs import TrainConfig
+from psrlm.prompts import Prompts, judge_target
+from psrlm.records import JudgeExample, PreferencePair, StepSolution
+from psrlm.steps import render_steps
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------- rows
+
+
+def ift_rows(solutions: list[StepSolution], prompts: Prompts) -> list[dict]:
+    """IFT: solve prompt -> the whole step-format solution."""
+    rows = []
+    for s in solutions:
+        q = s.meta.get("question")
+        if not q:
+            raise ValueError(f"IFT solution {s.problem_id} has no meta.question")
+        rows.append({"prompt": prompts.solve_prompt(q), "completion": render_steps(s.steps)})
+    return rows
+
+
+def eft_rows(examples: list[JudgeExample], prompts: Prompts) -> list[dict]:
+    """EFT: judge prompt -> explanation + [[A]]/[[B]]."""
+    return [
+        {
+            "prompt": prompts.judge_prompt(e.question, e.prev_steps, e.step_a, e.step_b),
+            "completion": judge_target(e.explanation, e.verdict),
+        }
+        for e in examples
+    ]
+
+
+def dpo_rows(pairs: list[PreferencePair]) -> list[dict]:
+    """TRL preference rows; `*_final` say where TRL's EOS may stay."""
+    return [
+        {
+            "prompt": p.prompt,
+            "chosen": p.chosen,
+            "rejected": p.rejected,
+            "chosen_final": bool(p.meta.get("chosen_final", True)),
+            "rejected_final": bool(p.meta.get("rejected_final", True)),
+        }
+        for p in pairs
+    ]
+
+
+# --------------------------------------------------------------------------------------- shared setup
+
+
+def _device_args(tc: TrainConfig) -> dict:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    bf16 = cuda if tc.bf16 == "auto" else tc.bf16 == "true"
+    # Explicit on every path: TRL's bf16 default fails on CPU.
+    return {"bf16": bf16, "fp16": False, "use_cpu": not cuda}
+
+
+def _common_args(tc: TrainConfig, out_dir: Path) -> dict:
+    return dict(
+        output_dir=str(out_dir.with_name(out_dir.name + ".trainer")),
+        num_train_epochs=tc.epochs,
+        learning_rate=tc.lr,
+        per_device_train_batch_size=tc.batch_size,
+        gradient_accumulation_steps=tc.grad_accum,
+        warmup_steps=tc.warmup_steps,
+        weight_decay=tc.weight_decay,
+        lr_scheduler_type=tc.lr_scheduler,
+        logging_steps=tc.logging_steps,
+        seed=tc.seed,
+        save_strategy="no",
+        report_to=[],
+        activation_checkpointing=False,  # tiny models: recomputation costs more than it saves
+        dataloader_num_workers=0,
+        **_device_args(tc),
+    )
+
+
+def _peft_config(tc: TrainConfig):
+    if not tc.lora:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=tc.lora_r, lora_alpha=tc.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+def _length_plan(lengths: list[int], tc: TrainConfig, model_max: int) -> tuple[int, int]:
+    """max_length (from the data unless set) and how many examples exceed it and will be truncated."""
+    limit = tc.max_length or min(max(lengths, default=1), model_max)
+    return limit, sum(n > limit for n in lengths)
+
+
+def _finish(trainer, tokenizer, out_dir: Path, info: dict, lora: bool) -> dict:
+    from psrlm.tiny import save_model
+
+    model = trainer.model
+    if lora:
+        model = model.merge_and_unload()
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    info = {
+        **info,
+        "loss_curve": [{"step": h["step"], "loss": h["loss"]} for h in history],
+        "final_loss": history[-1]["loss"] if history else None,
+        "steps": trainer.state.global_step,
+    }
+    save_model(model, tokenizer, out_dir, info)
+    (out_dir / "train_log.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def _load(model_dir: Path):
+    from transformers import AutoModelForCausalLM
+
+    from psrlm.tiny import load_tokenizer
+
+    return AutoModelForCausalLM.from_pretrained(str(model_dir)), load_tokenizer(model_dir)
+
+
+# --------------------------------------------------------------------------------------------- stages
+
+
+def pretrain(model_dir: Path, texts: list[str], tc: TrainConfig, out_dir: Path) -> dict:
+    """Causal-LM training on raw text (no prompt masking): how the base model M0 learns the domain."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    model, tok = _load(model_dir)
+    lengths = [len(tok(t)["input_ids"]) + 1 for t in texts]
+    max_length, cut = _length_plan(lengths, tc, model.config.max_position_embeddings)
+    args = SFTConfig(**_common_args(tc, Path(out_dir)), max_length=max_length, dataset_text_field="text")
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list([{"text": t} for t in texts]),
+        processing_class=tok,
+        peft_config=_peft_config(tc),
+    )
+    start = time.time()
+    trainer.train()
+    info = {"stage": "pretrain", "examples": len(texts), "max_length": max_length, "truncated": cut}
+    info["wall_s"] = time.time() - start
+    info["tokens"] = sum(lengths)
+    return _finish(trainer, tok, Path(out_dir), info, tc.lora)
+
+
+def sft(model_dir: Path, rows: list[dict], tc: TrainConfig, out_dir: Path) -> dict:
+    """SFT on prompt/completion rows with the loss on completions only (TRL appends EOS to each completion)."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    model, tok = _load(model_dir)
+    lengths = [len(tok(r["prompt"] + r["completion"])["input_ids"]) + 1 for r in rows]
+    max_length, cut = _length_plan(lengths, tc, model.config.max_position_embeddings)
+    args = SFTConfig(**_common_args(tc, Path(out_dir)), max_length=max_length, completion_only_loss=True)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows).shuffle(seed=tc.seed),
+        processing_class=tok,
+        peft_config=_peft_config(tc),
+    )
+    start = time.time()
+    trainer.train()
+    info = {"stage": "sft", "examples": len(rows), "max_length": max_length, "truncated": cut}
+    info["wall_s"] = time.time() - start
+    info["tokens"] = sum(lengths)
+    return _finish(trainer, tok, Path(out_dir), info, tc.lora)
+
+
+def make_step_dpo_trainer_class():
+    """TRL's DPOTrainer, with EOS kept only on final steps. Built lazily so importing train.py stays cheap."""
+    from trl import DPOTrainer
+
+    class StepDPOTrainer(DPOTrainer):
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+            eos = self._tokenizer.eos_token_id
+
+            def drop_eos_unless_final(example):
+                for side in ("chosen", "rejected"):
+                    ids = example[f"{side}_ids"]
+                    if not example[f"{side}_final"] and len(ids) > 1 and ids[-1] == eos:
+                        example[f"{side}_ids"] = ids[:-1]
+                return example
+
+            return dataset.map(drop_eos_unless_final)
+
+    return StepDPOTrainer
+
+
+def dpo(
+    model_dir: Path, pairs: list[PreferencePair], tc: TrainConfig, out_dir: Path, ref_dir: Path | None = None
+) -> dict:
+    """Step-wise DPO of the model at `model_dir` against the reference at `ref_dir` (default: the same weights)."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig
+
+    if not pairs:
+        raise ValueError("DPO needs at least one preference pair")
+    model, tok = _load(model_dir)
+    ref = None if tc.lora else AutoModelForCausalLM.from_pretrained(str(ref_dir or model_dir))
+    rows = dpo_rows(pairs)
+    lengths = [len(tok(r["prompt"] + max(r["chosen"], r["rejected"], key=len))["input_ids"]) + 1 for r in rows]
+    max_length, cut = _length_plan(lengths, tc, model.config.max_position_embeddings)
+    args = DPOConfig(
+        **_common_args(tc, Path(out_dir)),
+        beta=tc.beta,
+        max_length=max_length,
+        precompute_ref_log_probs=tc.precompute_ref_log_probs,
+    )
+    trainer = make_step_dpo_trainer_class()(
+        model=model,
+        ref_model=ref,
+        args=args,
+        train_dataset=Dataset.from_list(rows).shuffle(seed=tc.seed),
+        processing_class=tok,
+        peft_config=_peft_config(tc),
+    )
+    start = time.time()
+    trainer.train()
+    rewards = [h for h in trainer.state.log_history if "rewards/accuracies" in h]
+    info = {
+        "stage": "dpo",
+        "pairs": len(pairs),
+        "beta": tc.beta,
+        "max_length": max_length,
+        "truncated": cut,
+        "final_pairs": sum(r["chosen_final"] for r in rows),
+        "reference": str(ref_dir or model_dir),
+        "wall_s": time.time() - start,
+        "reward_accuracy": rewards[-1]["rewards/accuracies"] if rewards else None,
+        "reward_margin": rewards[-1].get("rewards/margins") if rewards else None,
+    }
+    return _finish(trainer, tok, Path(out_dir), info, tc.lora)

@@ -1,0 +1,401 @@
+"""OpenAIEngine end to end against a real `transformers serve` on 127.0.0.1: no mocked HTTP anywhere.
+
+The server is started once for the module, pinned to the session's tiny random-weight model (the request's
+"model" field must then be that directory's path, anything else is a 400). Failures are made by a real
+stdlib HTTP proxy in a thread that answers scripted errors first and then forwards to the server.
+
+Server behaviours these tests rely on (transformers 5.x, see /work/shared/PLATFORM.md):
+- `n` is ignored (one choice per answer), so the engine re-asks until it has n;
+- `usage.completion_tokens` is present, `finish_reason` is "length" exactly when max_tokens was reached;
+- `stop` works but the stop text is kept in the answer (the engine cuts it off);
+- `temperature` alone decodes greedily: sampling needs `do_sample` in a `generation_config` JSON string;
+- `seed` is honoured (torch.manual_seed per request), but only reproducibly when requests do not overlap,
+  because generation runs on one background thread while the seed is set on arrival.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from psrlm.engines.base import Completion, GenParams
+from psrlm.engines.openai_api import EngineError, OpenAIEngine
+
+for _mod in ("fastapi", "uvicorn", "openai"):
+    pytest.importorskip(_mod, reason="`transformers serve` needs transformers[serving]")
+
+STARTUP_TIMEOUT_S = 120
+PROMPTS = ["Question: What is 12 + 7?\nStep 1:", "Problem: 3*4-2 =", "The answer is"]
+# Sampling on transformers serve: without do_sample it decodes greedily whatever the temperature.
+SAMPLE = {"generation_config": json.dumps({"do_sample": True})}
+NO_KEY = "PSRLM_TEST_UNSET_API_KEY"  # so a developer's OPENAI_API_KEY is never sent to the test servers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_engine(urls: list[str], model: str, **kw) -> OpenAIEngine:
+    kw.setdefault("api_key_env", NO_KEY)
+    kw.setdefault("backoff_s", 0.01)
+    kw.setdefault("timeout_s", 60.0)
+    return OpenAIEngine(urls, model, **kw)
+
+
+# ------------------------------------------------------------------------------------------- the server
+
+
+@dataclass
+class Server:
+    root: str  # http://127.0.0.1:PORT
+    model: str  # the "model" field the pinned server accepts: the model directory's path
+    log_path: Path
+    startup_s: float
+
+    @property
+    def base_url(self) -> str:
+        return self.root + "/v1"
+
+    def completion_posts(self) -> int:
+        """Completion requests the server has answered, from its (uvicorn) access log."""
+        return self.log_path.read_text(errors="replace").count('"POST /v1/completions HTTP/1.1"')
+
+    def wait_for_posts(self, n: int, timeout_s: float = 5.0) -> int:
+        deadline = time.monotonic() + timeout_s  # the access line is written just after the answer
+        while (got := self.completion_posts()) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return got
+
+
+def _log_tail(path: Path, chars: int = 3000) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End the server's whole process group: TERM, then KILL if it lingers."""
+    for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(wait_s)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir: Path, tmp_path_factory) -> Server:
+    """`transformers serve` pinned to the tiny model, on a free port; the model loads before it listens."""
+    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
+    port = free_port()
+    root = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(tiny_model_dir)]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--log-level", "info"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    start = time.monotonic()
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"transformers serve exited with {proc.returncode}:\n{_log_tail(log_path)}")
+            if time.monotonic() - start > STARTUP_TIMEOUT_S:
+                pytest.fail(f"transformers serve not ready after {STARTUP_TIMEOUT_S} s:\n{_log_tail(log_path)}")
+            try:
+                with urllib.request.urlopen(root + "/v1/models", timeout=2) as r:
+                    models = json.loads(r.read())["data"]
+                if any(m["id"] == str(tiny_model_dir) for m in models):
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.2)
+        yield Server(root, str(tiny_model_dir), log_path, time.monotonic() - start)
+    finally:
+        _stop(proc)
+
+
+# -------------------------------------------------------------------------------- a real flaky proxy
+
+
+class FlakyProxy:
+    """An HTTP proxy on 127.0.0.1 that answers its scripted `failures` first, then forwards to `upstream`.
+
+    A failure is an HTTP status (answered with a JSON body that, like some real servers, echoes the
+    Authorization header it got), "garbage" (a broken status line), or "nochoices" (200 with no choices).
+    With `require_auth`, any other Authorization header gets a 401 (echoing it too) and nothing is forwarded.
+    """
+
+    def __init__(self, upstream: str, failures=(), require_auth: str | None = None):
+        self.upstream = upstream
+        self.failures = list(failures)
+        self.require_auth = require_auth
+        self.seen: list[dict] = []  # per request: status answered, authorization, request body
+        self._lock = threading.Lock()
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self.httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    @property
+    def statuses(self) -> list[int]:
+        return [s["status"] for s in self.seen]
+
+    def __enter__(self) -> FlakyProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self._thread.join(5)
+
+    def _handler_class(self):
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # keep the test output quiet
+                pass
+
+            def _answer(self, status: int, data: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                auth = self.headers.get("Authorization")
+                with proxy._lock:
+                    if proxy.require_auth is not None and auth != proxy.require_auth:
+                        action = 401
+                    else:
+                        action = proxy.failures.pop(0) if proxy.failures else None
+                    record = {"status": 0, "authorization": auth, "body": json.loads(raw)}
+                    proxy.seen.append(record)
+                if action == "garbage":
+                    self.wfile.write(b"garbage\r\n\r\n")
+                    self.close_connection = True
+                elif action == "nochoices":
+                    record["status"] = 200
+                    self._answer(200, json.dumps({"choices": [], "seen_authorization": auth}).encode())
+                elif isinstance(action, int):
+                    record["status"] = action
+                    self._answer(
+                        action, json.dumps({"error": f"scripted {action}", "seen_authorization": auth}).encode()
+                    )
+                else:
+                    req = urllib.request.Request(
+                        proxy.upstream + self.path, data=raw, headers={"Content-Type": "application/json"}
+                    )
+                    try:
+                        with urllib.request.urlopen(req, timeout=60) as r:
+                            status, data = r.status, r.read()
+                    except urllib.error.HTTPError as e:
+                        status, data = e.code, e.read()
+                    record["status"] = status
+                    self._answer(status, data)
+
+        return Handler
+
+
+# ------------------------------------------------------------------------------------------------ tests
+
+
+def test_greedy_completions_have_text_token_counts_and_repeat(server: Server):
+    eng = make_engine([server.base_url], server.model)
+    params = GenParams(n=1, max_new_tokens=12)
+    first = eng.generate(PROMPTS, params)
+    second = eng.generate(PROMPTS, params)
+    assert [len(row) for row in first] == [1, 1, 1]
+    for [c] in first:
+        assert c.text and 0 < c.tokens <= 12 and c.finish_reason in ("stop", "length")
+    assert first == second
+    assert eng.stats.calls == 2 and eng.stats.completions == 6 and eng.stats.errors == 0
+    assert eng.stats.gen_tokens == 2 * sum(c.tokens for [c] in first)
+
+
+def test_n_samples_by_asking_again_when_the_server_ignores_n(server: Server):
+    params = GenParams(n=3, temperature=1.0, max_new_tokens=8, seed=1234)
+    with FlakyProxy(server.root) as proxy:
+        # concurrency 1: the server seeds on arrival but generates on one thread, so overlap breaks the seeds
+        eng = make_engine([proxy.base_url], server.model, extra_body=SAMPLE, concurrency=1)
+        out = eng.generate(PROMPTS[:2], params)
+        again = eng.generate(PROMPTS[:2], params)
+        greedy = eng.generate(PROMPTS[:2], GenParams(max_new_tokens=8))
+    assert [len(row) for row in out] == [3, 3]
+    for row in out:
+        assert all(c.tokens > 0 and c.finish_reason in ("stop", "length") for c in row)
+        assert len({c.text for c in row}) > 1  # each re-ask got a fresh seed
+    # one choice per answer whatever `n` says: three requests per prompt, asking for what is still missing
+    asked = [s["body"]["n"] for s in proxy.seen[:6]]
+    assert asked == [3, 2, 1, 3, 2, 1]
+    assert len({s["body"]["seed"] for s in proxy.seen[:6]}) == 6  # a fresh seed for every request
+    assert again == out  # seeded: reproducible
+    assert any(c.text != g.text for row, [g] in zip(out, greedy, strict=True) for c in row)  # it really sampled
+
+
+def test_stop_text_is_never_returned(server: Server):
+    eng = make_engine([server.base_url], server.model, concurrency=1)
+    out = eng.generate(PROMPTS, GenParams(max_new_tokens=12, stop=("\nStep ",)))
+    assert all("\nStep " not in c.text and c.tokens > 0 for row in out for c in row)
+
+    # Random weights never write "\nStep ", so also take a stop string from a seeded sample and check that
+    # the server stops there and the engine cuts the kept stop text off. Its characters avoid the prompt's
+    # last one: the server also matches stop strings that begin inside the prompt.
+    prompt = "Problem: 3*4-2 ="
+    sampler = make_engine([server.base_url], server.model, extra_body=SAMPLE, concurrency=1)
+    for seed in range(10):
+        [[free]] = sampler.generate([prompt], GenParams(temperature=1.0, max_new_tokens=16, seed=seed))
+        text = free.text
+        ks = [k for k in range(2, len(text) - 2) if text[: k + 2].isascii() and prompt[-1] not in text[k : k + 2]]
+        if ks and free.finish_reason == "length":
+            break
+    else:
+        pytest.fail("no seeded sample with an ASCII stop candidate")
+    stop = text[ks[0] : ks[0] + 2]
+    params = GenParams(temperature=1.0, max_new_tokens=16, seed=seed, stop=("\nStep ", stop))
+    [[cut]] = sampler.generate([prompt], params)
+    assert cut.text == text[: text.find(stop)]
+    assert stop not in cut.text
+    assert cut.finish_reason == "stop" and 0 < cut.tokens < free.tokens
+
+
+def test_max_new_tokens_cap_holds(server: Server):
+    for extra, params in (
+        ({}, GenParams(max_new_tokens=5)),
+        (SAMPLE, GenParams(n=2, temperature=1.0, max_new_tokens=5)),
+    ):
+        eng = make_engine([server.base_url], server.model, extra_body=extra)
+        out = eng.generate(PROMPTS, params)
+        cs = [c for row in out for c in row]
+        assert len(cs) == len(PROMPTS) * params.n
+        assert all(0 < c.tokens <= 5 for c in cs)
+        assert all(c.tokens == 5 for c in cs if c.finish_reason == "length")
+        assert any(c.finish_reason == "length" for c in cs)  # random weights hardly ever end in 5 tokens
+
+
+def test_retries_on_503_and_429_then_succeeds(server: Server, caplog):
+    caplog.set_level(logging.WARNING, logger="psrlm.engines.openai_api")
+    params = GenParams(max_new_tokens=8)
+    with FlakyProxy(server.root, failures=[503, 503, 429]) as proxy:
+        eng = make_engine([proxy.base_url], server.model, max_retries=5)
+        [[c]] = eng.generate([PROMPTS[0]], params)
+    [[direct]] = make_engine([server.base_url], server.model).generate([PROMPTS[0]], params)
+    assert proxy.statuses == [503, 503, 429, 200]
+    assert c == direct and eng.stats.errors == 0
+    retries = [r for r in caplog.records if "retry" in r.getMessage()]
+    assert len(retries) == 3 and "HTTP 429" in retries[-1].getMessage()
+
+
+def test_a_broken_answer_is_retried(server: Server):
+    with FlakyProxy(server.root, failures=["garbage"]) as proxy:
+        eng = make_engine([proxy.base_url], server.model, max_retries=2)
+        [[c]] = eng.generate([PROMPTS[1]], GenParams(max_new_tokens=4))
+    assert proxy.statuses == [0, 200] and c.tokens > 0
+
+
+@pytest.mark.parametrize(
+    "model_override, extra_body, status",
+    [("no/such-model", {}, 400), (None, {"no_such_field": 1}, 422)],  # the server's own 4xx answers
+)
+def test_client_errors_raise_without_retries(server: Server, model_override, extra_body, status):
+    with FlakyProxy(server.root) as proxy:
+        eng = make_engine([proxy.base_url], model_override or server.model, extra_body=extra_body, max_retries=5)
+        with pytest.raises(EngineError, match=f"HTTP {status}"):
+            eng.generate([PROMPTS[0]], GenParams(max_new_tokens=4))
+    assert proxy.statuses == [status]
+    assert eng.stats.errors == 1
+
+
+def test_requests_spread_over_two_base_urls(server: Server):
+    prompts = PROMPTS + ["Q: 5+5?\nA:"]
+    params = GenParams(max_new_tokens=6)
+    expected = make_engine([server.base_url], server.model).generate(prompts, params)
+    before = server.wait_for_posts(0)
+    with FlakyProxy(server.root) as proxy:
+        eng = make_engine([proxy.base_url, server.base_url], server.model, concurrency=2)
+        out = eng.generate(prompts, params)
+    assert out == expected
+    assert proxy.statuses == [200, 200]  # round robin: half through the proxy...
+    assert server.wait_for_posts(before + 4) == before + 4  # ...and the server answered all four
+
+
+def test_api_key_is_sent_but_never_logged_nor_raised(server: Server, monkeypatch, caplog):
+    secret = "sk-test-" + secrets.token_hex(16)
+    monkeypatch.setenv("PSRLM_TEST_API_KEY", secret)
+    caplog.set_level(logging.DEBUG)
+    bearer = f"Bearer {secret}"
+    params = GenParams(max_new_tokens=4)
+
+    # the error bodies echo the header back, as some servers do: the warnings must still not show the key
+    with FlakyProxy(server.root, failures=[503, 429], require_auth=bearer) as proxy:
+        eng = make_engine([proxy.base_url], server.model, api_key_env="PSRLM_TEST_API_KEY", max_retries=3)
+        [[c]] = eng.generate([PROMPTS[0]], params)
+    assert c.tokens > 0 and proxy.statuses == [503, 429, 200]
+    assert [s["authorization"] for s in proxy.seen] == [bearer] * 3
+
+    with FlakyProxy(server.root, failures=[503] * 3, require_auth=bearer) as proxy:
+        eng = make_engine([proxy.base_url], server.model, api_key_env="PSRLM_TEST_API_KEY", max_retries=2)
+        with pytest.raises(EngineError, match="HTTP 503") as gave_up:
+            eng.generate([PROMPTS[0]], params)
+    assert proxy.statuses == [503] * 3
+
+    wrong = "sk-wrong-" + secrets.token_hex(16)  # refused with a 401 that echoes it: masked as well
+    monkeypatch.setenv("PSRLM_TEST_WRONG_KEY", wrong)
+    with FlakyProxy(server.root, require_auth=bearer) as proxy:
+        eng = make_engine([proxy.base_url], server.model, api_key_env="PSRLM_TEST_WRONG_KEY", max_retries=2)
+        with pytest.raises(EngineError, match="HTTP 401") as refused:
+            eng.generate([PROMPTS[0]], params)
+    assert proxy.statuses == [401]
+
+    assert len([r for r in caplog.records if "retry" in r.getMessage()]) == 2 + 2
+    assert "seen_authorization" in caplog.text  # the echoed bodies did reach the logs, masked
+    for text in (caplog.text, str(gave_up.value), str(refused.value)):
+        assert secret not in text and wrong not in text
+    assert "Bearer ***" in str(refused.value)
+
+
+def test_on_error_empty_when_the_server_is_down():
+    url = f"http://127.0.0.1:{free_port()}/v1"  # bound and closed again: nothing listens there
+    eng = make_engine([url], "m", on_error="empty", max_retries=1, timeout_s=5.0)
+    out = eng.generate(["a", "b"], GenParams(n=2, max_new_tokens=4))
+    assert out == [[Completion("", 0, "error")] * 2] * 2
+    assert out[0][0] is not out[0][1]
+    assert eng.stats.errors == 2 and eng.stats.completions == 4
+
+    raising = make_engine([url], "m", max_retries=1)
+    with pytest.raises(EngineError, match="giving up after 2 attempts"):
+        raising.generate(["a"], GenParams(max_new_tokens=4))
+    assert raising.stats.errors == 1
+
+
+def test_an_answer_without_choices_is_an_error(server: Server):
+    with FlakyProxy(server.root, failures=["nochoices"]) as proxy:
+        eng = make_engine([proxy.base_url], server.model, on_error="empty")
+        [[c]] = eng.generate([PROMPTS[0]], GenParams(max_new_tokens=4))
+    assert c == Completion("", 0, "error") and eng.stats.errors == 1 and proxy.statuses == [200]
