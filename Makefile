@@ -19,10 +19,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	.venv/bin/psrlm demo --config $(CONFIG)
 
+bench: $(STAMP)
+	.venv/bin/psrlm bench --config $(CONFIG)
+
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-slow_test: $(STAMP)
+slow_bench: $(STAMP)
+	.venv/bin/psrlm bench --config $(CONFIG)
+
+test: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 quality: $(STAMP)

@@ -123,6 +123,65 @@ def cmd_search(cfg: Config, args: argparse.Namespace) -> dict:
     return summary
 
 
+def cmd_iterate(cfg: Config) -> dict:
+    from psrlm.iterate import run_all
+
+    summary = run_all(cfg)
+    print("\nstage timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in summary["timings_s"].items()))
+    print(f"summary: {Path(cfg.paths.run_dir) / 'summary.json'}")
+    return {"wall_s": summary["wall_s"], "timings_s": summary["timings_s"]}
+
+
+def cmd_model_pretrain(cfg: Config, args: argparse.Namespace) -> dict:
+    """Pre-train M0 and (with --out) publish it as a prebuilt checkpoint folder."""
+    import shutil
+
+    from psrlm.initdata.build import build_arith_data
+    from psrlm.iterate import Run, ensure_m0
+
+    build_arith_data(cfg)
+    no_prebuilt = Config(**{**cfg.__dict__})
+    no_prebuilt.iterate = type(cfg.iterate)(**{**cfg.iterate.__dict__, "m0_path": ""})
+    m0 = ensure_m0(Run(no_prebuilt))
+    if args.out:
+        out = Path(args.out)
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(m0, tmp, ignore=shutil.ignore_patterns("*.trainer"))
+        save_config(cfg, tmp / "build_config.yaml")
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+        m0 = out
+    print(f"  M0: {m0}")
+    return {"m0": str(m0)}
+
+
+def cmd_bench(cfg: Config, args: argparse.Namespace) -> dict:
+    from psrlm.bench import print_report, run_bench
+    from psrlm.initdata.build import build_arith_data
+    from psrlm.iterate import Run, ensure_m0, ensure_m1
+
+    build_arith_data(cfg)
+    model = Path(args.model) if args.model else None
+    if model is None:  # the demo's M1 (built on first use: a trained judge makes the numbers meaningful)
+        run = Run(cfg)
+        model = ensure_m1(run, "psrlm", ensure_m0(run))
+    report = run_bench(cfg, model, args.problems, args.naive_problems)
+    print_report(report)
+    return {k: report[k] for k in ("search_vs_raw", "search_vs_naive")}
+
+
+def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
+    from psrlm.initdata.build import build_arith_data
+    from psrlm.iterate import Run, evaluate_model
+
+    build_arith_data(cfg)
+    name = args.name or Path(args.model).name
+    metrics = evaluate_model(Run(cfg), name, Path(args.model), few_shot=args.few_shot)
+    print(json.dumps({k: v for k, v in metrics.items() if k in ("test", "hard", "judge")}, indent=2))
+    return {"name": name}
+
+
 def cmd_show_config(cfg: Config) -> dict:
     import yaml
 
@@ -152,6 +211,40 @@ def build_parser() -> argparse.ArgumentParser:
     q = model_sub.add_parser("init", help="train the tokenizer and build the tiny model from `model.*` (cached)")
     _add_config_args(q)
     q.set_defaults(func=cmd_model_init, name="model init")
+
+    q = model_sub.add_parser(
+        "pretrain",
+        help="pre-train the base model M0 on raw domain text (cached by config); --out publishes a prebuilt copy",
+    )
+    _add_config_args(q)
+    q.add_argument("--out", help="copy the finished M0 here with its build config (e.g. checkpoints/arith-m0)")
+    q.set_defaults(func=cmd_model_pretrain, name="model pretrain", wants_args=True)
+
+    p = sub.add_parser(
+        "iterate",
+        help="the whole method: M0, M1, PSRLM M2..Mn and SRLM M2..Mn, evaluation, summary table (resumable)",
+    )
+    _add_config_args(p)
+    p.set_defaults(func=cmd_iterate, name="iterate")
+
+    p = sub.add_parser(
+        "bench",
+        help="search throughput vs raw generation and vs a naive loop (what `make bench` runs)",
+        description="Measures, in one run on the same problems: (a) raw batched generation, (b) the batched "
+        "search, (c) a naive one-problem/one-judge-prompt loop; plus judge-mode agreement.",
+    )
+    _add_config_args(p)
+    p.add_argument("--model", help="model directory (default: the run's psrlm-M1, built if missing)")
+    p.add_argument("--problems", type=int, default=32, help="problems for (a) and (b) (default 32)")
+    p.add_argument("--naive-problems", type=int, default=8, help="problems for the slow naive loop (default 8)")
+    p.set_defaults(func=cmd_bench, name="bench", wants_args=True)
+
+    p = sub.add_parser("eval", help="greedy accuracy on the arith test splits + judge accuracy on the EFT test split")
+    _add_config_args(p)
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--name", help="name for the results (default: the folder name); results go to <run>/eval/")
+    p.add_argument("--few-shot", action="store_true", help="3-shot prompting (for a base model such as M0)")
+    p.set_defaults(func=cmd_eval, name="eval", wants_args=True)
 
     p = sub.add_parser("demo", help="run the main job on the embedded default (what `make demo` runs)")
     _add_config_args(p)

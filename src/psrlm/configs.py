@@ -57,6 +57,8 @@ class ArithConfig:
     min_ops / max_ops: operations per in-distribution problem (each op is one or two solution steps).
     max_number: largest number written in an in-distribution problem.
     hard_min_ops / hard_max_ops / hard_max_number: the same for the harder held-out split.
+    n_pretrain: raw problems (half in-distribution, half hard-style) whose free-form solutions pre-train the base
+        model M0; disjoint from every split by canonical hash.
     """
 
     seed: int = 0
@@ -68,6 +70,7 @@ class ArithConfig:
     hard_min_ops: int = 5
     hard_max_ops: int = 8
     hard_max_number: int = 60
+    n_pretrain: int = 20000
 
 
 @dataclass
@@ -238,6 +241,30 @@ class TrainConfig:
 
 
 @dataclass
+class IterateConfig:
+    """The self-rewarding loop (iterate.py): M0 -> M1 -> PPD(M1) -> M2 -> ... for each method.
+
+    methods: which loops to run: "psrlm" (step-wise, the paper) and/or "srlm" (outcome-based baseline).
+    questions: fresh questions per iteration, M2, M3, ... (paper: 400, 800, 1200 for M2-M4). Both methods get
+        the same questions.
+    m0_path: a prebuilt base model to use as M0 (its psrlm_build.json must match this config); empty = pretrain.
+    srlm_eft: solution-scoring examples for the SRLM baseline's M1 (its EFT); 0 = as many as data.eft_train.
+    eval_limit: problems per held-out split in evaluation (0 = all); eval_eft: EFT test items (0 = all).
+    eval_max_tokens: token cap for a greedy solution in evaluation.
+    seed: offsets the seeds of every training and sampling stage (for repeated runs); data stays the same.
+    """
+
+    methods: list[str] = field(default_factory=lambda: ["psrlm", "srlm"])
+    questions: list[int] = field(default_factory=lambda: [400, 800, 1200])
+    m0_path: str = ""
+    srlm_eft: int = 0
+    eval_limit: int = 0
+    eval_eft: int = 0
+    eval_max_tokens: int = 320
+    seed: int = 0
+
+
+@dataclass
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     arith: ArithConfig = field(default_factory=ArithConfig)
@@ -250,6 +277,7 @@ class Config:
     pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=1e-3, batch_size=32))
     sft: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=1e-6, batch_size=32))
     dpo: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, lr=5e-7, batch_size=32))
+    iterate: IterateConfig = field(default_factory=IterateConfig)
 
 
 def _type_name(tp: Any) -> str:

@@ -16,8 +16,8 @@ from psrlm.engines.base import Engine, GenParams
 from psrlm.grading import extract_answer, is_equiv
 from psrlm.judge import parse_verdict
 from psrlm.prompts import Prompts
-from psrlm.records import JudgeExample, Problem
-from psrlm.steps import split_steps
+from psrlm.records import JudgeExample, Problem, StepSolution
+from psrlm.steps import render_steps, split_steps
 
 
 @dataclass
@@ -32,11 +32,25 @@ class SolveResult:
     step_chars: float
 
 
+FEW_SHOT_SEP = "\n\n\n"
+
+
 def solve_greedy(
-    problems: list[Problem], engine: Engine, prompts: Prompts, max_tokens: int = 256, grader=None
+    problems: list[Problem],
+    engine: Engine,
+    prompts: Prompts,
+    max_tokens: int = 256,
+    grader=None,
+    few_shot: list[StepSolution] | None = None,
 ) -> list[SolveResult]:
+    """Greedy solutions. `few_shot` solved examples are prepended (how a base model that never saw the format is
+    measured); generation then also stops at the separator that would start another example."""
+    prefix = "".join(
+        prompts.solve_prompt(s.meta["question"]) + render_steps(s.steps) + FEW_SHOT_SEP for s in few_shot or []
+    )
     texts = [prompts.solve_prompt(p.question) for p in problems]
-    outs = engine.generate(texts, GenParams(n=1, temperature=0.0, max_new_tokens=max_tokens))
+    stop = (FEW_SHOT_SEP,) if few_shot else ()
+    outs = engine.generate([prefix + t for t in texts], GenParams(n=1, max_new_tokens=max_tokens, stop=stop))
     responses = [o[0].text for o in outs]
     extracted = [extract_answer(r) for r in responses]
     if grader is not None:
@@ -77,7 +91,7 @@ def judge_accuracy(
     prefix = "".join(
         prompts.judge_prompt(e.question, e.prev_steps, e.step_a, e.step_b)
         + judge_target(e.explanation, e.verdict)
-        + "\n\n"
+        + FEW_SHOT_SEP
         for e in few_shot or []
     )
     asks = []

@@ -104,6 +104,11 @@ def get_prompts(variant: str) -> Prompts:
     return VARIANTS[variant]
 
 
+def score_target(explanation: str, score: int) -> str:
+    """The SRLM scorer's training completion: a short justification, then "Score: X"."""
+    return f" {explanation} Score: {score}"
+
+
 def judge_target(explanation: str, verdict: str) -> str:
     """The judge's training completion: a short explanation, then the verdict tag."""
     return f" {explanation} [[{verdict}]]"

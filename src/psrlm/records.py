@@ -55,6 +55,17 @@ class JudgeExample:
 
 
 @dataclass
+class ScoreExample:
+    """Solution-scoring judge data for the SRLM baseline: (question, response) -> explanation + "Score: X"."""
+
+    question: str
+    response: str
+    explanation: str
+    score: int  # 0-5, additive scale of Yuan et al. (2024)
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
 class PreferencePair:
     """TRL's prompt/chosen/rejected format plus where the pair came from."""
 

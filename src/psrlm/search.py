@@ -208,6 +208,7 @@ def _select(
                     "chosen_final": is_final(best),
                     "rejected_final": is_final(worst),
                     "width": len(uniques),
+                    "prev_steps": list(st.steps),
                 },
             )
         )

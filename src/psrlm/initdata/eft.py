@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import random
 
-from psrlm.records import JudgeExample, Problem
-from psrlm.tasks.arith import ERROR_KINDS, corrupt_step, explain
+from psrlm.records import JudgeExample, Problem, ScoreExample
+from psrlm.steps import render_steps
+from psrlm.tasks.arith import ERROR_KINDS, corrupt_step, explain, label_step
 
 
 def build_eft(problems: list[Problem], n: int, seed: int) -> list[JudgeExample]:
@@ -49,4 +50,34 @@ def build_eft(problems: list[Problem], n: int, seed: int) -> list[JudgeExample]:
                 meta={"problem_id": p.id, "step_index": index, "error_kind": kind},
             )
         )
+    return out
+
+
+def build_srlm_eft(problems: list[Problem], n: int, seed: int) -> list[ScoreExample]:
+    """Solution-scoring examples for the SRLM baseline's M1: half gold solutions (5 points), half with one
+    realistic error; a wrong solution earns 1 point plus one per 25 % of its steps before the first error (1-4).
+    The score follows the additive scale's spirit (relevant, partial, ...) with the oracle as ground truth."""
+    rng = random.Random(f"srlm-eft:{seed}")
+    out: list[ScoreExample] = []
+    attempts = 0
+    while len(out) < n:
+        attempts += 1
+        if attempts > 50 * n + 100:
+            raise RuntimeError(f"could only build {len(out)} of {n} SRLM EFT examples")
+        p = problems[attempts % len(problems)]
+        gold = list(p.meta["steps"])
+        if len(out) % 2 == 0:
+            out.append(ScoreExample(p.question, render_steps(gold), "The solution is correct.", 5, {"problem_id": p.id}))
+            continue
+        index = rng.randrange(len(gold))
+        kind = rng.choice(ERROR_KINDS)
+        wrong = corrupt_step(p, index, kind, rng)
+        if wrong is None:
+            continue
+        steps = gold[:index] + [wrong]
+        if label_step(p, gold[:index], wrong).correct:  # never: corrupt_step checks, but the score depends on it
+            continue
+        score = 1 + min(3, int(4 * index / len(gold)))
+        explanation = f"Step {index + 1} is wrong."
+        out.append(ScoreExample(p.question, render_steps(steps), explanation, score, {"problem_id": p.id, "error_kind": kind}))
     return out

@@ -77,7 +77,7 @@ def generate_problem(rng: random.Random, diff: Difficulty, pid: str, source: str
             eq = Equation(cur, "+", k, cur + k)
             steps.append((f"{Pron} finds {k} more, so {pron} has", eq))
         elif kind == "sub":
-            k = rng.randint(1, min(cur - 1, diff.max_number))
+            k = rng.randint(2, min(cur - 1, diff.max_number))
             question.append(f"{Pron} gives {k} {item} to {rng.choice(FRIENDS)}.")
             eq = Equation(cur, "-", k, cur - k)
             steps.append((f"After giving {k} away, {pron} has", eq))

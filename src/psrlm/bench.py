@@ -1,0 +1,164 @@
+"""`psrlm bench`: throughput of the step search against its limits, measured in one run on the same problems.
+
+    make bench      # = psrlm bench --config configs/demo.yaml
+
+  (a) raw   the engine's batched generation on the search's own prompt shapes (candidate steps with n=w, and
+            judge prompts), no stop strings: the throughput limit
+  (b) search the batched search (all active problems' candidates in one call, all judgments in one call)
+  (c) naive the same search one problem at a time and one judge prompt per engine call
+Targets: (b) generated tok/s >= 60 % of (a); (b) problems/min >= 5x (c). Also: judge calls per step, no-verdict
+and rollback rates, and the agreement of the cheaper judge modes with the full round robin. Prints a table,
+writes `<run_dir>/bench/bench.json`, and ends with `search_vs_raw=<r> search_vs_naive=<r>`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+from pathlib import Path
+
+from psrlm.configs import Config
+from psrlm.engines.base import GenParams
+from psrlm.records import Problem, read_jsonl, write_json
+
+
+class OnePromptPerCall:
+    """Engine adapter for the naive baseline: every prompt is its own engine call."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.stats = inner.stats
+
+    def generate(self, prompts, params):
+        return [self.inner.generate([p], params)[0] for p in prompts]
+
+
+def _search(problems, engine, prompts, cfg):
+    from psrlm.search import run_search
+
+    start = time.perf_counter()
+    tokens_before = engine.stats.gen_tokens
+    result = run_search(problems, engine, prompts, cfg, progress=False)
+    wall = time.perf_counter() - start
+    return result, wall, engine.stats.gen_tokens - tokens_before
+
+
+def raw_throughput(engine, prompts, problems, cfg) -> dict:
+    from psrlm.judge import plan_pairs
+
+    step_prompts = [prompts.step_prompt(p.question, p.meta["steps"][:1]) for p in problems]
+    judge_prompts = []
+    for p in problems:
+        cands = p.meta["steps"][1:2] * 2 + p.meta["steps"][:1]
+        for a, b in plan_pairs(len(cands), cfg.judge_mode, cfg.cyclic_k):
+            judge_prompts.append(prompts.judge_prompt(p.question, p.meta["steps"][:1], cands[a], cands[b]))
+    start = time.perf_counter()
+    before = engine.stats.gen_tokens
+    engine.generate(step_prompts, GenParams(n=cfg.width, temperature=cfg.temperature, top_p=cfg.top_p,
+                                            max_new_tokens=cfg.max_step_tokens, seed=0))  # fmt: skip
+    engine.generate(judge_prompts, GenParams(n=1, max_new_tokens=cfg.judge_max_tokens))
+    wall = time.perf_counter() - start
+    tokens = engine.stats.gen_tokens - before
+    return {"tokens": tokens, "seconds": wall, "tok_per_s": tokens / wall}
+
+
+def judge_mode_agreement(engine, prompts, problems, cfg) -> dict:
+    """Sample one round of candidates per problem, judge it under every mode, compare best/worst choices."""
+    from psrlm.judge import Judgment, parse_verdict, plan_pairs, score_candidates, unique_candidates
+    from psrlm.steps import STEP_STOP, clean_candidate
+
+    step_prompts = [prompts.step_prompt(p.question, []) for p in problems]
+    gen = engine.generate(step_prompts, GenParams(n=cfg.width, temperature=cfg.temperature, top_p=cfg.top_p,
+                                                  max_new_tokens=cfg.max_step_tokens, stop=(STEP_STOP,), seed=1))  # fmt: skip
+    sets = [unique_candidates([c for c in (clean_candidate(o.text) for o in outs) if c])[0] for outs in gen]
+    sets = [(p, s) for p, s in zip(problems, sets, strict=True) if len(s) > 2]
+    modes = {"all_ordered": {}, "one_order": {}, "cyclic": {}}
+    for mode in modes:
+        asks, spans = [], []
+        for p, s in sets:
+            pairs = plan_pairs(len(s), mode, cfg.cyclic_k)
+            spans.append((len(asks), pairs))
+            asks += [prompts.judge_prompt(p.question, [], s[a], s[b]) for a, b in pairs]
+        outs = engine.generate(asks, GenParams(n=1, max_new_tokens=cfg.judge_max_tokens))
+        picks = []
+        for (offset, pairs), (_, s) in zip(spans, sets, strict=True):
+            js = [Judgment(a, b, parse_verdict(o[0].text)) for (a, b), o in zip(pairs, outs[offset:], strict=False)]
+            sc = score_candidates(len(s), js, cfg.scoring)
+            picks.append(None if sc.tie else (sc.best, sc.worst))
+        modes[mode] = {"calls": len(asks), "picks": picks}
+    full = modes["all_ordered"]["picks"]
+    out = {"rounds": len(sets)}
+    for mode, m in modes.items():
+        both = [(f, x) for f, x in zip(full, m["picks"], strict=True) if f is not None and x is not None]
+        out[mode] = {
+            "judge_calls": m["calls"],
+            "tie_rate": sum(x is None for x in m["picks"]) / max(1, len(sets)),
+            "best_agreement": sum(f[0] == x[0] for f, x in both) / max(1, len(both)),
+            "pair_agreement": sum(f == x for f, x in both) / max(1, len(both)),
+        }
+    return out
+
+
+def run_bench(cfg: Config, model_dir: Path, n_problems: int, n_naive: int) -> dict:
+    from psrlm.engines import make_engine
+    from psrlm.prompts import get_prompts
+
+    prompts = get_prompts(cfg.prompts.variant)
+    problems: list[Problem] = read_jsonl(Path(cfg.paths.run_dir) / "data" / "arith_test.jsonl", Problem)[:n_problems]
+    engine = make_engine(cfg.engine, model_dir)
+    scfg = dataclasses.replace(cfg.search, max_active=max(cfg.search.max_active, n_problems))
+    engine.generate([prompts.solve_prompt("warm up")], GenParams(max_new_tokens=4))  # first-call costs out
+
+    raw = raw_throughput(engine, prompts, problems, scfg)
+    result, wall, tokens = _search(problems, engine, prompts, scfg)
+    batched = {"problems": len(problems), "seconds": wall, "tokens": tokens, "tok_per_s": tokens / wall,
+               "problems_per_min": 60 * len(problems) / wall, **result.summary()}  # fmt: skip
+    naive_problems = problems[:n_naive]
+    n_result, n_wall, n_tokens = _search(
+        naive_problems, OnePromptPerCall(engine), prompts, dataclasses.replace(scfg, max_active=1)
+    )
+    naive = {"problems": len(naive_problems), "seconds": n_wall, "tokens": n_tokens, "tok_per_s": n_tokens / n_wall,
+             "problems_per_min": 60 * len(naive_problems) / n_wall}  # fmt: skip
+    agreement = judge_mode_agreement(engine, prompts, problems, scfg)
+    import torch
+
+    report = {
+        "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
+        "device": cfg.engine.device,
+        "model": str(model_dir),
+        "settings": {"width": scfg.width, "judge_mode": scfg.judge_mode, "dtype": cfg.engine.dtype,
+                     "batch_size": cfg.engine.batch_size, "static_cache": cfg.engine.static_cache},  # fmt: skip
+        "raw": raw,
+        "search": batched,
+        "naive": naive,
+        "judge_mode_agreement": agreement,
+        "search_vs_raw": batched["tok_per_s"] / raw["tok_per_s"],
+        "search_vs_naive": batched["problems_per_min"] / naive["problems_per_min"],
+    }
+    write_json(Path(cfg.paths.run_dir) / "bench" / "bench.json", report)
+    return report
+
+
+def print_report(r: dict) -> None:
+    print(f"\nmachine: {r['machine']}   model: {r['model']}   settings: {r['settings']}\n")
+    print("| run | problems | seconds | gen tokens | tok/s | problems/min |")
+    print("|---|---|---|---|---|---|")
+    print(f"| (a) raw batched generation | - | {r['raw']['seconds']:.1f} | {r['raw']['tokens']} "
+          f"| {r['raw']['tok_per_s']:.0f} | - |")  # fmt: skip
+    for key, label in (("search", "(b) batched search"), ("naive", "(c) naive loop")):
+        x = r[key]
+        print(f"| {label} | {x['problems']} | {x['seconds']:.1f} | {x['tokens']} | {x['tok_per_s']:.0f} "
+              f"| {x['problems_per_min']:.1f} |")  # fmt: skip
+    s = r["search"]
+    print(f"\njudge calls per step {s['judge_calls_per_step']:.1f} · no-verdict rate {s['no_verdict_rate']:.1%} · "
+          f"tie rate {s['tie_rate']:.1%} · rollback rate {s['rollback_rate']:.1%} · pairs {s['pairs']}")  # fmt: skip
+    a = r["judge_mode_agreement"]
+    print(f"\njudge modes vs all_ordered on {a['rounds']} candidate sets:")
+    print("| mode | judge calls | tie rate | same best | same (best, worst) |")
+    print("|---|---|---|---|---|")
+    for mode in ("all_ordered", "one_order", "cyclic"):
+        m = a[mode]
+        print(f"| {mode} | {m['judge_calls']} | {m['tie_rate']:.1%} | {m['best_agreement']:.1%} "
+              f"| {m['pair_agreement']:.1%} |")  # fmt: skip
+    print(f"\nsearch_vs_raw={r['search_vs_raw']:.3f} search_vs_naive={r['search_vs_naive']:.3f}")

@@ -1,0 +1,123 @@
+"""The iteration driver: the whole loop on a tiny model, and resume after real `kill -9`s."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from psrlm.iterate import pair_precision
+from psrlm.records import PreferencePair, Problem, SearchTrace, read_jsonl, sha256_file
+
+from .conftest import SMALL
+
+LOOP = SMALL + [
+    "arith.n_train=300",
+    "data.ift_problems=60",
+    "data.eft_train=60",
+    "data.eft_test=8",
+    "pretrain.epochs=1",
+    "pretrain.lr=0.003",
+    "pretrain.batch_size=32",
+    "sft.epochs=1",
+    "sft.lr=0.003",
+    "sft.batch_size=16",
+    "dpo.lr=0.001",
+    "dpo.batch_size=4",
+    "search.width=3",
+    "search.max_steps=3",
+    "search.max_rounds=4",
+    "search.max_step_tokens=12",
+    "search.judge_max_tokens=6",
+    "search.max_active=1",
+    "srlm.n_samples=3",
+    "srlm.n_judgments=1",
+    "srlm.max_solution_tokens=24",
+    "srlm.judge_max_tokens=6",
+    "iterate.questions=[3]",
+    "iterate.eval_limit=3",
+    "iterate.eval_eft=3",
+    "iterate.eval_max_tokens=16",
+    "engine.batch_size=32",
+]
+
+
+def _cmd(run_dir: Path) -> list[str]:
+    sets = sum((["--set", s] for s in LOOP), [])
+    return [sys.executable, "-m", "psrlm.cli", "iterate", *sets, "--set", f"paths.run_dir={run_dir}"]
+
+
+def _wait_for(pred, proc, timeout=300.0) -> bool:
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.05)
+    return False
+
+
+def _kill9(proc) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _lines(path: Path) -> int:
+    return path.read_text().count("\n") if path.exists() else 0
+
+
+def test_resume_after_kill_9_mid_search_and_mid_training(tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    start = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    traces = run / "psrlm" / "it2" / "traces.jsonl"
+
+    proc = subprocess.Popen(_cmd(run), **start)  # 1st kill: mid-search, after the first problem committed
+    assert _wait_for(lambda: _lines(traces) >= 1, proc), "search never started"
+    _kill9(proc)
+    assert _lines(traces) < 3
+
+    proc = subprocess.Popen(_cmd(run), **start)  # 2nd kill: while the M2 model is being trained
+    assert _wait_for(lambda: (run / "models" / "psrlm-M2.trainer").exists(), proc), "DPO never started"
+    _kill9(proc)
+    assert not (run / "manifests" / "psrlm-M2.json").exists()
+
+    done = subprocess.run(_cmd(run), capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| psrlm-M2 |" in done.stdout and "| srlm-M2 |" in done.stdout
+
+    for method in ("psrlm", "srlm"):
+        out = run / method / "it2"
+        ids = [t.problem_id for t in read_jsonl(out / "traces.jsonl", SearchTrace)]
+        assert sorted(ids) == sorted(set(ids)) and len(ids) == 3  # each problem once
+        pairs = read_jsonl(out / "pairs.jsonl", PreferencePair)
+        keys = [(p.meta["problem_id"], p.meta.get("step")) for p in pairs]
+        assert len(keys) == len(set(keys))  # no duplicated pair
+        assert {k[0] for k in keys} <= set(ids)
+        manifest = json.loads((run / "manifests" / f"{method}-M2.json").read_text())
+        if pairs:  # the manifest hashes exactly the pairs the model was trained on
+            assert manifest["data_files"][str(out / "pairs.jsonl")] == sha256_file(out / "pairs.jsonl")
+        assert (run / "models" / f"{method}-M2" / "model.safetensors").exists()
+    assert not list((run / "models").glob("*.tmp"))
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["models"]) == {"M0", "psrlm-M1", "psrlm-M2", "srlm-M1", "srlm-M2"}
+
+
+def test_pair_precision_counts_with_the_oracle():
+    problem = Problem(
+        id="x", question="q", answer="19", source="t",
+        meta={"equations": [[3, "*", 4, 12], [12, "+", 12, 24], [24, "-", 5, 19]], "givens": [3, 4, 5, 12],
+              "steps": []},
+    )  # fmt: skip
+
+    def pair(c, r, prev=()):
+        return PreferencePair("p", c, r, {"problem_id": "x", "prev_steps": list(prev)})
+
+    pairs = [pair(" 3 * 4 = 12", " 3 * 4 = 13"), pair(" 3 * 4 = 12", " 4 * 3 = 12"), pair(" 3 + 4 = 7", " 3 * 4 = 12"),
+             pair(" 12 + 12 = 24", " 12 + 12 = 25", ["3 * 4 = 12"])]  # fmt: skip
+    got = pair_precision(pairs, {"x": problem})
+    assert got["labelled"] == 4 and got["precision"] == 0.5
+    assert got["both_correct"] == 1 and got["wrong_correct"] == 1
