@@ -15,6 +15,7 @@ from .conftest import SMALL
 
 LOOP = SMALL + [
     "arith.n_train=300",
+    "arith.n_pretrain=200",
     "data.ift_problems=60",
     "data.eft_train=60",
     "data.eft_test=8",
@@ -26,7 +27,9 @@ LOOP = SMALL + [
     "sft.batch_size=16",
     "dpo.lr=0.001",
     "dpo.batch_size=4",
-    "search.width=3",
+    "search.width=4",
+    "search.judge_mode=one_order",
+    "search.verdict=logits",
     "search.max_steps=3",
     "search.max_rounds=4",
     "search.max_step_tokens=12",
@@ -61,7 +64,10 @@ def _wait_for(pred, proc, timeout=300.0) -> bool:
 
 
 def _kill9(proc) -> None:
-    os.killpg(proc.pid, signal.SIGKILL)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
     proc.wait()
 
 
@@ -76,13 +82,17 @@ def test_resume_after_kill_9_mid_search_and_mid_training(tmp_path):
     traces = run / "psrlm" / "it2" / "traces.jsonl"
 
     proc = subprocess.Popen(_cmd(run), **start)  # 1st kill: mid-search, after the first problem committed
-    assert _wait_for(lambda: _lines(traces) >= 1, proc), "search never started"
-    _kill9(proc)
+    try:
+        assert _wait_for(lambda: _lines(traces) >= 1, proc), "search never started"
+    finally:
+        _kill9(proc)
     assert _lines(traces) < 3
 
     proc = subprocess.Popen(_cmd(run), **start)  # 2nd kill: while the M2 model is being trained
-    assert _wait_for(lambda: (run / "models" / "psrlm-M2.trainer").exists(), proc), "DPO never started"
-    _kill9(proc)
+    try:
+        assert _wait_for(lambda: (run / "models" / "psrlm-M2.trainer").exists(), proc), "DPO never started"
+    finally:
+        _kill9(proc)
     assert not (run / "manifests" / "psrlm-M2.json").exists()
 
     done = subprocess.run(_cmd(run), capture_output=True, text=True, env=env, timeout=600)

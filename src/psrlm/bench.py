@@ -127,8 +127,13 @@ def run_bench(cfg: Config, model_dir: Path, n_problems: int, n_naive: int) -> di
         "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
         "device": cfg.engine.device,
         "model": str(model_dir),
-        "settings": {"width": scfg.width, "judge_mode": scfg.judge_mode, "dtype": cfg.engine.dtype,
-                     "batch_size": cfg.engine.batch_size, "static_cache": cfg.engine.static_cache},  # fmt: skip
+        "settings": {
+            "width": scfg.width,
+            "judge_mode": scfg.judge_mode,
+            "dtype": cfg.engine.dtype,
+            "batch_size": cfg.engine.batch_size,
+            "static_cache": cfg.engine.static_cache,
+        },  # fmt: skip
         "raw": raw,
         "search": batched,
         "naive": naive,

@@ -75,21 +75,18 @@ def cmd_model_init(cfg: Config) -> dict:
 
 
 def cmd_demo(cfg: Config) -> dict:
-    """What exists so far of the main job: the domain data and the tiny model, with examples shown."""
+    """The main job on the embedded default: the whole method (iterate), then the report."""
     from psrlm.initdata.build import data_dir
     from psrlm.records import JudgeExample, Problem, read_jsonl
-    from psrlm.steps import render_steps
 
-    print("[1/2] domain data")
-    result = cmd_data_arith(cfg)
-    print("[2/2] tiny model")
-    result.update(cmd_model_init(cfg))
+    print("[data] domain data")
+    cmd_data_arith(cfg)
     p = read_jsonl(data_dir(cfg) / "arith_test.jsonl", Problem)[0]
     ex = read_jsonl(data_dir(cfg) / "eft_train.jsonl", JudgeExample)[0]
-    print(f"\nexample problem ({p.id}):\n  {p.question}\n  " + render_steps(p.meta["steps"]).replace("\n", "\n  "))
-    print(f"\nexample EFT item ({ex.meta['error_kind']}):\n  previous: {ex.prev_steps}")
-    print(f"  A: {ex.step_a}\n  B: {ex.step_b}\n  -> {ex.explanation} [[{ex.verdict}]]")
-    return result
+    print(f"\nexample problem ({p.id}): {p.question}")
+    print(f"example EFT item ({ex.meta['error_kind']}): A: {ex.step_a} | B: {ex.step_b} -> {ex.explanation} "
+          f"[[{ex.verdict}]]\n")  # fmt: skip
+    return cmd_iterate(cfg)
 
 
 def cmd_search(cfg: Config, args: argparse.Namespace) -> dict:
@@ -182,6 +179,13 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
     return {"name": name}
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from psrlm.report import report
+
+    print(report([Path(d) for d in args.run_dirs], Path(args.out) if args.out else None))
+    return 0
+
+
 def cmd_show_config(cfg: Config) -> dict:
     import yaml
 
@@ -267,6 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iteration", type=int, default=0, help="iteration number recorded in each pair's meta")
     p.set_defaults(func=cmd_search, name="search", wants_args=True)
 
+    p = sub.add_parser(
+        "report",
+        help="tables from finished runs; with several runs (seeds) the M1 -> Mn science check with 95% CIs",
+    )
+    p.add_argument("run_dirs", nargs="+", help="run folders holding summary.json")
+    p.add_argument("--out", help="also write the report here (markdown; JSON beside it for several runs)")
+    p.set_defaults(func=cmd_report, name="report", no_config=True)
+
     p = sub.add_parser("show-config", help="print the effective config (defaults + recipe + --set)")
     _add_config_args(p)
     p.set_defaults(func=cmd_show_config, name="show-config")
@@ -278,6 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if getattr(args, "no_config", False):
+        try:
+            return args.func(args)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"psrlm: error: {e}", file=sys.stderr)
+            return 2
     try:
         cfg = load_config(args.config, args.overrides)
         started = time.time()

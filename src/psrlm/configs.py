@@ -159,6 +159,8 @@ class SearchConfig:
     judge_mode: "all_ordered" (w(w-1) judgments, paper) | "one_order" | "cyclic" (see judge.py).
     cyclic_k: neighbours per candidate in "cyclic" mode.
     scoring: "wins" (judgments won in either position) | "position_a" (Eq. 2 literally).
+    verdict: "generate" = the judge writes its explanation and verdict (paper); "logits" = compare
+        log p(" [[A]]") and log p(" [[B]]") right after the judge prompt (no explanation, far cheaper; hf engine).
     judge_temperature: 0 = greedy verdicts.
     judge_max_tokens: token cap for one judgment (explanation + verdict).
     max_steps: a solution stops after this many steps even without an answer.
@@ -174,6 +176,7 @@ class SearchConfig:
     judge_mode: str = "all_ordered"
     cyclic_k: int = 2
     scoring: str = "wins"
+    verdict: str = "generate"
     judge_temperature: float = 0.0
     judge_max_tokens: int = 48
     max_steps: int = 16

@@ -175,7 +175,10 @@ def ensure_m1(run: Run, method: str, m0: Path) -> Path:
     else:
         eft_file = srlm_eft_file(run)
         rows += [
-            {"prompt": run.prompts.score_prompt(e.question, e.response), "completion": score_target(e.explanation, e.score)}
+            {
+                "prompt": run.prompts.score_prompt(e.question, e.response),
+                "completion": score_target(e.explanation, e.score),
+            }
             for e in read_jsonl(eft_file, ScoreExample)
         ]
     info = train.sft(m0, rows, run.seeded(run.cfg.sft), out)

@@ -109,6 +109,10 @@ def score_target(explanation: str, score: int) -> str:
     return f" {explanation} Score: {score}"
 
 
+def judge_target_tag(verdict: str) -> str:
+    return f" [[{verdict}]]"
+
+
 def judge_target(explanation: str, verdict: str) -> str:
     """The judge's training completion: a short explanation, then the verdict tag."""
-    return f" {explanation} [[{verdict}]]"
+    return f" {explanation}{judge_target_tag(verdict)}"

@@ -304,6 +304,11 @@ class ProblemLog:
     def items(self) -> list:
         return read_jsonl(self.items_path, self.item_cls)
 
+    def ordered_traces(self, problems: list) -> list:
+        """Every trace on disk (earlier runs included), in the order of `problems`."""
+        order = {p.id: i for i, p in enumerate(problems)}
+        return sorted(self.traces, key=lambda t: order.get(t.problem_id, len(order)))
+
     def commit(self, trace: Any, items: list) -> None:
         self._items.append(*items)
         self._traces.append(trace)

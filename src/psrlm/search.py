@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from psrlm.configs import SearchConfig
-from psrlm.engines.base import Engine, GenParams
+from psrlm.engines.base import Completion, Engine, GenParams
 from psrlm.judge import Judgment, parse_verdict, plan_pairs, score_candidates, unique_candidates
-from psrlm.prompts import Prompts
-from psrlm.records import PreferencePair, Problem, ProblemLog, SearchTrace, read_jsonl
+from psrlm.prompts import Prompts, judge_target_tag
+from psrlm.records import PreferencePair, Problem, ProblemLog, SearchTrace
 from psrlm.steps import STEP_STOP, clean_candidate, final_answer, is_final
 
 
@@ -74,6 +74,7 @@ def run_search(
 ) -> SearchResult:
     """Search every problem; with `out_dir`, results are committed as problems finish and a rerun resumes."""
     judge_engine = judge_engine or engine
+    _check(cfg)
     log = ProblemLog(out_dir, SearchTrace, PreferencePair) if out_dir is not None else None
     done_ids = log.done if log else set()
     queue = deque(p for p in problems if p.id not in done_ids)
@@ -104,10 +105,19 @@ def run_search(
         if log:
             log.close()
     if log:  # everything on disk, earlier runs included, in problem order
-        order = {p.id: i for i, p in enumerate(problems)}
-        traces = sorted(log.traces, key=lambda t: order.get(t.problem_id, len(order)))
-        return SearchResult(traces, read_jsonl(Path(out_dir) / "pairs.jsonl", PreferencePair))
+        return SearchResult(log.ordered_traces(problems), log.items())
     return SearchResult(new_traces, new_pairs)
+
+
+def _check(cfg: SearchConfig) -> None:
+    from psrlm.judge import JUDGE_MODES, SCORINGS
+
+    for key, value, allowed in (("judge_mode", cfg.judge_mode, JUDGE_MODES), ("scoring", cfg.scoring, SCORINGS),
+                                ("verdict", cfg.verdict, ("generate", "logits"))):  # fmt: skip
+        if value not in allowed:
+            raise ValueError(f"search.{key}={value!r}: choose one of {list(allowed)}")
+    if cfg.width < 2:
+        raise ValueError(f"search.width={cfg.width}: need at least 2 candidates to compare")
 
 
 def run_tts(
@@ -151,7 +161,9 @@ def _advance(
         q = st.problem.question
         judge_prompts += [prompts.judge_prompt(q, st.steps, uniques[a], uniques[b]) for a, b in pairs]
     verdicts = []
-    if judge_prompts:
+    if judge_prompts and cfg.verdict == "logits":
+        verdicts = verdicts_from_logits(judge_engine, judge_prompts)
+    elif judge_prompts:
         params = GenParams(n=1, temperature=cfg.judge_temperature, max_new_tokens=cfg.judge_max_tokens, seed=seed + 1)
         verdicts = [outs[0] for outs in judge_engine.generate(judge_prompts, params)]
     for st, (cands, uniques, pairs, offset) in zip(states, plans, strict=True):
@@ -160,6 +172,27 @@ def _advance(
         st.trace.gen_tokens += sum(o.tokens for o in outs)
         st.trace.judge_calls += len(pairs)
         _select(st, cands, uniques, judgments, prompts, cfg, iteration)
+
+
+def verdicts_from_logits(engine: Engine, judge_prompts: list[str]) -> list[Completion]:
+    """The verdict without an explanation: compare log p(" [[A]]") and log p(" [[B]]") after the judge prompt.
+
+    One forward pass per prompt and option instead of a generated explanation: the cheapest judge (an option,
+    `search.verdict: logits`; the paper's judge writes its explanation first). In-process engines only."""
+    from psrlm.engines.hf import continuation_logprobs
+
+    if not hasattr(engine, "tokenizer"):
+        raise ValueError("search.verdict=logits needs the in-process engine (engine.kind=hf)")
+    options = [judge_target_tag("A"), judge_target_tag("B")]
+    lp = continuation_logprobs(
+        engine, judge_prompts * 2, [options[0]] * len(judge_prompts) + [options[1]] * len(judge_prompts)
+    )
+    n = len(judge_prompts)
+    out = []
+    for a, b in zip(lp[:n], lp[n:], strict=True):
+        text = options[0] if a > b else options[1] if b > a else ""
+        out.append(Completion(text.strip(), 0))
+    return out
 
 
 def _select(

@@ -18,7 +18,7 @@ from pathlib import Path
 from psrlm.configs import SRLMConfig
 from psrlm.engines.base import Engine, GenParams
 from psrlm.prompts import Prompts
-from psrlm.records import PreferencePair, Problem, ProblemLog, SearchTrace, read_jsonl
+from psrlm.records import PreferencePair, Problem, ProblemLog, SearchTrace
 from psrlm.steps import final_answer, is_final, split_steps
 
 _SCORE = re.compile(r"Score\s*:\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
@@ -84,9 +84,7 @@ def run_srlm(
         if log:
             log.close()
     if log:
-        order = {p.id: i for i, p in enumerate(problems)}
-        all_traces = sorted(log.traces, key=lambda t: order.get(t.problem_id, len(order)))
-        return SRLMResult(all_traces, read_jsonl(Path(out_dir) / "pairs.jsonl", PreferencePair))
+        return SRLMResult(log.ordered_traces(problems), log.items())
     return SRLMResult(traces, pairs)
 
 

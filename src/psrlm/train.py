@@ -143,37 +143,22 @@ def _load(model_dir: Path):
 
 def pretrain(model_dir: Path, texts: list[str], tc: TrainConfig, out_dir: Path) -> dict:
     """Causal-LM training on raw text (no prompt masking): how the base model M0 learns the domain."""
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
-
-    model, tok = _load(model_dir)
-    lengths = [len(tok(t)["input_ids"]) + 1 for t in texts]
-    max_length, cut = _length_plan(lengths, tc, model.config.max_position_embeddings)
-    args = SFTConfig(**_common_args(tc, Path(out_dir)), max_length=max_length, dataset_text_field="text")
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list([{"text": t} for t in texts]),
-        processing_class=tok,
-        peft_config=_peft_config(tc),
-    )
-    start = time.time()
-    trainer.train()
-    info = {"stage": "pretrain", "examples": len(texts), "max_length": max_length, "truncated": cut}
-    info["wall_s"] = time.time() - start
-    info["tokens"] = sum(lengths)
-    return _finish(trainer, tok, Path(out_dir), info, tc.lora)
+    return _run_sft("pretrain", model_dir, [{"text": t} for t in texts], tc, out_dir, dataset_text_field="text")
 
 
 def sft(model_dir: Path, rows: list[dict], tc: TrainConfig, out_dir: Path) -> dict:
     """SFT on prompt/completion rows with the loss on completions only (TRL appends EOS to each completion)."""
+    return _run_sft("sft", model_dir, rows, tc, out_dir, completion_only_loss=True)
+
+
+def _run_sft(stage: str, model_dir: Path, rows: list[dict], tc: TrainConfig, out_dir: Path, **sft_args) -> dict:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     model, tok = _load(model_dir)
-    lengths = [len(tok(r["prompt"] + r["completion"])["input_ids"]) + 1 for r in rows]
+    lengths = [len(tok(r.get("text") or r["prompt"] + r["completion"])["input_ids"]) + 1 for r in rows]
     max_length, cut = _length_plan(lengths, tc, model.config.max_position_embeddings)
-    args = SFTConfig(**_common_args(tc, Path(out_dir)), max_length=max_length, completion_only_loss=True)
+    args = SFTConfig(**_common_args(tc, Path(out_dir)), max_length=max_length, **sft_args)
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -183,7 +168,7 @@ def sft(model_dir: Path, rows: list[dict], tc: TrainConfig, out_dir: Path) -> di
     )
     start = time.time()
     trainer.train()
-    info = {"stage": "sft", "examples": len(rows), "max_length": max_length, "truncated": cut}
+    info = {"stage": stage, "examples": len(rows), "max_length": max_length, "truncated": cut}
     info["wall_s"] = time.time() - start
     info["tokens"] = sum(lengths)
     return _finish(trainer, tok, Path(out_dir), info, tc.lora)

@@ -110,3 +110,37 @@ def _generated_length(ids: list[int], eos_id: int | None, pad_id: int | None) ->
         if t == pad_id:
             return j, False
     return len(ids), False
+
+
+def continuation_logprobs(engine: HFEngine, prompts: list[str], continuations: list[str]) -> list[float]:
+    """Sum of log p(continuation | prompt) for each (prompt, continuation): reads a verdict from logits."""
+    tok = engine.tokenizer
+    rows = []
+    for p, c in zip(prompts, continuations, strict=True):
+        p_ids = tok(p, add_special_tokens=False)["input_ids"]
+        full = tok(p + c, add_special_tokens=False)["input_ids"]
+        keep = len(p_ids)
+        while keep > 0 and full[:keep] != p_ids[:keep]:  # tokens merged across the boundary
+            keep -= 1
+        rows.append((full, keep))
+    scores = [0.0] * len(rows)
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    with torch.inference_mode():
+        for b in range(0, len(order), engine.batch_size):
+            idx = order[b : b + engine.batch_size]
+            width = max(len(rows[i][0]) for i in idx)
+            ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for r, i in enumerate(idx):  # left padding, as in generation
+                seq = rows[i][0]
+                ids[r, width - len(seq) :] = torch.tensor(seq)
+                mask[r, width - len(seq) :] = 1
+            logits = engine.model(input_ids=ids.to(engine.device), attention_mask=mask.to(engine.device)).logits
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            for r, i in enumerate(idx):
+                seq, keep = rows[i]
+                start = width - len(seq)
+                positions = range(start + keep, width)
+                scores[i] = float(sum(logp[r, t - 1, ids[r, t]] for t in positions))
+    return scores

@@ -67,7 +67,9 @@ def build_srlm_eft(problems: list[Problem], n: int, seed: int) -> list[ScoreExam
         p = problems[attempts % len(problems)]
         gold = list(p.meta["steps"])
         if len(out) % 2 == 0:
-            out.append(ScoreExample(p.question, render_steps(gold), "The solution is correct.", 5, {"problem_id": p.id}))
+            out.append(
+                ScoreExample(p.question, render_steps(gold), "The solution is correct.", 5, {"problem_id": p.id})
+            )
             continue
         index = rng.randrange(len(gold))
         kind = rng.choice(ERROR_KINDS)
@@ -79,5 +81,7 @@ def build_srlm_eft(problems: list[Problem], n: int, seed: int) -> list[ScoreExam
             continue
         score = 1 + min(3, int(4 * index / len(gold)))
         explanation = f"Step {index + 1} is wrong."
-        out.append(ScoreExample(p.question, render_steps(steps), explanation, score, {"problem_id": p.id, "error_kind": kind}))
+        out.append(
+            ScoreExample(p.question, render_steps(steps), explanation, score, {"problem_id": p.id, "error_kind": kind})
+        )
     return out
