@@ -86,7 +86,13 @@ def cmd_demo(cfg: Config) -> dict:
     print(f"\nexample problem ({p.id}): {p.question}")
     print(f"example EFT item ({ex.meta['error_kind']}): A: {ex.step_a} | B: {ex.step_b} -> {ex.explanation} "
           f"[[{ex.verdict}]]\n")  # fmt: skip
-    return cmd_iterate(cfg)
+    result = cmd_iterate(cfg)
+    from psrlm.report import report
+
+    out = Path(cfg.paths.run_dir) / "report.md"
+    report([Path(cfg.paths.run_dir)], out)
+    print(f"report: {out}")
+    return result
 
 
 def cmd_search(cfg: Config, args: argparse.Namespace) -> dict:
@@ -173,7 +179,7 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
     from psrlm.iterate import Run, evaluate_model
 
     build_arith_data(cfg)
-    name = args.name or Path(args.model).name
+    name = args.result_name or Path(args.model).name
     metrics = evaluate_model(Run(cfg), name, Path(args.model), few_shot=args.few_shot)
     print(json.dumps({k: v for k, v in metrics.items() if k in ("test", "hard", "judge")}, indent=2))
     return {"name": name}
@@ -246,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="greedy accuracy on the arith test splits + judge accuracy on the EFT test split")
     _add_config_args(p)
     p.add_argument("--model", required=True, help="model directory")
-    p.add_argument("--name", help="name for the results (default: the folder name); results go to <run>/eval/")
+    p.add_argument("--name", dest="result_name", help="name for the results (default: the folder name); results go to <run>/eval/")
     p.add_argument("--few-shot", action="store_true", help="3-shot prompting (for a base model such as M0)")
     p.set_defaults(func=cmd_eval, name="eval", wants_args=True)
 

@@ -310,8 +310,9 @@ def explain(problem: Problem, prev_steps: list[str], wrong: str, kind: str, wron
     """A short judge explanation for an EFT item, naming what is wrong with the wrong step."""
     eqs = parse_equations(wrong)
     if kind == "arithmetic_slip" and eqs:
+        # evidence first, verdict after: the judge recomputes, then compares (learnable by a small model)
         e = eqs[0]
-        return f"Step {wrong_label} is wrong: {e.a} {e.op} {e.b} is {OPS[e.op](e.a, e.b)}, not {e.c}."
+        return f"{e.a} {e.op} {e.b} is {OPS[e.op](e.a, e.b)}, so Step {wrong_label} is wrong."
     if kind == "premature_answer":
         return f"Step {wrong_label} gives an answer before the problem is finished."
     if kind == "skipped_quantity":
