@@ -60,3 +60,13 @@ def test_scores_wins_vs_position_a():
 def test_all_no_verdict_is_a_tie():
     s = score_candidates(3, [Judgment(0, 1, None), Judgment(1, 2, None)])
     assert s.tie and s.no_verdicts == 2
+
+
+def test_soft_scores_cancel_position_bias():
+    # the judge prefers position A strongly (0.9 / 0.8) but s0 a little more than s1: s0 must win
+    js = [Judgment(0, 1, "A", p_a=0.9), Judgment(1, 0, "A", p_a=0.8)]
+    s = score_candidates(2, js, "wins")
+    assert s.best == 0 and abs(s.scores[0] - 1.1) < 1e-9 and not s.tie
+    assert score_candidates(2, js, "wins", tie_margin=0.5).tie
+    # hard verdicts from the same biased judge: one win each, a tie (the paper's rollback case)
+    assert score_candidates(2, [Judgment(0, 1, "A"), Judgment(1, 0, "A")]).tie

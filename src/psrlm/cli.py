@@ -252,7 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="greedy accuracy on the arith test splits + judge accuracy on the EFT test split")
     _add_config_args(p)
     p.add_argument("--model", required=True, help="model directory")
-    p.add_argument("--name", dest="result_name", help="name for the results (default: the folder name); results go to <run>/eval/")
+    p.add_argument(
+        "--name", dest="result_name", help="name for the results (default: the folder name); results go to <run>/eval/"
+    )
     p.add_argument("--few-shot", action="store_true", help="3-shot prompting (for a base model such as M0)")
     p.set_defaults(func=cmd_eval, name="eval", wants_args=True)
 

@@ -160,7 +160,10 @@ class SearchConfig:
     cyclic_k: neighbours per candidate in "cyclic" mode.
     scoring: "wins" (judgments won in either position) | "position_a" (Eq. 2 literally).
     verdict: "generate" = the judge writes its explanation and verdict (paper); "logits" = compare
-        log p(" [[A]]") and log p(" [[B]]") right after the judge prompt (no explanation, far cheaper; hf engine).
+        log p(" [[A]]") and log p(" [[B]]") right after the judge prompt (no explanation, far cheaper; hf engine);
+        "soft" = the same, but each judgment adds P(A) / P(B) to the scores instead of 0/1, so position bias
+        cancels across the two orders of a pair (see judge.py).
+    tie_margin: scores within this spread count as a tie (paper: exactly equal = 0; useful with "soft").
     judge_temperature: 0 = greedy verdicts.
     judge_max_tokens: token cap for one judgment (explanation + verdict).
     max_steps: a solution stops after this many steps even without an answer.
@@ -177,6 +180,7 @@ class SearchConfig:
     cyclic_k: int = 2
     scoring: str = "wins"
     verdict: str = "generate"
+    tie_margin: float = 0.0
     judge_temperature: float = 0.0
     judge_max_tokens: int = 48
     max_steps: int = 16

@@ -114,3 +114,33 @@ def judge_accuracy(
         "consistency": consistent / n,
         "no_verdict_rate": missing / (2 * n),
     }
+
+
+def judge_accuracy_soft(examples: list[JudgeExample], engine, prompts: Prompts) -> dict:
+    """The judge as `search.verdict: soft` uses it: P(A) from logits in both orders, scores summed (bias cancels).
+
+    accuracy: the de-biased pick matches the oracle; single_order_accuracy: P(A) > 0.5 in the shown order alone;
+    position_bias: mean P(first step better) over all asks (0.5 = none)."""
+    import math
+
+    from psrlm.engines.hf import continuation_logprobs
+    from psrlm.prompts import judge_target_tag
+
+    ab = [prompts.judge_prompt(e.question, e.prev_steps, e.step_a, e.step_b) for e in examples]
+    ba = [prompts.judge_prompt(e.question, e.prev_steps, e.step_b, e.step_a) for e in examples]
+    asks = ab + ba
+    n = len(asks)
+    lp = continuation_logprobs(engine, asks * 2, [judge_target_tag("A")] * n + [judge_target_tag("B")] * n)
+    p_first = [1.0 / (1.0 + math.exp(max(-60.0, min(60.0, b - a)))) for a, b in zip(lp[:n], lp[n:], strict=True)]
+    m = len(examples)
+    right = single = 0
+    for i, e in enumerate(examples):
+        score_a = p_first[i] + (1.0 - p_first[m + i])
+        right += ("A" if score_a > 1.0 else "B") == e.verdict
+        single += ("A" if p_first[i] > 0.5 else "B") == e.verdict
+    return {
+        "n": m,
+        "accuracy": right / max(1, m),
+        "single_order_accuracy": single / max(1, m),
+        "position_bias": sum(p_first) / max(1, n),
+    }

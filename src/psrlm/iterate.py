@@ -329,6 +329,10 @@ def evaluate_model(run: Run, name: str, model_dir: Path, few_shot: bool = False)
     eft = eft[: cfg.eval_eft] if cfg.eval_eft else eft
     few = read_jsonl(run.data / "eft_train.jsonl", JudgeExample)[:3] if few_shot else None
     metrics["judge"] = judge_accuracy(eft, engine, run.prompts, run.cfg.search.judge_max_tokens, few_shot=few)
+    if hasattr(engine, "tokenizer") and not few_shot:  # the judge as the soft-verdict search reads it
+        from psrlm.evaluate import judge_accuracy_soft
+
+        metrics["judge_soft"] = judge_accuracy_soft(eft, engine, run.prompts)
     metrics["wall_s"] = time.time() - start
     write_json(path, metrics)
     run.timed("evaluation", start)
@@ -371,15 +375,20 @@ def run_all(cfg: Config, progress: bool = True) -> dict:
 
 
 def format_table(results: dict) -> str:
-    head = "| model | test acc | hard acc | judge acc | consistency | steps | step chars | pairs | pair precision |"
-    lines = [head, "|" + "---|" * 9]
+    head = (
+        "| model | test acc | hard acc | judge acc (generated) | consistency | judge acc (soft, both orders) "
+        "| steps | step chars | pairs | pair precision |"
+    )
+    lines = [head, "|" + "---|" * 10]
     for name, r in results.items():
         man = r.get("manifest") or {}
         search = man.get("search") or {}
         prec = (man.get("pair_precision") or {}).get("precision")
+        soft = f"{r['judge_soft']['accuracy']:.3f}" if r.get("judge_soft") else "-"
         lines.append(
             f"| {name} | {r['test']['accuracy']:.3f} | {r['hard']['accuracy']:.3f} | {r['judge']['judge_accuracy']:.3f} "
-            f"| {r['judge']['consistency']:.3f} | {r['test']['mean_steps']:.2f} | {r['test']['mean_step_chars']:.1f} "
+            f"| {r['judge']['consistency']:.3f} | {soft} | {r['test']['mean_steps']:.2f} "
+            f"| {r['test']['mean_step_chars']:.1f} "
             f"| {search.get('pairs', '-')} | {'-' if prec is None else f'{prec:.3f}'} |"
         )
     return "\n".join(lines)

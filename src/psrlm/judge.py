@@ -73,6 +73,7 @@ class Judgment:
     b: int
     verdict: str | None
     text: str = ""
+    p_a: float | None = None  # P(Step A is better), when the verdict is read from logits ("soft" scoring)
 
 
 @dataclass
@@ -80,10 +81,12 @@ class Scores:
     scores: list[float]  # per unique candidate
     judgments: list[Judgment] = field(default_factory=list)
     no_verdicts: int = 0
+    tie_margin: float = 0.0
 
     @property
     def tie(self) -> bool:
-        return max(self.scores) == min(self.scores)
+        """No preference (paper: max score == min score); with soft scores, a spread within `tie_margin`."""
+        return max(self.scores) - min(self.scores) <= self.tie_margin
 
     @property
     def best(self) -> int:
@@ -94,16 +97,21 @@ class Scores:
         return min(range(len(self.scores)), key=lambda i: (self.scores[i], i))
 
 
-def score_candidates(n: int, judgments: list[Judgment], scoring: str = "wins") -> Scores:
+def score_candidates(n: int, judgments: list[Judgment], scoring: str = "wins", tie_margin: float = 0.0) -> Scores:
+    """Eq. 2. With `p_a` set, O(s_a, s_b) is the judge's probability instead of a 0/1 verdict."""
     if scoring not in SCORINGS:
         raise ValueError(f"unknown scoring {scoring!r}; choose one of {SCORINGS}")
     scores = [0.0] * n
     missing = 0
     for j in judgments:
-        if j.verdict is None:
+        if j.p_a is not None:
+            scores[j.a] += j.p_a
+            if scoring == "wins":
+                scores[j.b] += 1.0 - j.p_a
+        elif j.verdict is None:
             missing += 1
         elif j.verdict == "A":
             scores[j.a] += 1
         elif scoring == "wins":
             scores[j.b] += 1
-    return Scores(scores, judgments, missing)
+    return Scores(scores, judgments, missing, tie_margin)

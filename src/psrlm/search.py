@@ -15,6 +15,7 @@ committed to `traces.jsonl` / `pairs.jsonl` as they finish; a rerun skips them.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,7 +114,7 @@ def _check(cfg: SearchConfig) -> None:
     from psrlm.judge import JUDGE_MODES, SCORINGS
 
     for key, value, allowed in (("judge_mode", cfg.judge_mode, JUDGE_MODES), ("scoring", cfg.scoring, SCORINGS),
-                                ("verdict", cfg.verdict, ("generate", "logits"))):  # fmt: skip
+                                ("verdict", cfg.verdict, ("generate", "logits", "soft"))):  # fmt: skip
         if value not in allowed:
             raise ValueError(f"search.{key}={value!r}: choose one of {list(allowed)}")
     if cfg.width < 2:
@@ -160,39 +161,45 @@ def _advance(
         plans.append((cands, uniques, pairs, len(judge_prompts)))
         q = st.problem.question
         judge_prompts += [prompts.judge_prompt(q, st.steps, uniques[a], uniques[b]) for a, b in pairs]
-    verdicts = []
-    if judge_prompts and cfg.verdict == "logits":
-        verdicts = verdicts_from_logits(judge_engine, judge_prompts)
-    elif judge_prompts:
-        params = GenParams(n=1, temperature=cfg.judge_temperature, max_new_tokens=cfg.judge_max_tokens, seed=seed + 1)
-        verdicts = [outs[0] for outs in judge_engine.generate(judge_prompts, params)]
+    judged = judge_all(judge_engine, judge_prompts, cfg, seed + 1) if judge_prompts else []
     for st, (cands, uniques, pairs, offset) in zip(states, plans, strict=True):
-        outs = verdicts[offset : offset + len(pairs)]
-        judgments = [Judgment(a, b, parse_verdict(o.text)) for (a, b), o in zip(pairs, outs, strict=True)]
-        st.trace.gen_tokens += sum(o.tokens for o in outs)
+        outs = judged[offset : offset + len(pairs)]
+        judgments = [Judgment(a, b, verdict, p_a=p_a) for (a, b), (verdict, p_a, _) in zip(pairs, outs, strict=True)]
+        st.trace.gen_tokens += sum(tokens for _, _, tokens in outs)
         st.trace.judge_calls += len(pairs)
         _select(st, cands, uniques, judgments, prompts, cfg, iteration)
 
 
-def verdicts_from_logits(engine: Engine, judge_prompts: list[str]) -> list[Completion]:
-    """The verdict without an explanation: compare log p(" [[A]]") and log p(" [[B]]") after the judge prompt.
+def judge_all(engine: Engine, judge_prompts: list[str], cfg: SearchConfig, seed: int) -> list[tuple]:
+    """(verdict, P(A), generated tokens) per judge prompt, in one batched call.
 
-    One forward pass per prompt and option instead of a generated explanation: the cheapest judge (an option,
-    `search.verdict: logits`; the paper's judge writes its explanation first). In-process engines only."""
+    verdict=generate: the judge writes its explanation and `[[A]]`/`[[B]]` (paper); P(A) is None.
+    verdict=logits / soft: no explanation; P(A) = softmax over log p(" [[A]]") and log p(" [[B]]") right after the
+    prompt (in-process engine only). `logits` turns it into a hard verdict; `soft` scores candidates with P(A)
+    itself, so a judge whose position bias is stronger than its preference still ranks candidates (the bias
+    cancels over both orders of a pair) instead of tying every round.
+    """
+    if cfg.verdict == "generate":
+        params = GenParams(n=1, temperature=cfg.judge_temperature, max_new_tokens=cfg.judge_max_tokens, seed=seed)
+        outs = judge_engine_generate(engine, judge_prompts, params)
+        return [(parse_verdict(o.text), None, o.tokens) for o in outs]
     from psrlm.engines.hf import continuation_logprobs
 
     if not hasattr(engine, "tokenizer"):
-        raise ValueError("search.verdict=logits needs the in-process engine (engine.kind=hf)")
-    options = [judge_target_tag("A"), judge_target_tag("B")]
-    lp = continuation_logprobs(
-        engine, judge_prompts * 2, [options[0]] * len(judge_prompts) + [options[1]] * len(judge_prompts)
-    )
+        raise ValueError(f"search.verdict={cfg.verdict} needs the in-process engine (engine.kind=hf)")
     n = len(judge_prompts)
+    tags = [judge_target_tag("A")] * n + [judge_target_tag("B")] * n
+    lp = continuation_logprobs(engine, judge_prompts * 2, tags)
     out = []
     for a, b in zip(lp[:n], lp[n:], strict=True):
-        text = options[0] if a > b else options[1] if b > a else ""
-        out.append(Completion(text.strip(), 0))
+        p_a = 1.0 / (1.0 + math.exp(max(-60.0, min(60.0, b - a))))
+        verdict = "A" if a > b else "B" if b > a else None
+        out.append((verdict, p_a if cfg.verdict == "soft" else None, 0))
     return out
+
+
+def judge_engine_generate(engine: Engine, prompts: list[str], params: GenParams) -> list[Completion]:
+    return [outs[0] for outs in engine.generate(prompts, params)]
 
 
 def _select(
@@ -206,7 +213,7 @@ def _select(
 ) -> None:
     tr = st.trace
     tr.rounds_used += 1
-    scored = score_candidates(max(1, len(uniques)), judgments, cfg.scoring)
+    scored = score_candidates(max(1, len(uniques)), judgments, cfg.scoring, cfg.tie_margin)
     tr.no_verdicts += scored.no_verdicts
     record = {
         "step": len(st.steps) + 1,
