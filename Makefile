@@ -20,15 +20,12 @@ demo: $(STAMP)
 	.venv/bin/psrlm demo --config $(CONFIG)
 
 bench: $(STAMP)
-	.venv/bin/psrlm bench --config $(CONFIG)
+	.venv/bin/psrlm bench --config $(CONFIG) --set search.verdict=generate
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-slow_bench: $(STAMP)
-	.venv/bin/psrlm bench --config $(CONFIG)
-
-test: $(STAMP)
+slow_test: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 quality: $(STAMP)

@@ -30,3 +30,14 @@ def test_data_arith_writes_files_and_run_log(tmp_path, capsys):
     assert (run / "data" / "eft_test.jsonl").exists()
     assert (run / "logs" / "runs.jsonl").read_text().count('"stage": "data arith"') == 1
     assert list((run / "logs").glob("data_arith-*.yaml"))
+
+
+def test_every_stage_has_help(capsys):
+    import pytest
+
+    for stage in (["data", "arith"], ["model", "init"], ["model", "pretrain"], ["iterate"], ["search"], ["eval"],
+                  ["bench"], ["demo"], ["report"], ["show-config"]):  # fmt: skip
+        with pytest.raises(SystemExit) as done:
+            main([*stage, "--help"])
+        assert done.value.code == 0
+        assert "usage:" in capsys.readouterr().out

@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "report",
-        help="tables from finished runs; with several runs (seeds) the M1 -> Mn science check with 95% CIs",
+        help="tables from finished runs; with several runs (seeds) the M1 -> Mn science check with 95%% CIs",
     )
     p.add_argument("run_dirs", nargs="+", help="run folders holding summary.json")
     p.add_argument("--out", help="also write the report here (markdown; JSON beside it for several runs)")
