@@ -4,7 +4,7 @@ PIP     := .venv/bin/pip
 STAMP   := .venv/.installed
 CONFIG  ?= configs/demo.yaml
 
-.PHONY: setup demo test slow_test bench quality format clean
+.PHONY: setup demo test slow_test bench science quality format clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,11 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	.venv/bin/psrlm bench --config $(CONFIG) --set search.verdict=generate
+
+# The science check: the demo recipe over 3 seeds, then M1 -> M4 changes with 95 % CIs (about 3 x 20 min on CPU).
+science: $(STAMP)
+	for s in 0 1 2; do .venv/bin/psrlm iterate --config $(CONFIG) --set iterate.seed=$$s --set paths.run_dir=runs/science/seed$$s || exit 1; done
+	.venv/bin/psrlm report runs/science/seed0 runs/science/seed1 runs/science/seed2 --out runs/science/report.md
 
 test: $(STAMP)
 	$(PY) -m pytest -q
