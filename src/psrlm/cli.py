@@ -11,6 +11,7 @@ the effective config, under `<run_dir>/logs/`. Heavy libraries are imported insi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -143,8 +144,7 @@ def cmd_model_pretrain(cfg: Config, args: argparse.Namespace) -> dict:
     from psrlm.iterate import Run, ensure_m0
 
     build_arith_data(cfg)
-    no_prebuilt = Config(**{**cfg.__dict__})
-    no_prebuilt.iterate = type(cfg.iterate)(**{**cfg.iterate.__dict__, "m0_path": ""})
+    no_prebuilt = dataclasses.replace(cfg, iterate=dataclasses.replace(cfg.iterate, m0_path=""))
     m0 = ensure_m0(Run(no_prebuilt))
     if args.out:
         out = Path(args.out)

@@ -121,17 +121,13 @@ def judge_accuracy_soft(examples: list[JudgeExample], engine, prompts: Prompts) 
 
     accuracy: the de-biased pick matches the oracle; single_order_accuracy: P(A) > 0.5 in the shown order alone;
     position_bias: mean P(first step better) over all asks (0.5 = none)."""
-    import math
-
-    from psrlm.engines.hf import continuation_logprobs
-    from psrlm.prompts import judge_target_tag
+    from psrlm.search import sigmoid, verdict_log_odds
 
     ab = [prompts.judge_prompt(e.question, e.prev_steps, e.step_a, e.step_b) for e in examples]
     ba = [prompts.judge_prompt(e.question, e.prev_steps, e.step_b, e.step_a) for e in examples]
     asks = ab + ba
     n = len(asks)
-    lp = continuation_logprobs(engine, asks * 2, [judge_target_tag("A")] * n + [judge_target_tag("B")] * n)
-    p_first = [1.0 / (1.0 + math.exp(max(-60.0, min(60.0, b - a)))) for a, b in zip(lp[:n], lp[n:], strict=True)]
+    p_first = [sigmoid(d) for d in verdict_log_odds(engine, asks)]
     m = len(examples)
     right = single = 0
     for i, e in enumerate(examples):

@@ -191,17 +191,13 @@ def ensure_m1(run: Run, method: str, m0: Path) -> Path:
             model_path=str(out),
             data_files={str(p): sha256_file(p) for p in (ift_file, eft_file)},
             config=config_to_dict(run.cfg),
-            metrics={"train": _train_summary(info)},
+            metrics={"train": info},
             seeds={"sft": run.cfg.sft.seed + run.seed},
             wall_time_s=time.time() - start,
         ),
     )
     run.timed(f"{method} M1 SFT", start)
     return out
-
-
-def _train_summary(info: dict) -> dict:
-    return {k: v for k, v in info.items() if k != "loss_curve"} | {"loss_curve": info.get("loss_curve", [])}
 
 
 # ----------------------------------------------------------------------------------------- iterations
@@ -289,7 +285,7 @@ def run_iteration(run: Run, method: str, it: int, parent: Path, questions: list[
             model_path=str(out),
             data_files={str(pairs_file): sha256_file(pairs_file)} if pairs_file.exists() else {},
             config=config_to_dict(cfg),
-            metrics={"search": summary, "pair_precision": precision, "train": _train_summary(info)},
+            metrics={"search": summary, "pair_precision": precision, "train": info},
             seeds={"search": cfg.search.seed + 1000 * it + run.seed, "dpo": cfg.dpo.seed + run.seed},
             wall_time_s=time.time() - start,
         ),
@@ -303,6 +299,7 @@ def run_iteration(run: Run, method: str, it: int, parent: Path, questions: list[
 def evaluate_model(run: Run, name: str, model_dir: Path, few_shot: bool = False) -> dict:
     """Greedy accuracy per held-out split + judge accuracy on the EFT test split; cached in <run>/eval/."""
     from psrlm.evaluate import accuracy_summary, judge_accuracy, solve_greedy
+    from psrlm.steps import split_steps
     from psrlm.tasks.arith import label_solution
 
     path = run.dir / "eval" / f"{name}.json"
@@ -319,8 +316,6 @@ def evaluate_model(run: Run, name: str, model_dir: Path, few_shot: bool = False)
         results = solve_greedy(problems, engine, run.prompts, cfg.eval_max_tokens, few_shot=shots)
         write_jsonl(run.dir / "eval" / name / f"{split}.jsonl", [dataclasses.asdict(r) for r in results])
         summary = accuracy_summary(results)
-        from psrlm.steps import split_steps
-
         labels = [label_solution(p, split_steps(r.response)) for p, r in zip(problems, results, strict=True)]
         flat = [lab.correct for ls in labels for lab in ls]
         summary["step_precision"] = sum(flat) / len(flat) if flat else 0.0

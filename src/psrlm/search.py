@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from psrlm.configs import SearchConfig
-from psrlm.engines.base import Completion, Engine, GenParams
+from psrlm.engines.base import Engine, GenParams
 from psrlm.judge import Judgment, parse_verdict, plan_pairs, score_candidates, unique_candidates
 from psrlm.prompts import Prompts, judge_target_tag
 from psrlm.records import PreferencePair, Problem, ProblemLog, SearchTrace
@@ -181,25 +181,29 @@ def judge_all(engine: Engine, judge_prompts: list[str], cfg: SearchConfig, seed:
     """
     if cfg.verdict == "generate":
         params = GenParams(n=1, temperature=cfg.judge_temperature, max_new_tokens=cfg.judge_max_tokens, seed=seed)
-        outs = judge_engine_generate(engine, judge_prompts, params)
+        outs = [o[0] for o in engine.generate(judge_prompts, params)]
         return [(parse_verdict(o.text), None, o.tokens) for o in outs]
-    from psrlm.engines.hf import continuation_logprobs
-
-    if not hasattr(engine, "tokenizer"):
-        raise ValueError(f"search.verdict={cfg.verdict} needs the in-process engine (engine.kind=hf)")
-    n = len(judge_prompts)
-    tags = [judge_target_tag("A")] * n + [judge_target_tag("B")] * n
-    lp = continuation_logprobs(engine, judge_prompts * 2, tags)
     out = []
-    for a, b in zip(lp[:n], lp[n:], strict=True):
-        p_a = 1.0 / (1.0 + math.exp(max(-60.0, min(60.0, b - a))))
-        verdict = "A" if a > b else "B" if b > a else None
-        out.append((verdict, p_a if cfg.verdict == "soft" else None, 0))
+    for d in verdict_log_odds(engine, judge_prompts):
+        verdict = "A" if d > 0 else "B" if d < 0 else None
+        out.append((verdict, sigmoid(d) if cfg.verdict == "soft" else None, 0))
     return out
 
 
-def judge_engine_generate(engine: Engine, prompts: list[str], params: GenParams) -> list[Completion]:
-    return [outs[0] for outs in engine.generate(prompts, params)]
+def verdict_log_odds(engine: Engine, judge_prompts: list[str]) -> list[float]:
+    """log p(" [[A]]") - log p(" [[B]]") right after each judge prompt (in-process engine only)."""
+    from psrlm.engines.hf import continuation_logprobs
+
+    if not hasattr(engine, "tokenizer"):
+        raise ValueError("verdicts read from logits need the in-process engine (engine.kind=hf)")
+    n = len(judge_prompts)
+    tags = [judge_target_tag("A")] * n + [judge_target_tag("B")] * n
+    lp = continuation_logprobs(engine, judge_prompts * 2, tags)
+    return [a - b for a, b in zip(lp[:n], lp[n:], strict=True)]
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, x))))
 
 
 def _select(
