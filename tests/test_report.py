@@ -46,3 +46,63 @@ def test_report_cli(tmp_path, capsys):
     assert "| psrlm-M3 |" in out and "Science check" in out
     assert (tmp_path / "r.md").exists() and (tmp_path / "r.json").exists()
     assert main(["report", str(tmp_path / "missing")]) == 2
+
+
+def _fixture_run(run):
+    """A finished run as `psrlm iterate` + `psrlm eval` leave it: manifests, eval JSONs, per-benchmark summaries."""
+    (run / "manifests").mkdir(parents=True)
+    (run / "eval").mkdir()
+    for method, accs in (("psrlm", [0.2, 0.25, 0.3]), ("srlm", [0.2, 0.2, 0.22])):
+        for it, acc in enumerate(accs, start=1):
+            name = f"{method}-M{it}"
+            bench = {"arith_test": {"n": 50, "accuracy": acc, "mean_steps": 3.0 + it / 10, "mean_step_chars": 40.0,
+                                    "mean_step_tokens": 20.0 - it, "no_answer_rate": 0.0},
+                     "arith_hard": {"n": 50, "accuracy": acc / 2, "mean_steps": 5.0, "mean_step_chars": 80.0,
+                                    "mean_step_tokens": 30.0, "no_answer_rate": 0.0}}  # fmt: skip
+            ev = {"test": bench["arith_test"], "hard": bench["arith_hard"], "benchmarks": bench,
+                  "judge": {"judge_accuracy": 0.6 + it / 100, "consistency": 0.4, "no_verdict_rate": 0.0},
+                  "judge_soft": {"accuracy": 0.7, "single_order_accuracy": 0.6, "position_bias": 0.45}}  # fmt: skip
+            (run / "eval" / f"{name}.json").write_text(json.dumps(ev))
+            metrics = {}
+            if it > 1:
+                metrics = {"pair_precision": {"precision": 0.5 + it / 10},
+                           "search": {"problems": 10, "pairs": 30 * it, "tie_rate": 0.1, "rollback_rate": 0.05,
+                                      "no_verdict_rate": 0.0}}  # fmt: skip
+            (run / "manifests" / f"{name}.json").write_text(json.dumps({"metrics": metrics}))
+    (run / "eval" / "M0.json").write_text(json.dumps({"test": {"n": 50, "accuracy": 0.02, "mean_steps": 1.0,
+        "mean_step_chars": 50.0}, "hard": {"n": 50, "accuracy": 0.0, "mean_steps": 1.0, "mean_step_chars": 90.0},
+        "judge": {"judge_accuracy": 0.0, "consistency": 0.0, "no_verdict_rate": 1.0}}))  # fmt: skip
+    (run / "eval" / "psrlm-M3").mkdir()
+    (run / "eval" / "psrlm-M3" / "summary.json").write_text(json.dumps({"gsm8k": {"n": 20, "accuracy": 0.05,
+        "mean_steps": 2.0, "mean_step_chars": 60.0, "mean_step_tokens": 25.0, "no_answer_rate": 0.1}}))  # fmt: skip
+    (run / "eval" / "psrlm-M3" / "tts.json").write_text(json.dumps({"n": 20, "greedy": {"accuracy": 0.3,
+        "tokens_per_problem": 60}, "tts": {"accuracy": 0.4, "tokens_per_problem": 900, "judge_calls_per_problem": 40},
+        "token_ratio": 15, "time_ratio": 12.5}))  # fmt: skip
+    (run / "eval" / "appendix_b.json").write_text(json.dumps({"n": 20, "pair_judge": "m/psrlm-M1", "scorer": "m/srlm-M1",
+        "pairwise": {"agreement": 0.6, "consistency": 0.3, "no_preference_rate": 0.0},
+        "scoring": {"agreement": 0.2, "consistency": 0.1, "no_preference_rate": 0.7}}))  # fmt: skip
+
+
+def test_single_run_report_tables_and_plots(tmp_path):
+    from psrlm.report import report
+
+    run = tmp_path / "run"
+    _fixture_run(run)
+    text = report([run])
+    assert (run / "report.md").read_text() == text
+    # Table 1: every benchmark any model was evaluated on, "-" where one was not
+    assert "| model | arith_test | arith_hard | gsm8k | avg |" in text
+    assert "| psrlm-M3 | 0.300 | 0.150 | 0.050 | 0.167 |" in text and "| srlm-M1 | 0.200 | 0.100 | - | 0.150 |" in text
+    assert "| psrlm-M1 → psrlm-M3 | +0.100 | +0.050 | - |" in text  # Table 2
+    assert "| M0 | 0.000 | 0.000 | 1.000 | - |" in text  # Table 3, M0 never wrote a verdict
+    assert "| psrlm-M3 | 3.30 / 17.0 | 5.00 / 30.0 | 2.00 / 25.0 |" in text  # Table 4
+    assert "| psrlm-M3 | 20 | 0.300 | 0.400 | 60 | 900 | 40.0 | 12.5× |" in text  # Table 5
+    assert "| pairwise | 0.600 | 0.300 | 0.000 |" in text  # Appendix B
+    assert "| psrlm-M3 | 10 | 90 | 0.800 |" in text  # PPD pairs
+    plots = sorted(p.name for p in (run / "report_plots").iterdir())
+    assert plots == ["accuracy_vs_iteration.png", "judge_vs_iteration.png", "pair_precision_vs_iteration.png",
+                     "steps_vs_iteration.png"]  # fmt: skip
+    for p in plots:
+        data = (run / "report_plots" / p).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+        assert f"(report_plots/{p})" in text

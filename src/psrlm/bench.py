@@ -7,7 +7,8 @@
   (b) search the batched search (all active problems' candidates in one call, all judgments in one call)
   (c) naive the same search one problem at a time and one judge prompt per engine call
 Targets: (b) generated tok/s >= 60 % of (a); (b) problems/min >= 5x (c). Also: judge calls per step, no-verdict
-and rollback rates, and the agreement of the cheaper judge modes with the full round robin. Prints a table,
+and rollback rates, the agreement of the cheaper judge modes with the full round robin, evaluation problems/s
+on arith, and the grader's throughput on the MATH gold answers. Prints a table,
 writes `<run_dir>/bench/bench.json`, and ends with `search_vs_raw=<r> search_vs_naive=<r>`.
 """
 
@@ -64,8 +65,10 @@ def raw_throughput(engine, prompts, problems, cfg) -> dict:
 
 
 def judge_mode_agreement(engine, prompts, problems, cfg) -> dict:
-    """Sample one round of candidates per problem, judge it under every mode, compare best/worst choices."""
-    from psrlm.judge import Judgment, parse_verdict, plan_pairs, score_candidates, unique_candidates
+    """Sample one round of candidates per problem, judge it under every mode (with the recipe's verdict reading:
+    generated, logits or soft), compare best/worst choices."""
+    from psrlm.judge import Judgment, plan_pairs, score_candidates, unique_candidates
+    from psrlm.search import judge_all
     from psrlm.steps import STEP_STOP, clean_candidate
 
     step_prompts = [prompts.step_prompt(p.question, []) for p in problems]
@@ -80,15 +83,18 @@ def judge_mode_agreement(engine, prompts, problems, cfg) -> dict:
             pairs = plan_pairs(len(s), mode, cfg.cyclic_k)
             spans.append((len(asks), pairs))
             asks += [prompts.judge_prompt(p.question, [], s[a], s[b]) for a, b in pairs]
-        outs = engine.generate(asks, GenParams(n=1, max_new_tokens=cfg.judge_max_tokens))
+        outs = judge_all(engine, asks, cfg, seed=2) if asks else []
         picks = []
         for (offset, pairs), (_, s) in zip(spans, sets, strict=True):
-            js = [Judgment(a, b, parse_verdict(o[0].text)) for (a, b), o in zip(pairs, outs[offset:], strict=False)]
-            sc = score_candidates(len(s), js, cfg.scoring)
+            js = [
+                Judgment(a, b, verdict, p_a=p_a)
+                for (a, b), (verdict, p_a, _) in zip(pairs, outs[offset:], strict=False)
+            ]
+            sc = score_candidates(len(s), js, cfg.scoring, cfg.tie_margin)
             picks.append(None if sc.tie else (sc.best, sc.worst))
         modes[mode] = {"calls": len(asks), "picks": picks}
     full = modes["all_ordered"]["picks"]
-    out = {"rounds": len(sets)}
+    out = {"rounds": len(sets), "verdict": cfg.verdict}
     for mode, m in modes.items():
         both = [(f, x) for f, x in zip(full, m["picks"], strict=True) if f is not None and x is not None]
         out[mode] = {
@@ -97,6 +103,42 @@ def judge_mode_agreement(engine, prompts, problems, cfg) -> dict:
             "best_agreement": sum(f[0] == x[0] for f, x in both) / max(1, len(both)),
             "pair_agreement": sum(f == x for f, x in both) / max(1, len(both)),
         }
+    return out
+
+
+def eval_throughput(engine, prompts, problems, max_tokens: int) -> dict:
+    """Greedy evaluation of the model on arith problems (generation + grading), problems per second."""
+    from psrlm.evaluate import solve_greedy
+
+    start = time.perf_counter()
+    results = solve_greedy(problems, engine, prompts, max_tokens)
+    wall = time.perf_counter() - start
+    return {"problems": len(problems), "seconds": wall, "problems_per_s": len(problems) / wall,
+            "accuracy": sum(r.correct for r in results) / max(1, len(results))}  # fmt: skip
+
+
+def grading_throughput(data_dir: Path, mismatched: int = 300) -> dict:
+    """The grader (process pool, timeouts) on the 5000 MATH gold answers: (a) each gold against itself written as a
+    model would (`\\boxed{gold}` inside a sentence; mostly settled by the cheap string check), (b) `mismatched`
+    golds against the next row's gold, which goes through math-verify's symbolic comparison."""
+    from psrlm.grading import Grader, extract_answer
+    from psrlm.tasks.benchmarks import load_benchmark
+
+    golds = [p.answer for p in load_benchmark("math", data_dir)]
+    out = {}
+    with Grader() as grader:
+        grader.grade([("1", "1")])  # workers up before the clock starts
+        start = time.perf_counter()
+        ok = grader.grade([(g, extract_answer(f"So the answer is $\\boxed{{{g}}}$.")) for g in golds])
+        wall = time.perf_counter() - start
+        out["round_trip"] = {"items": len(golds), "seconds": wall, "items_per_s": len(golds) / wall,
+                             "correct": sum(ok) / len(golds)}  # fmt: skip
+        pairs = [(golds[i], golds[i + 1]) for i in range(min(mismatched, len(golds) - 1))]
+        start = time.perf_counter()
+        grader.grade(pairs)
+        wall = time.perf_counter() - start
+        out["mismatched"] = {"items": len(pairs), "seconds": wall, "items_per_s": len(pairs) / wall,
+                             "timeouts": grader.timeouts}  # fmt: skip
     return out
 
 
@@ -121,6 +163,9 @@ def run_bench(cfg: Config, model_dir: Path, n_problems: int, n_naive: int) -> di
     naive = {"problems": len(naive_problems), "seconds": n_wall, "tokens": n_tokens, "tok_per_s": n_tokens / n_wall,
              "problems_per_min": 60 * len(naive_problems) / n_wall}  # fmt: skip
     agreement = judge_mode_agreement(engine, prompts, problems, scfg)
+    evaluation = eval_throughput(engine, prompts, problems, cfg.iterate.eval_max_tokens)
+    data_dir = cfg.paths.resolved_data_dir()
+    grading = grading_throughput(data_dir) if (data_dir / "benchmarks" / "math").is_dir() else None
     import torch
 
     report = {
@@ -138,6 +183,8 @@ def run_bench(cfg: Config, model_dir: Path, n_problems: int, n_naive: int) -> di
         "search": batched,
         "naive": naive,
         "judge_mode_agreement": agreement,
+        "evaluation": evaluation,
+        "grading": grading,
         "search_vs_raw": batched["tok_per_s"] / raw["tok_per_s"],
         "search_vs_naive": batched["problems_per_min"] / naive["problems_per_min"],
     }
@@ -166,4 +213,12 @@ def print_report(r: dict) -> None:
         m = a[mode]
         print(f"| {mode} | {m['judge_calls']} | {m['tie_rate']:.1%} | {m['best_agreement']:.1%} "
               f"| {m['pair_agreement']:.1%} |")  # fmt: skip
+    e = r["evaluation"]
+    print(f"\nevaluation (greedy + grading, arith test): {e['problems']} problems in {e['seconds']:.1f}s = "
+          f"{e['problems_per_s']:.2f} problems/s")  # fmt: skip
+    if r["grading"]:
+        g = r["grading"]
+        print(f"grading MATH gold answers: round trip {g['round_trip']['items_per_s']:.0f}/s "
+              f"({g['round_trip']['correct']:.1%} correct); mismatched pairs through math-verify "
+              f"{g['mismatched']['items_per_s']:.0f}/s")  # fmt: skip
     print(f"\nsearch_vs_raw={r['search_vs_raw']:.3f} search_vs_naive={r['search_vs_naive']:.3f}")

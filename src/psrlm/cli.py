@@ -66,6 +66,55 @@ def cmd_data_arith(cfg: Config) -> dict:
     return {"files": {k: str(v) for k, v in paths.items()}, "counts": counts}
 
 
+def cmd_data_ift(cfg: Config, args: argparse.Namespace) -> dict:
+    """IFT from worked solutions: teacher segmentation (MATH / any JSONL), or GSM8K lines with no teacher."""
+    from psrlm.initdata.eft_pipeline import out_dir
+    from psrlm.records import write_json, write_jsonl
+
+    ic = cfg.initdata
+    out = out_dir(cfg)
+    data = cfg.paths.resolved_data_dir() / "train"
+    if ic.ift_source == "gsm8k":
+        from psrlm.initdata.ift import gsm8k_ift
+
+        problems, sols = gsm8k_ift(Path(ic.ift_input or data / "gsm8k" / "train.jsonl"), ic.ift_limit or -1)
+        for sol, prob in zip(sols, problems, strict=True):
+            sol.meta["question"] = prob.question
+        write_jsonl(out / "ift_gsm8k.jsonl", sols)
+        counts = {"rows": len(sols), "accepted": len(sols), "teacher": None}
+        write_json(out / "ift_counts.json", counts)
+    else:
+        from psrlm.initdata.segment import read_rows, segment_rows
+        from psrlm.initdata.teacher_cache import make_teacher
+        from psrlm.prompts import get_prompts
+
+        if ic.teacher != "engine":
+            raise ValueError("segmentation needs a model teacher: set initdata.teacher=engine")
+        path = Path(ic.ift_input or data / "math" / "train.jsonl")
+        rows = read_rows(path, ic.ift_source, ic.question_field, ic.solution_field, ic.answer_field, ic.id_field,
+                         ic.ift_limit)  # fmt: skip
+        with make_teacher(cfg, cfg.paths.run_dir) as teacher:
+            counts = segment_rows(
+                rows, teacher, get_prompts(cfg.prompts.variant), out, max_tokens=ic.segment_max_tokens,
+                retries=ic.segment_retries, retry_temperature=ic.segment_retry_temperature, seed=ic.seed,
+                chunk_size=ic.chunk_size, source=ic.ift_source,
+            )  # fmt: skip
+    print(json.dumps(counts, indent=2))
+    return counts
+
+
+def cmd_data_eft(cfg: Config, args: argparse.Namespace) -> dict:
+    """EFT by PRM-scored MCTS, teacher judgments and the agreement + consistency filters (embedded domain)."""
+    from psrlm.initdata.eft_pipeline import build_eft_pipeline, compare_m1
+
+    counts = build_eft_pipeline(cfg)
+    print(json.dumps(counts, indent=2))
+    if args.compare_m1:
+        counts["m1_comparison"] = compare_m1(cfg, args.eval_eft)
+        print(json.dumps(counts["m1_comparison"], indent=2))
+    return counts
+
+
 def cmd_model_init(cfg: Config) -> dict:
     from psrlm.initdata.build import init_tiny_model
 
@@ -175,20 +224,69 @@ def cmd_bench(cfg: Config, args: argparse.Namespace) -> dict:
 
 
 def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
-    from psrlm.initdata.build import build_arith_data
-    from psrlm.iterate import Run, evaluate_model
+    """Evaluate one model: greedy accuracy + step statistics per benchmark, judge accuracy, optionally test-time
+    search vs greedy and the Appendix B comparison. Results go to <run>/eval/<name>/ (per-problem JSONL, resumable)."""
+    from psrlm.engines import make_engine
+    from psrlm.evaluate import evaluate_benchmarks, judge_accuracy, tts_vs_greedy
+    from psrlm.iterate import Run, evaluate_appendix_b
+    from psrlm.records import JudgeExample, StepSolution, read_jsonl, write_json
+    from psrlm.tasks.benchmarks import ARITH_SPLITS, load_benchmark, parse_benchmarks
 
-    build_arith_data(cfg)
+    run = Run(cfg)
+    names = parse_benchmarks(args.benchmarks)
+    if any(n in ARITH_SPLITS for n in names) or (args.judge and not args.eft) or args.tts or args.appendix_b:
+        from psrlm.initdata.build import build_arith_data
+
+        build_arith_data(cfg)
     name = args.result_name or Path(args.model).name
-    metrics = evaluate_model(Run(cfg), name, Path(args.model), few_shot=args.few_shot)
-    print(json.dumps({k: v for k, v in metrics.items() if k in ("test", "hard", "judge")}, indent=2))
-    return {"name": name}
+    out_dir = run.dir / "eval" / name
+    data_dir = cfg.paths.resolved_data_dir()
+    benchmarks = {n: load_benchmark(n, data_dir, limit=args.limit, run_data=run.data) for n in names}
+    engine = make_engine(cfg.engine, args.model)
+    shots = read_jsonl(run.data / "ift.jsonl", StepSolution)[:3] if args.few_shot else None
+    max_tokens = args.max_tokens or cfg.iterate.eval_max_tokens
+    summaries = evaluate_benchmarks(benchmarks, engine, run.prompts, out_dir, max_tokens, few_shot=shots)
+    print("| benchmark | n | accuracy | steps | tokens/step | no answer |\n|---|---|---|---|---|---|")
+    for b, s in summaries.items():
+        print(f"| {b} | {s['n']} | {s['accuracy']:.3f} | {s['mean_steps']:.2f} | {s['mean_step_tokens']:.1f} "
+              f"| {s['no_answer_rate']:.3f} |")  # fmt: skip
+    result: dict = {"name": name, "benchmarks": summaries}
+    if args.judge:
+        eft = read_jsonl(Path(args.eft) if args.eft else run.data / "eft_test.jsonl", JudgeExample)
+        eft = eft[: cfg.iterate.eval_eft] if cfg.iterate.eval_eft else eft
+        few = read_jsonl(run.data / "eft_train.jsonl", JudgeExample)[:3] if args.few_shot else None
+        judged = {"judge": judge_accuracy(eft, engine, run.prompts, cfg.search.judge_max_tokens, few_shot=few)}
+        if hasattr(engine, "tokenizer") and not args.few_shot:
+            from psrlm.evaluate import judge_accuracy_soft
+
+            judged["judge_soft"] = judge_accuracy_soft(eft, engine, run.prompts)
+        write_json(out_dir / "judge.json", judged)
+        print("judge: " + json.dumps(judged))
+        result.update(judged)
+    if args.tts:
+        problems = load_benchmark("arith_test", run_data=run.data, limit=args.tts)
+        tts = tts_vs_greedy(problems, engine, run.prompts, cfg.search, out_dir, max_tokens)
+        write_json(out_dir / "tts.json", {"model": name, **tts})
+        print(f"TTS vs greedy on {tts['n']} arith test problems: accuracy {tts['greedy']['accuracy']:.3f} -> "
+              f"{tts['tts']['accuracy']:.3f} at {tts['token_ratio']:.1f}x the tokens")  # fmt: skip
+        result["tts"] = tts
+    if args.appendix_b:
+        cfg.iterate.eval_appendix_b = cfg.iterate.eval_appendix_b or cfg.iterate.eval_eft or 200
+        (run.dir / "eval" / "appendix_b.json").unlink(missing_ok=True)
+        ab = evaluate_appendix_b(run, Path(args.model), Path(args.appendix_b))
+        print("Appendix B: " + json.dumps({k: ab[k] for k in ("pairwise", "scoring")}))
+        result["appendix_b"] = ab
+    print(f"results: {out_dir}")
+    return result
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from psrlm.report import report
 
-    print(report([Path(d) for d in args.run_dirs], Path(args.out) if args.out else None))
+    out = Path(args.out) if args.out else None
+    print(report([Path(d) for d in args.run_dirs], out, plots=args.plots))
+    if len(args.run_dirs) == 1:
+        print(f"report: {out or Path(args.run_dirs[0]) / 'report.md'}")
     return 0
 
 
@@ -215,6 +313,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(q)
     q.set_defaults(func=cmd_data_arith, name="data arith")
+    q = data_sub.add_parser(
+        "ift",
+        help="IFT from worked solutions: teacher segmentation into steps, content checked unchanged (initdata.*)",
+    )
+    _add_config_args(q)
+    q.set_defaults(func=cmd_data_ift, name="data ift", wants_args=True)
+    q = data_sub.add_parser(
+        "eft",
+        help="EFT by PRM-scored MCTS, teacher judgments, agreement and A/B-consistency filters (initdata.*)",
+    )
+    _add_config_args(q)
+    q.add_argument(
+        "--compare-m1",
+        action="store_true",
+        help="also train M1 on IFT + this EFT and on IFT + as many oracle EFT examples, and compare judge accuracy",
+    )
+    q.add_argument("--eval-eft", type=int, default=0, help="EFT test items per judge evaluation (0 = all)")
+    q.set_defaults(func=cmd_data_eft, name="data eft", wants_args=True)
 
     p = sub.add_parser("model", help="build models")
     model_sub = p.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -249,13 +365,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--naive-problems", type=int, default=8, help="problems for the slow naive loop (default 8)")
     p.set_defaults(func=cmd_bench, name="bench", wants_args=True)
 
-    p = sub.add_parser("eval", help="greedy accuracy on the arith test splits + judge accuracy on the EFT test split")
+    p = sub.add_parser(
+        "eval",
+        help="greedy accuracy and step statistics per benchmark, judge accuracy, test-time search, Appendix B",
+        description="Evaluate one model. Per-problem results (prompt, response, extracted answer, gold, correct) go "
+        "to <run>/eval/<name>/<benchmark>.jsonl and resume when rerun; summary.json, judge.json, tts.json beside "
+        "them; `psrlm report <run>` picks them up.",
+    )
     _add_config_args(p)
-    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--model", required=True, help="model directory (hf engine) or served model name (openai engine)")
     p.add_argument(
         "--name", dest="result_name", help="name for the results (default: the folder name); results go to <run>/eval/"
     )
+    p.add_argument(
+        "--benchmarks",
+        default="arith",
+        help="comma-separated: arith_test, arith_hard, gsm8k, math, math500, gaokao2023en, olympiadbench, aime24, "
+        "amc23; or arith (both arith splits), paper (the paper's six), all (default: arith)",
+    )
+    p.add_argument("--limit", type=int, default=0, help="only the first N problems of each benchmark (0 = all)")
+    p.add_argument(
+        "--max-tokens", type=int, default=0, help="token cap per solution (default: iterate.eval_max_tokens)"
+    )
     p.add_argument("--few-shot", action="store_true", help="3-shot prompting (for a base model such as M0)")
+    p.add_argument(
+        "--no-judge", dest="judge", action="store_false", help="skip judge accuracy on the EFT test split (Table 3)"
+    )
+    p.add_argument("--eft", help="JudgeExample JSONL for judge accuracy (default: the run's arith eft_test.jsonl)")
+    p.add_argument(
+        "--tts", type=int, default=0, help="also solve the first N arith test problems with test-time search vs greedy"
+    )
+    p.add_argument(
+        "--appendix-b",
+        metavar="SCORER_MODEL",
+        help="also compare this model judging step pairs with SCORER_MODEL (e.g. srlm-M1) scoring solutions",
+    )
     p.set_defaults(func=cmd_eval, name="eval", wants_args=True)
 
     p = sub.add_parser("demo", help="run the main job on the embedded default (what `make demo` runs)")
@@ -284,7 +428,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="tables from finished runs; with several runs (seeds) the M1 -> Mn science check with 95%% CIs",
     )
     p.add_argument("run_dirs", nargs="+", help="run folders holding summary.json")
-    p.add_argument("--out", help="also write the report here (markdown; JSON beside it for several runs)")
+    p.add_argument(
+        "--out",
+        help="where to write the markdown (default for one run: RUN_DIR/report.md, plots in RUN_DIR/report_plots/; "
+        "several runs are written only with --out, with the science check as JSON beside it)",
+    )
+    p.add_argument("--no-plots", dest="plots", action="store_false", help="tables only, no PNG plots")
     p.set_defaults(func=cmd_report, name="report", no_config=True)
 
     p = sub.add_parser("show-config", help="print the effective config (defaults + recipe + --set)")

@@ -258,6 +258,14 @@ class IterateConfig:
     srlm_eft: solution-scoring examples for the SRLM baseline's M1 (its EFT); 0 = as many as data.eft_train.
     eval_limit: problems per held-out split in evaluation (0 = all); eval_eft: EFT test items (0 = all).
     eval_max_tokens: token cap for a greedy solution in evaluation.
+    eval_benchmarks: math benchmarks evaluated for every model besides the arith splits, read from
+        `paths.data_dir` (gsm8k, math, math500, gaokao2023en, olympiadbench, aime24, amc23; "paper" = all but
+        math500). Empty for the tiny model, which was never taught this text.
+    eval_benchmark_limit: problems per math benchmark (0 = all).
+    eval_tts: problems of the arith test split solved with test-time search vs greedy (Table 5) for each
+        method's M1 and last model; 0 = skip.
+    eval_appendix_b: EFT test items for the Appendix B comparison (psrlm-M1 judging step pairs vs srlm-M1
+        scoring solutions); 0 = skip.
     seed: offsets the seeds of every training and sampling stage (for repeated runs); data stays the same.
     """
 
@@ -268,6 +276,98 @@ class IterateConfig:
     eval_limit: int = 0
     eval_eft: int = 0
     eval_max_tokens: int = 320
+    eval_benchmarks: list[str] = field(default_factory=list)
+    eval_benchmark_limit: int = 0
+    eval_tts: int = 0
+    eval_appendix_b: int = 0
+    seed: int = 0
+
+
+@dataclass
+class InitDataConfig:
+    """Initialisation data for real models (initdata/): teacher segmentation (IFT) and the PRM + MCTS + teacher
+    pipeline (EFT), paper §3.2 and §4 "Datasets". `psrlm data ift` / `psrlm data eft`.
+
+    teacher: who segments and judges: "engine" = `teacher_engine` (an OpenAI-compatible server, or an HF model
+        directory with teacher_engine.kind=hf); "oracle" = the arith oracle (label_step + a templated explanation),
+        clearly labelled in every record it writes; arith only, EFT only.
+    teacher_engine: the engine settings of the teacher (same keys as `engine:`); its model is `teacher_model`.
+    teacher_model: model name the teacher server knows (openai), or the teacher's model directory (hf).
+    cache_dir: teacher answers on disk, keyed by model + prompt + sampling settings; empty = <run_dir>/initdata/cache.
+    chunk_size: teacher requests sent per batch (results are written after each batch, so a kill loses at most one).
+
+    ift_source: "math" (MATH train, fields problem/solution/answer), "jsonl" (any JSONL, fields below) or "gsm8k"
+        (one step per line, no teacher).
+    ift_input: input file; empty = the shared MATH (or GSM8K) train file under paths.data_dir.
+    question_field / solution_field / answer_field / id_field: column names for ift_source=jsonl (answer_field and
+        id_field may be absent from a row: the answer is then the last \\boxed{}, the id the line number).
+    ift_limit: first N rows only (0 = all).
+    segment_max_tokens: token cap for one segmentation answer.
+    segment_retries: extra attempts for a rejected segmentation, sampled at `segment_retry_temperature` with a
+        fresh seed (0 = reject at once).
+
+    prm_format: "token_classification" (TRL PRMTrainer format: a label per step at the step separator) or
+        "next_token" (a causal LM that writes `prm_good`/`prm_bad` after `prm_step_tag`, OpenR / Math-Shepherd).
+    prm_path: a trained PRM directory; empty = train a tiny token-classification PRM on arith oracle step labels.
+    prm_step_separator: text after every step (token_classification). prm_step_tag / prm_good / prm_bad: the
+        step tag and the two label tokens (next_token).
+    prm_problems: arith problems whose steps (gold, realistic corruptions, policy samples) are labelled by the
+        oracle to train the tiny PRM; prm_samples: policy samples per problem among them.
+    prm_train: training settings of the tiny PRM.
+
+    policy_path: the MCTS policy model; empty = on arith, M0 fine-tuned on the IFT data (cached in the run).
+    mcts_problems: problems searched (arith: from the EFT-train block, disjoint from the oracle EFT test set).
+    iterations: MCTS iterations per problem (paper 100). simulation_depth: rollout steps after a new leaf
+        (paper 3). expand_width: candidate steps sampled when a node is expanded. temperature / top_p: sampling
+        of expansions and rollouts (paper 0.7 / 0.95). uct_c: exploration constant of UCT. max_depth: steps of a
+        solution at most. max_step_tokens: token cap for one step. max_active: problems whose trees advance
+        together (their expansions and rollouts share engine calls).
+    pairs_per_problem: (best, worst) sibling pairs kept per tree, largest PRM margin first; min_margin: the
+        smallest P("+") gap between best and worst that makes a pair.
+    judge_max_tokens: token cap for one teacher judgment (explanation + verdict).
+    eft_test: held-out EFT examples, split by problem (paper: 500 of 4,679).
+    seed: sampling and split seed.
+    """
+
+    teacher: str = "engine"
+    teacher_engine: EngineConfig = field(default_factory=lambda: EngineConfig(kind="openai"))
+    teacher_model: str = ""
+    cache_dir: str = ""
+    chunk_size: int = 64
+    ift_source: str = "math"
+    ift_input: str = ""
+    question_field: str = "question"
+    solution_field: str = "solution"
+    answer_field: str = "answer"
+    id_field: str = "id"
+    ift_limit: int = 0
+    segment_max_tokens: int = 2048
+    segment_retries: int = 1
+    segment_retry_temperature: float = 0.7
+    prm_format: str = "token_classification"
+    prm_path: str = ""
+    prm_step_separator: str = "\n"
+    prm_step_tag: str = " ки"
+    prm_good: str = "+"
+    prm_bad: str = "-"
+    prm_problems: int = 400
+    prm_samples: int = 4
+    prm_train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, lr=5e-4, batch_size=16))
+    policy_path: str = ""
+    mcts_problems: int = 200
+    iterations: int = 100
+    simulation_depth: int = 3
+    expand_width: int = 4
+    temperature: float = 0.7
+    top_p: float = 0.95
+    uct_c: float = 1.0
+    max_depth: int = 12
+    max_step_tokens: int = 64
+    max_active: int = 64
+    pairs_per_problem: int = 2
+    min_margin: float = 0.2
+    judge_max_tokens: int = 256
+    eft_test: int = 500
     seed: int = 0
 
 
@@ -285,6 +385,7 @@ class Config:
     sft: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=1e-6, batch_size=32))
     dpo: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, lr=5e-7, batch_size=32))
     iterate: IterateConfig = field(default_factory=IterateConfig)
+    initdata: InitDataConfig = field(default_factory=InitDataConfig)
 
 
 def _type_name(tp: Any) -> str:

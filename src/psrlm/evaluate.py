@@ -1,16 +1,20 @@
-"""Evaluation: greedy accuracy, judge accuracy (with A/B-swap consistency), step statistics.
+"""Evaluation: greedy accuracy per benchmark, judge accuracy (with A/B-swap consistency), step statistics,
+test-time scaling vs greedy, and the Appendix B comparison of step-wise pairwise judging with solution scoring.
 
-    psrlm eval --config configs/demo.yaml --model runs/demo/models/M1
+    psrlm eval --config configs/demo.yaml --model runs/demo/models/psrlm-M4 --benchmarks arith,gsm8k --limit 50
 
-Greedy accuracy uses the solve prompt (Fig. 4) and grading.py. Judge accuracy asks each EFT test item in both
-A/B orders: accuracy counts every judgment, consistency the items whose two verdicts agree (Table 3). On arith
-the oracle also labels each generated step, giving step precision.
+Greedy accuracy uses the solve prompt (Fig. 4) and grading.py (Qwen2.5-Math answer parsing + math-verify, in a
+process pool with timeouts). Judge accuracy asks each EFT test item in both A/B orders: accuracy counts every
+judgment, consistency the items whose two verdicts agree (Table 3). On arith the oracle also labels each
+generated step, giving step precision. Benchmark runs append one JSON line per problem and resume.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import dataclass
+from pathlib import Path
 
 from psrlm.engines.base import Engine, GenParams
 from psrlm.grading import extract_answer, is_equiv
@@ -30,6 +34,7 @@ class SolveResult:
     correct: bool
     steps: int
     step_chars: float
+    tokens: int = 0  # generated tokens of the response
 
 
 FEW_SHOT_SEP = "\n\n\n"
@@ -52,26 +57,32 @@ def solve_greedy(
     stop = (FEW_SHOT_SEP,) if few_shot else ()
     outs = engine.generate([prefix + t for t in texts], GenParams(n=1, max_new_tokens=max_tokens, stop=stop))
     responses = [o[0].text for o in outs]
+    tokens = [o[0].tokens for o in outs]
     extracted = [extract_answer(r) for r in responses]
     if grader is not None:
         correct = grader.grade([(p.answer, e) for p, e in zip(problems, extracted, strict=True)])
     else:
         correct = [is_equiv(p.answer, e) for p, e in zip(problems, extracted, strict=True)]
     results = []
-    for p, prompt, r, e, ok in zip(problems, texts, responses, extracted, correct, strict=True):
+    for p, prompt, r, e, ok, t in zip(problems, texts, responses, extracted, correct, tokens, strict=True):
         steps = split_steps(r)
         mean_len = statistics.mean(len(s) for s in steps) if steps else 0.0
-        results.append(SolveResult(p.id, prompt, r, e, p.answer, bool(ok), len(steps), mean_len))
+        results.append(SolveResult(p.id, prompt, r, e, p.answer, bool(ok), len(steps), mean_len, t))
     return results
 
 
 def accuracy_summary(results: list[SolveResult]) -> dict:
+    """Accuracy plus the step statistics of Tables 4, 7, 8: steps per solution and step length (characters, and
+    tokens as response tokens / steps)."""
     n = max(1, len(results))
+    stepped = [r for r in results if r.steps]
     return {
         "n": len(results),
         "accuracy": sum(r.correct for r in results) / n,
         "mean_steps": statistics.mean(r.steps for r in results) if results else 0.0,
         "mean_step_chars": statistics.mean(r.step_chars for r in results) if results else 0.0,
+        "mean_step_tokens": statistics.mean(r.tokens / r.steps for r in stepped) if stepped else 0.0,
+        "mean_tokens": statistics.mean(r.tokens for r in results) if results else 0.0,
         "no_answer_rate": sum(r.extracted is None for r in results) / n,
     }
 
@@ -140,3 +151,162 @@ def judge_accuracy_soft(examples: list[JudgeExample], engine, prompts: Prompts) 
         "single_order_accuracy": single / max(1, m),
         "position_bias": sum(p_first) / max(1, n),
     }
+
+
+# ------------------------------------------------------------------------------------------- benchmarks
+
+
+def evaluate_benchmarks(
+    benchmarks: dict[str, list[Problem]],
+    engine: Engine,
+    prompts: Prompts,
+    out_dir: Path,
+    max_tokens: int = 512,
+    few_shot: list[StepSolution] | None = None,
+    chunk: int = 64,
+    progress: bool = True,
+) -> dict[str, dict]:
+    """Greedy accuracy and step statistics per benchmark; resumable.
+
+    Writes `<out_dir>/<benchmark>.jsonl` (one SolveResult per problem: prompt, response, extracted answer, gold,
+    correct, steps, tokens), appended a chunk at a time, and `<out_dir>/summary.json` (rewritten atomically after
+    each chunk). A rerun skips the problems already on disk."""
+    from tqdm.auto import tqdm
+
+    from psrlm.grading import Grader
+    from psrlm.records import JsonlAppender, write_json
+
+    out_dir = Path(out_dir)
+    summary_path = out_dir / "summary.json"
+    summaries: dict = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    total = sum(len(v) for v in benchmarks.values())
+    bar = tqdm(total=total, desc="eval", unit="problem", disable=not progress)
+    with Grader() as grader:
+        for name, problems in benchmarks.items():
+            with JsonlAppender(out_dir / f"{name}.jsonl", SolveResult) as out:
+                done = {r.problem_id: r for r in out.existing()}
+                bar.update(sum(p.id in done for p in problems))
+                todo = [p for p in problems if p.id not in done]
+                for start in range(0, len(todo), chunk):
+                    batch = todo[start : start + chunk]
+                    results = solve_greedy(batch, engine, prompts, max_tokens, grader=grader, few_shot=few_shot)
+                    out.append(*results)
+                    done.update((r.problem_id, r) for r in results)
+                    bar.update(len(batch))
+                    bar.set_postfix_str(f"{name} acc {sum(r.correct for r in done.values()) / len(done):.3f}")
+            ordered = [done[p.id] for p in problems if p.id in done]
+            summaries[name] = accuracy_summary(ordered)
+            write_json(summary_path, summaries)
+    bar.close()
+    return {name: summaries[name] for name in benchmarks}
+
+
+# --------------------------------------------------------------------------------- test-time scaling
+
+
+def tts_vs_greedy(
+    problems: list[Problem],
+    engine: Engine,
+    prompts: Prompts,
+    search_cfg,
+    out_dir: Path,
+    max_tokens: int = 512,
+    progress: bool = True,
+) -> dict:
+    """Paper Table 5/9: the step search with self-judging at inference vs greedy decoding, on the same problems,
+    with the compute each spends (generated tokens, judge calls, wall time). The search commits to
+    `<out_dir>/tts/` and resumes; the greedy half is cheap and simply rerun."""
+    import time
+
+    from psrlm.grading import Grader
+    from psrlm.search import run_tts
+
+    start = time.perf_counter()
+    with Grader() as grader:
+        greedy = solve_greedy(problems, engine, prompts, max_tokens, grader=grader)
+        greedy_s = time.perf_counter() - start
+        start = time.perf_counter()
+        traces = run_tts(problems, engine, prompts, search_cfg, out_dir=Path(out_dir) / "tts", progress=progress)
+        tts_s = time.perf_counter() - start
+        by_id = {t.problem_id: t for t in traces}
+        ordered = [by_id[p.id] for p in problems]
+        correct = grader.grade([(p.answer, t.final_answer) for p, t in zip(problems, ordered, strict=True)])
+    n = max(1, len(problems))
+    greedy_tokens = sum(r.tokens for r in greedy)
+    tts_tokens = sum(t.gen_tokens for t in ordered)
+    return {
+        "n": len(problems),
+        "width": search_cfg.width,
+        "judge_mode": search_cfg.judge_mode,
+        "verdict": search_cfg.verdict,
+        "greedy": {
+            "accuracy": sum(r.correct for r in greedy) / n,
+            "tokens_per_problem": greedy_tokens / n,
+            "seconds": greedy_s,
+        },
+        "tts": {
+            "accuracy": sum(bool(c) for c in correct) / n,
+            "tokens_per_problem": tts_tokens / n,
+            "judge_calls_per_problem": sum(t.judge_calls for t in ordered) / n,
+            "rollbacks_per_problem": sum(t.rollbacks for t in ordered) / n,
+            "finished_rate": sum(t.finished for t in ordered) / n,
+            "mean_steps": statistics.mean(len(t.steps) for t in ordered) if ordered else 0.0,
+            "seconds": tts_s,
+        },
+        "token_ratio": tts_tokens / max(1, greedy_tokens),
+        "time_ratio": tts_s / max(1e-9, greedy_s),
+    }
+
+
+# ------------------------------------------------------------------------------------------ Appendix B
+
+
+def compare_judging(
+    examples: list[JudgeExample],
+    pair_engine: Engine,
+    score_engine: Engine,
+    prompts: Prompts,
+    judge_max_tokens: int = 48,
+    score_max_tokens: int = 64,
+    score_temperature: float = 0.7,
+    seed: int = 0,
+) -> dict:
+    """Appendix B: is a step easier to judge pairwise than a solution is to score?
+
+    Both judges see the same items (question, previous steps, a right and a wrong next step; the oracle or the
+    EFT builder knows which is right):
+    - pairwise: the Fig. 5 prompt in both A/B orders. agreement = judgments naming the right step;
+      consistency = items whose two verdicts name the same step.
+    - scoring: the solution-scoring prompt on "previous steps + step A" and "previous steps + step B", each
+      scored twice at `score_temperature`. A scoring round prefers the higher score (equal or unparsed scores:
+      no preference). agreement = rounds preferring the right step; consistency = items whose two rounds state
+      the same preference. Scoring has no A/B order to swap, so its consistency is under resampling instead.
+    """
+    from psrlm.srlm import parse_score
+
+    pair = judge_accuracy(examples, pair_engine, prompts, judge_max_tokens)
+    asks = []
+    for e in examples:
+        for step in (e.step_a, e.step_b):
+            asks.append(prompts.score_prompt(e.question, render_steps([*e.prev_steps, step])))
+    params = GenParams(n=2, temperature=score_temperature, max_new_tokens=score_max_tokens, seed=seed)
+    outs = score_engine.generate(asks, params)
+    agree = consistent = ties = unparsed = 0
+    for i, e in enumerate(examples):
+        prefs = []
+        for k in range(2):
+            sa, sb = parse_score(outs[2 * i][k].text), parse_score(outs[2 * i + 1][k].text)
+            unparsed += (sa is None) + (sb is None)
+            pref = None if sa is None or sb is None or sa == sb else ("A" if sa > sb else "B")
+            ties += pref is None
+            agree += pref == e.verdict
+            prefs.append(pref)
+        consistent += prefs[0] is not None and prefs[0] == prefs[1]
+    n = max(1, len(examples))
+    return {
+        "n": len(examples),
+        "pairwise": {"agreement": pair["judge_accuracy"], "consistency": pair["consistency"],
+                     "no_preference_rate": pair["no_verdict_rate"]},
+        "scoring": {"agreement": agree / (2 * n), "consistency": consistent / n, "no_preference_rate": ties / (2 * n),
+                    "unparsed_rate": unparsed / (4 * n)},
+    }  # fmt: skip

@@ -297,10 +297,12 @@ def run_iteration(run: Run, method: str, it: int, parent: Path, questions: list[
 
 
 def evaluate_model(run: Run, name: str, model_dir: Path, few_shot: bool = False) -> dict:
-    """Greedy accuracy per held-out split + judge accuracy on the EFT test split; cached in <run>/eval/."""
-    from psrlm.evaluate import accuracy_summary, judge_accuracy, solve_greedy
+    """Greedy accuracy per held-out split (and any `iterate.eval_benchmarks`) + judge accuracy on the EFT test
+    split; cached in <run>/eval/<name>.json, per-problem results in <run>/eval/<name>/<benchmark>.jsonl."""
+    from psrlm.evaluate import evaluate_benchmarks, judge_accuracy
     from psrlm.steps import split_steps
     from psrlm.tasks.arith import label_solution
+    from psrlm.tasks.benchmarks import load_benchmark
 
     path = run.dir / "eval" / f"{name}.json"
     if path.exists():
@@ -310,16 +312,20 @@ def evaluate_model(run: Run, name: str, model_dir: Path, few_shot: bool = False)
     engine = run.engine(model_dir)
     shots = read_jsonl(run.data / "ift.jsonl", StepSolution)[:3] if few_shot else None
     metrics: dict = {"model": str(model_dir), "few_shot": few_shot}
+    benchmarks = {s: load_benchmark(s, run_data=run.data, limit=cfg.eval_limit) for s in ("arith_test", "arith_hard")}
+    data_dir = run.cfg.paths.resolved_data_dir()
+    for b in cfg.eval_benchmarks:
+        benchmarks[b] = load_benchmark(b, data_dir, limit=cfg.eval_benchmark_limit)
+    out_dir = run.dir / "eval" / name
+    summaries = evaluate_benchmarks(benchmarks, engine, run.prompts, out_dir, cfg.eval_max_tokens, few_shot=shots,
+                                    progress=False)  # fmt: skip
     for split in ("test", "hard"):
-        problems = read_jsonl(run.data / f"arith_{split}.jsonl", Problem)
-        problems = problems[: cfg.eval_limit] if cfg.eval_limit else problems
-        results = solve_greedy(problems, engine, run.prompts, cfg.eval_max_tokens, few_shot=shots)
-        write_jsonl(run.dir / "eval" / name / f"{split}.jsonl", [dataclasses.asdict(r) for r in results])
-        summary = accuracy_summary(results)
-        labels = [label_solution(p, split_steps(r.response)) for p, r in zip(problems, results, strict=True)]
+        problems = benchmarks[f"arith_{split}"]
+        by_id = {r["problem_id"]: r for r in read_jsonl(out_dir / f"arith_{split}.jsonl")}
+        labels = [label_solution(p, split_steps(by_id[p.id]["response"])) for p in problems]
         flat = [lab.correct for ls in labels for lab in ls]
-        summary["step_precision"] = sum(flat) / len(flat) if flat else 0.0
-        metrics[split] = summary
+        metrics[split] = {**summaries[f"arith_{split}"], "step_precision": sum(flat) / len(flat) if flat else 0.0}
+    metrics["benchmarks"] = summaries
     eft = read_jsonl(run.data / "eft_test.jsonl", JudgeExample)
     eft = eft[: cfg.eval_eft] if cfg.eval_eft else eft
     few = read_jsonl(run.data / "eft_train.jsonl", JudgeExample)[:3] if few_shot else None
@@ -332,6 +338,43 @@ def evaluate_model(run: Run, name: str, model_dir: Path, few_shot: bool = False)
     write_json(path, metrics)
     run.timed("evaluation", start)
     return metrics
+
+
+def evaluate_tts(run: Run, name: str, model_dir: Path) -> dict:
+    """Table 5: test-time search vs greedy on the first `iterate.eval_tts` arith test problems; cached."""
+    from psrlm.evaluate import tts_vs_greedy
+    from psrlm.tasks.benchmarks import load_benchmark
+
+    path = run.dir / "eval" / name / "tts.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    start = time.time()
+    problems = load_benchmark("arith_test", run_data=run.data, limit=run.cfg.iterate.eval_tts)
+    search_cfg = dataclasses.replace(run.cfg.search, seed=run.cfg.search.seed + run.seed)
+    result = tts_vs_greedy(problems, run.engine(model_dir), run.prompts, search_cfg, path.parent,
+                           run.cfg.iterate.eval_max_tokens, progress=False)  # fmt: skip
+    write_json(path, {"model": name, **result})
+    run.timed("tts evaluation", start)
+    return result
+
+
+def evaluate_appendix_b(run: Run, pair_model: Path, score_model: Path) -> dict:
+    """Appendix B: psrlm-M1 judging step pairs vs srlm-M1 scoring solutions, on the same EFT test items."""
+    from psrlm.evaluate import compare_judging
+
+    path = run.dir / "eval" / "appendix_b.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    start = time.time()
+    items = read_jsonl(run.data / "eft_test.jsonl", JudgeExample)[: run.cfg.iterate.eval_appendix_b]
+    s = run.cfg.srlm
+    result = compare_judging(items, run.engine(pair_model), run.engine(score_model), run.prompts,
+                             run.cfg.search.judge_max_tokens, s.judge_max_tokens, s.judge_temperature,
+                             seed=s.seed + run.seed)  # fmt: skip
+    result = {"pair_judge": str(pair_model), "scorer": str(score_model), **result}
+    write_json(path, result)
+    run.timed("appendix B", start)
+    return result
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -363,7 +406,17 @@ def run_all(cfg: Config, progress: bool = True) -> dict:
         m = run.load_manifest(name)
         if m is not None:
             res["manifest"] = {"pair_precision": m.metrics.get("pair_precision"), "search": m.metrics.get("search")}
-    summary = {"models": results, "timings_s": run.timings, "wall_s": time.time() - start}
+    summary = {"models": results}
+    if cfg.iterate.eval_tts:
+        firsts_lasts = {f"{m}-M1" for m in cfg.iterate.methods} | {
+            f"{m}-M{len(blocks) + 1}" for m in cfg.iterate.methods
+        }
+        summary["tts"] = {
+            n: evaluate_tts(run, n, models[n]) for n in models if n in firsts_lasts and n.startswith("psrlm")
+        }
+    if cfg.iterate.eval_appendix_b and {"psrlm-M1", "srlm-M1"} <= set(models):
+        summary["appendix_b"] = evaluate_appendix_b(run, models["psrlm-M1"], models["srlm-M1"])
+    summary.update(timings_s=run.timings, wall_s=time.time() - start)
     write_json(run.dir / "summary.json", summary)
     print(format_table(results))
     return summary

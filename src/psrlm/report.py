@@ -1,9 +1,15 @@
-"""`psrlm report RUN_DIR [RUN_DIR ...]`: tables from finished runs, and the multi-seed science check.
+"""`psrlm report RUN_DIR [RUN_DIR ...]`: paper-style tables and plots from finished runs, and the multi-seed
+science check.
 
-One run: the summary table (accuracy per held-out split, judge accuracy, steps, pairs, pair precision) and the
-M1 -> Mn changes per method. Several runs of the same recipe with different `iterate.seed`: for each split, the
-PSRLM and SRLM M1 -> Mn change per seed, their mean with a 95 % t-interval across seeds, and the PSRLM - SRLM
-difference, so the question "does PSRLM Mn beat M1, and beat SRLM's change?" gets a number with its uncertainty.
+One run (read from its manifests and `eval/` folder, so later `psrlm eval` results show up too):
+  Table 1  accuracy per benchmark per iteration, PSRLM and SRLM       Table 2  M1 -> Mn change
+  Table 3  judge accuracy (generated verdicts + A/B consistency; logit-read soft verdicts)
+  Table 4  step number and step length per benchmark                  Table 5  greedy vs test-time search
+  Appendix B: pairwise step judging vs solution scoring; PPD pair precision per iteration (oracle, arith)
+  plots in <run>/report_plots/: accuracy, judge accuracy, steps and pair precision vs iteration
+Several runs of the same recipe with different `iterate.seed`: for each split, the PSRLM and SRLM M1 -> Mn change
+per seed, their mean with a 95 % t-interval across seeds, and the PSRLM - SRLM difference, so the question "does
+PSRLM Mn beat M1, and beat SRLM's change?" gets a number with its uncertainty.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import math
 import statistics
 from pathlib import Path
 
-from psrlm.records import write_json
+from psrlm.records import atomic_write_text, write_json
 
 # two-sided 95 % Student-t quantiles by degrees of freedom (no scipy dependency for three numbers)
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -89,22 +95,341 @@ def format_science(result: dict) -> str:
     return "\n".join(lines)
 
 
-def report(run_dirs: list[Path], out: Path | None = None) -> str:
+# ------------------------------------------------------------------------------------- one run: collect
+
+
+def _iteration(name: str) -> int:
+    return 0 if name == "M0" else int(name.rsplit("-M", 1)[1])
+
+
+def _method(name: str) -> str | None:
+    return None if name == "M0" else name.rsplit("-M", 1)[0]
+
+
+def collect(run_dir: Path) -> dict:
+    """Everything the report shows for one run: {models: {name: metrics}, tts, appendix_b, timings_s, wall_s}.
+
+    Model metrics come from `eval/<name>.json` (written by `psrlm iterate` / `psrlm eval`), per-benchmark results
+    from `eval/<name>/summary.json`, pair precision and search statistics from `manifests/<name>.json`; a run
+    with only a `summary.json` (older runs) still renders."""
+    run_dir = Path(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    names = set(summary.get("models", {}))
+    names |= {p.stem for p in (run_dir / "manifests").glob("*.json")}
+    names |= {p.stem for p in (run_dir / "eval").glob("*.json") if p.stem != "appendix_b"}
+    if not names:
+        raise FileNotFoundError(f"{run_dir}: no summary.json, manifests/ or eval/ results: run `psrlm iterate` first")
+    models: dict = {}
+    for name in sorted(names, key=lambda n: (_method(n) or "", _iteration(n))):
+        m = dict(summary.get("models", {}).get(name, {}))
+        ev = run_dir / "eval" / f"{name}.json"
+        if ev.exists():
+            m.update(json.loads(ev.read_text()))
+        bench = run_dir / "eval" / name / "summary.json"
+        benchmarks = dict(m.get("benchmarks") or {})
+        if bench.exists():
+            benchmarks.update(json.loads(bench.read_text()))
+        for split in ("test", "hard"):  # runs from before per-benchmark files: the arith splits under test/hard
+            if split in m and f"arith_{split}" not in benchmarks:
+                benchmarks[f"arith_{split}"] = m[split]
+        m["benchmarks"] = benchmarks
+        man = run_dir / "manifests" / f"{name}.json"
+        if man.exists():
+            metrics = json.loads(man.read_text()).get("metrics", {})
+            m["manifest"] = {"pair_precision": metrics.get("pair_precision"), "search": metrics.get("search")}
+        judge = run_dir / "eval" / name / "judge.json"  # written by `psrlm eval`
+        if judge.exists():
+            m.update(json.loads(judge.read_text()))
+        tts = run_dir / "eval" / name / "tts.json"
+        if tts.exists():
+            m["tts"] = json.loads(tts.read_text())
+        models[name] = m
+    appendix_b = run_dir / "eval" / "appendix_b.json"
+    return {
+        "models": models,
+        "appendix_b": json.loads(appendix_b.read_text()) if appendix_b.exists() else None,
+        "timings_s": summary.get("timings_s", {}),
+        "wall_s": summary.get("wall_s"),
+    }
+
+
+def _benchmark_names(models: dict) -> list[str]:
+    from psrlm.tasks.benchmarks import ALL_BENCHMARKS
+
+    seen = {b for m in models.values() for b in m.get("benchmarks", {})}
+    return [b for b in ALL_BENCHMARKS if b in seen] + sorted(seen - set(ALL_BENCHMARKS))
+
+
+def _fmt(x, spec=".3f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    return "\n".join(
+        ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+    )
+
+
+# ---------------------------------------------------------------------------------------- one run: tables
+
+
+def table_accuracy(models: dict) -> str:
+    """Table 1: greedy accuracy per benchmark, with the mean over benchmarks."""
+    benches = _benchmark_names(models)
+    rows = []
+    for name, m in models.items():
+        accs = [m["benchmarks"].get(b, {}).get("accuracy") for b in benches]
+        have = [a for a in accs if a is not None]
+        rows.append([name] + [_fmt(a) for a in accs] + [_fmt(statistics.mean(have) if have else None)])
+    return _table(["model", *benches, "avg"], rows)
+
+
+def table_deltas(models: dict) -> str:
+    """Table 2: the M1 -> Mn change per benchmark and method."""
+    benches = _benchmark_names(models)
+    rows = []
+    for method in ("psrlm", "srlm"):
+        last = last_iteration(models, method)
+        first = models.get(f"{method}-M1")
+        if not last or not first:
+            continue
+        cells = []
+        for b in benches:
+            a, z = (
+                first["benchmarks"].get(b, {}).get("accuracy"),
+                models[last]["benchmarks"].get(b, {}).get("accuracy"),
+            )
+            cells.append("-" if a is None or z is None else f"{z - a:+.3f}")
+        rows.append([f"{method}-M1 → {last}", *cells])
+    return _table(["change", *benches], rows)
+
+
+def table_judge(models: dict) -> str:
+    """Table 3: judge accuracy on the EFT test split (M0 3-shot, later models zero-shot)."""
+    rows = []
+    for name, m in models.items():
+        j, soft = m.get("judge") or {}, m.get("judge_soft") or {}
+        rows.append([name, _fmt(j.get("judge_accuracy")), _fmt(j.get("consistency")), _fmt(j.get("no_verdict_rate")),
+                     _fmt(soft.get("accuracy")), _fmt(soft.get("single_order_accuracy")),
+                     _fmt(soft.get("position_bias"))])  # fmt: skip
+    head = ["model", "judge acc (generated)", "A/B consistency", "no verdict", "soft acc (both orders)",
+            "soft acc (one order)", "P(first) bias"]  # fmt: skip
+    return _table(head, rows)
+
+
+def table_steps(models: dict) -> str:
+    """Table 4: steps per solution and tokens per step, per benchmark."""
+    benches = _benchmark_names(models)
+    rows = []
+    for name, m in models.items():
+        cells = []
+        for b in benches:
+            s = m["benchmarks"].get(b)
+            tok = s.get("mean_step_tokens") if s else None
+            cells.append(
+                "-"
+                if not s
+                else f"{s['mean_steps']:.2f} / " + (f"{tok:.1f}" if tok else f"{s['mean_step_chars']:.0f}c")
+            )
+        rows.append([name, *cells])
+    return _table(["model", *(f"{b} steps / len" for b in benches)], rows)
+
+
+def table_tts(models: dict) -> str | None:
+    """Table 5: greedy vs test-time search with the model's own step judging, and the compute each spent."""
+    rows = []
+    for name, m in models.items():
+        t = m.get("tts")
+        if not t:
+            continue
+        g, s = t["greedy"], t["tts"]
+        rows.append([name, str(t["n"]), _fmt(g["accuracy"]), _fmt(s["accuracy"]), f"{g['tokens_per_problem']:.0f}",
+                     f"{s['tokens_per_problem']:.0f}", f"{s['judge_calls_per_problem']:.1f}", f"{t['time_ratio']:.1f}×"])  # fmt: skip
+    if not rows:
+        return None
+    head = ["model", "problems", "greedy acc", "TTS acc", "greedy tokens/problem", "TTS tokens/problem",
+            "judge calls/problem", "TTS time / greedy time"]  # fmt: skip
+    return _table(head, rows)
+
+
+def table_appendix_b(ab: dict | None) -> str | None:
+    if not ab:
+        return None
+    rows = [[kind, _fmt(ab[kind]["agreement"]), _fmt(ab[kind]["consistency"]), _fmt(ab[kind]["no_preference_rate"])]
+            for kind in ("pairwise", "scoring")]  # fmt: skip
+    return (
+        f"{ab['n']} EFT test items; pairwise judge {Path(ab['pair_judge']).name}, scorer {Path(ab['scorer']).name}. "
+        "Consistency: pairwise under the A/B swap, scoring under resampling.\n\n"
+        + _table(["judging", "agreement with ground truth", "consistency", "no preference"], rows)
+    )
+
+
+def table_pairs(models: dict) -> str | None:
+    rows = []
+    for name, m in models.items():
+        man = m.get("manifest") or {}
+        search, prec = man.get("search") or {}, man.get("pair_precision") or {}
+        if not search:
+            continue
+        rows.append([name, str(search.get("problems", "-")), str(search.get("pairs", "-")), _fmt(prec.get("precision")),
+                     _fmt(search.get("tie_rate")), _fmt(search.get("rollback_rate")), _fmt(search.get("no_verdict_rate"))])  # fmt: skip
+    if not rows:
+        return None
+    head = ["trained model (pairs from its parent)", "questions", "pairs", "pair precision (oracle)", "tie rate",
+            "rollback rate", "no-verdict rate"]  # fmt: skip
+    return _table(head, rows)
+
+
+# ----------------------------------------------------------------------------------------- one run: plots
+
+
+def _series(models: dict, method: str, value) -> tuple[list[int], list[float]]:
+    xs, ys = [], []
+    for name, m in models.items():
+        if name == "M0" or _method(name) == method:
+            y = value(m)
+            if y is not None:
+                xs.append(_iteration(name))
+                ys.append(y)
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    return [xs[i] for i in order], [ys[i] for i in order]
+
+
+def plot_run(collected: dict, out_dir: Path) -> list[Path]:
+    """PNG plots vs iteration (M0 = iteration 0, shared by both methods); returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = collected["models"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    styles = {"psrlm": dict(color="tab:blue", marker="o", label="PSRLM"), "srlm": dict(color="tab:orange", marker="s", label="SRLM")}  # fmt: skip
+    written = []
+
+    def save(fig, name):
+        path = out_dir / name
+        fig.tight_layout()
+        fig.savefig(path.with_suffix(".tmp.png"), dpi=110)
+        plt.close(fig)
+        path.with_suffix(".tmp.png").replace(path)
+        written.append(path)
+
+    def panel(ax, value, title, ylabel):
+        for method, style in styles.items():
+            xs, ys = _series(models, method, value)
+            if len(xs) > (1 if xs and xs[0] == 0 else 0):
+                ax.plot(xs, ys, **style)
+        ax.set_title(title)
+        ax.set_xlabel("iteration (0 = M0)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+
+    benches = _benchmark_names(models)
+    fig, axes = plt.subplots(1, len(benches), figsize=(4.2 * len(benches), 3.4), squeeze=False)
+    for ax, b in zip(axes[0], benches, strict=True):
+        ns = {m["benchmarks"][b].get("n") for m in models.values() if b in m["benchmarks"]}
+        n_label = f" (n={ns.pop()})" if len(ns) == 1 and None not in ns else ""
+        panel(
+            ax, lambda m, b=b: m["benchmarks"].get(b, {}).get("accuracy"), f"greedy accuracy: {b}{n_label}", "accuracy"
+        )
+        ax.set_ylim(bottom=0)
+    axes[0][0].legend()
+    save(fig, "accuracy_vs_iteration.png")
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+
+    def generated(m):  # a model that never writes a verdict (M0, SRLM's scorer) has no pairwise accuracy to plot
+        j = m.get("judge") or {}
+        return None if j.get("no_verdict_rate", 0) >= 0.999 else j.get("judge_accuracy")
+
+    panel(axes[0], generated, "judge accuracy (generated verdicts)", "accuracy")
+    panel(
+        axes[1],
+        lambda m: (m.get("judge_soft") or {}).get("accuracy"),
+        "judge accuracy (soft, both orders)",
+        "accuracy",
+    )
+    for ax in axes:
+        ax.axhline(0.5, color="grey", lw=0.8, ls="--", label="chance")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=8)
+    save(fig, "judge_vs_iteration.png")
+
+    b0 = benches[0] if benches else None
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    panel(axes[0], lambda m: m["benchmarks"].get(b0, {}).get("mean_steps"), f"steps per solution: {b0}", "steps")
+    panel(axes[1], lambda m: m["benchmarks"].get(b0, {}).get("mean_step_tokens") or m["benchmarks"].get(b0, {}).get("mean_step_chars"),
+          f"step length: {b0}", "tokens per step (chars for older runs)")  # fmt: skip
+    axes[0].legend()
+    save(fig, "steps_vs_iteration.png")
+
+    xs, ys, ns = [], [], []
+    for name, m in models.items():
+        prec = ((m.get("manifest") or {}).get("pair_precision") or {}).get("precision")
+        if _method(name) == "psrlm" and prec is not None:
+            xs.append(_iteration(name))
+            ys.append(prec)
+            ns.append(((m.get("manifest") or {}).get("search") or {}).get("pairs", 0))
+    if xs:
+        fig, ax = plt.subplots(figsize=(4.8, 3.4))
+        ax.plot(xs, ys, **styles["psrlm"])
+        for x, y, n in zip(xs, ys, ns, strict=True):
+            ax.annotate(f"{n} pairs", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+        ax.set_title("PPD pair precision (oracle)")
+        ax.set_xlabel("model trained on the pairs")
+        ax.set_xticks(xs, [f"M{x}" for x in xs])
+        ax.set_ylabel("chosen right and rejected wrong")
+        ax.set_ylim(0, max(0.2, max(ys) * 1.3))
+        ax.margins(x=0.15)
+        ax.grid(alpha=0.3)
+        save(fig, "pair_precision_vs_iteration.png")
+    return written
+
+
+def report_run(run_dir: Path, plots_dir: Path | None = None) -> str:
+    """The markdown report of one run; with `plots_dir`, PNG plots go there (linked relative to its parent,
+    where the markdown file is written)."""
+    c = collect(run_dir)
+    models = c["models"]
+    parts = [f"# Report: {run_dir}\n", "## Table 1: greedy accuracy per benchmark\n", table_accuracy(models),
+             "\n## Table 2: M1 → Mn change\n", table_deltas(models),
+             "\n## Table 3: judge accuracy on the EFT test split\n", table_judge(models),
+             "\n## Table 4: steps per solution / tokens per step\n", table_steps(models)]  # fmt: skip
+    for title, text in (("Table 5: greedy vs test-time search (arith test)", table_tts(models)),
+                        ("Appendix B: step-wise pairwise judging vs solution scoring", table_appendix_b(c["appendix_b"])),
+                        ("PPD pairs per iteration", table_pairs(models))):  # fmt: skip
+        if text:
+            parts += [f"\n## {title}\n", text]
+    if c["timings_s"]:
+        timings = ", ".join(f"{k} {v:.0f}s" for k, v in c["timings_s"].items())
+        parts.append(f"\nwall {c['wall_s'] or 0:.0f}s — {timings}")
+    if plots_dir is not None:
+        files = plot_run(c, Path(plots_dir))
+        parts += ["\n## Plots\n"] + [f"![{p.stem}]({Path(plots_dir).name}/{p.name})" for p in files]
+    return "\n".join(parts) + "\n"
+
+
+def report(run_dirs: list[Path], out: Path | None = None, plots: bool = True) -> str:
+    """One run: its full report (written to <run>/report.md unless `out`). Several: each run's summary table
+    and the science check across them (written to `out` only)."""
+    run_dirs = [Path(d) for d in run_dirs]
+    if len(run_dirs) == 1:
+        out = Path(out) if out else run_dirs[0] / "report.md"
+        text = report_run(run_dirs[0], plots_dir=out.parent / f"{out.stem}_plots" if plots else None)
+        atomic_write_text(out, text)
+        return text
     from psrlm.iterate import format_table
 
     parts = []
     for d in run_dirs:
         s = load_summary(d)
         parts.append(f"## {d}\n\n{format_table(s['models'])}\n")
-        timings = ", ".join(f"{k} {v:.0f}s" for k, v in s.get("timings_s", {}).items())
-        parts.append(f"wall {s.get('wall_s', 0):.0f}s — {timings}\n")
-    if len(run_dirs) > 1:
-        sc = science_check(run_dirs)
-        parts.append("## Science check: M1 → Mn accuracy change, mean ± 95 % CI over seeds\n\n" + format_science(sc))
-        if out:
-            write_json(Path(out).with_suffix(".json"), sc)
-    text = "\n".join(parts)
+    sc = science_check(run_dirs)
+    parts.append("## Science check: M1 → Mn accuracy change, mean ± 95 % CI over seeds\n\n" + format_science(sc))
+    text = "\n".join(parts) + "\n"
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(text + "\n")
+        write_json(Path(out).with_suffix(".json"), sc)
+        atomic_write_text(Path(out), text)
     return text

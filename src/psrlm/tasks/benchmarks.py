@@ -1,0 +1,133 @@
+"""The paper's evaluation sets as `Problem` records: GSM8K, MATH, MATH500, Gaokao2023En, OlympiadBench, AIME2024,
+AMC2023 (Qwen2.5-Math evaluation format), plus the embedded arith splits of a run.
+
+    load_benchmark("math500", data_dir)            # <data_dir>/benchmarks/math500/test.jsonl
+    load_benchmark("arith_test", run_data=...)     # <run>/data/arith_test.jsonl
+    load_hf_benchmark("HuggingFaceH4/MATH-500", "test", "problem", "answer")
+
+The gold answer is read as Qwen2.5-Math's `parse_ground_truth` reads it (`grading.gold_answer`), so a model's
+`\\boxed{}` answer is graded exactly as the paper's numbers were. A row that is not a JSON object, lacks the
+question field, or has a malformed gold field raises `BenchmarkError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from psrlm.grading import BENCHMARKS, gold_answer
+from psrlm.records import Problem, read_jsonl
+
+# which field holds the question in each file (see shared/data/benchmarks/README.md)
+QUESTION_FIELD = {
+    "gsm8k": "question",
+    "math": "problem",
+    "math500": "problem",
+    "gaokao2023en": "question",
+    "olympiadbench": "question",
+    "aime24": "problem",
+    "amc23": "problem",
+}
+# the embedded domain's held-out splits, read from a run's data folder
+ARITH_SPLITS = ("arith_test", "arith_hard")
+ALL_BENCHMARKS = ARITH_SPLITS + BENCHMARKS
+_META_FIELDS = ("level", "subject", "unique_id", "idx", "id", "answer_type", "subfield")
+
+
+class BenchmarkError(ValueError):
+    """A benchmark file that cannot be read as the loader expects; the message names file and line."""
+
+
+def benchmark_path(name: str, data_dir: Path) -> Path:
+    return Path(data_dir) / "benchmarks" / name / "test.jsonl"
+
+
+def parse_benchmarks(spec: str | list[str]) -> list[str]:
+    """`"gsm8k,math500"`, `"all"`, `"arith"` or a list -> validated benchmark names, in the order given."""
+    names = spec if isinstance(spec, list) else [s.strip() for s in spec.split(",") if s.strip()]
+    out: list[str] = []
+    for n in names:
+        expanded = {"all": list(BENCHMARKS), "paper": [b for b in BENCHMARKS if b != "math500"],
+                    "arith": list(ARITH_SPLITS)}.get(n, [n])  # fmt: skip
+        for e in expanded:
+            if e not in ALL_BENCHMARKS:
+                raise BenchmarkError(f"unknown benchmark {e!r}; known: {', '.join(ALL_BENCHMARKS)}, all, paper, arith")
+            if e not in out:
+                out.append(e)
+    return out
+
+
+def load_benchmark(
+    name: str, data_dir: Path | None = None, limit: int = 0, run_data: Path | None = None
+) -> list[Problem]:
+    """One benchmark's problems in file order (the first `limit` when > 0)."""
+    if name in ARITH_SPLITS:
+        if run_data is None:
+            raise BenchmarkError(f"{name} lives in a run's data folder: pass run_data (e.g. runs/demo/data)")
+        path = Path(run_data) / f"{name}.jsonl"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: run `psrlm data arith` with this config first")
+        problems = read_jsonl(path, Problem)
+        return problems[:limit] if limit > 0 else problems
+    if name not in QUESTION_FIELD:
+        raise BenchmarkError(f"unknown benchmark {name!r}; known: {', '.join(ALL_BENCHMARKS)}")
+    if data_dir is None:
+        raise BenchmarkError(f"{name}: no data directory given (paths.data_dir)")
+    path = benchmark_path(name, data_dir)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} not found: point paths.data_dir (or $PSRLM_DATA) at a folder holding benchmarks/{name}/test.jsonl"
+        )
+    problems = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            problems.append(_row_to_problem(name, line, f"{path}:{lineno}", len(problems)))
+            if 0 < limit <= len(problems):
+                break
+    if not problems:
+        raise BenchmarkError(f"{path}: no rows")
+    return problems
+
+
+def _row_to_problem(name: str, line: str, where: str, index: int) -> Problem:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise BenchmarkError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(row, dict):
+        raise BenchmarkError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    qfield = QUESTION_FIELD[name]
+    question = row.get(qfield)
+    if not isinstance(question, str) or not question.strip():
+        raise BenchmarkError(f"{where}: {name} rows need a non-empty string {qfield!r} (keys: {sorted(row)})")
+    try:
+        gold = gold_answer(row, name)
+    except (KeyError, ValueError) as e:
+        raise BenchmarkError(f"{where}: {e.args[0] if e.args else e}") from None
+    meta = {k: row[k] for k in _META_FIELDS if k in row}
+    return Problem(id=f"{name}-{index:05d}", question=question, answer=gold, source=name, meta=meta)
+
+
+def load_hf_benchmark(
+    dataset_id: str, split: str, question_field: str, answer_field: str, limit: int = 0, name: str | None = None
+) -> list[Problem]:
+    """A Hugging Face dataset through `datasets.load_dataset`, for users with internet access.
+
+    Kept deliberately thin: the answer field is used as the gold answer as it stands (no benchmark-specific
+    parsing), and it cannot be exercised on the offline machines this project is tested on. Prefer the JSONL
+    files (`paths.data_dir`) where the gold parsing matters.
+    """
+    from datasets import load_dataset
+
+    ds = load_dataset(dataset_id, split=split)
+    name = name or dataset_id.rsplit("/", 1)[-1]
+    problems = []
+    for i, row in enumerate(ds):
+        if question_field not in row or answer_field not in row:
+            raise BenchmarkError(f"{dataset_id}[{split}] row {i}: needs {question_field!r} and {answer_field!r}")
+        problems.append(Problem(f"{name}-{i:05d}", str(row[question_field]), str(row[answer_field]).strip(), name))
+        if 0 < limit <= len(problems):
+            break
+    return problems

@@ -1,0 +1,85 @@
+"""Evaluation on a tiny real model: per-benchmark results resume, test-time search vs greedy with its compute, the
+Appendix B comparison; and the CLI on a run folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from psrlm.engines.hf import HFEngine
+from psrlm.evaluate import SolveResult, compare_judging, evaluate_benchmarks, tts_vs_greedy
+from psrlm.prompts import get_prompts
+from psrlm.records import JudgeExample, Problem, read_jsonl
+
+PROMPTS = get_prompts("compact")
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    return HFEngine(tiny_model_dir, device="cpu", batch_size=16)
+
+
+def _problems(n: int, prefix: str = "p") -> list[Problem]:
+    return [Problem(f"{prefix}{i}", f"Tom has {i} apples and finds 2 more. How many now?", str(i + 2), "t")
+            for i in range(n)]  # fmt: skip
+
+
+def test_benchmark_results_are_written_per_problem_and_resume(engine, tmp_path):
+    out = tmp_path / "eval"
+    first = evaluate_benchmarks({"a": _problems(3), "b": _problems(2, "q")}, engine, PROMPTS, out, max_tokens=8,
+                                chunk=2, progress=False)  # fmt: skip
+    assert first["a"]["n"] == 3 and first["b"]["n"] == 2
+    rows = read_jsonl(out / "a.jsonl", SolveResult)
+    assert [r.problem_id for r in rows] == ["p0", "p1", "p2"]
+    assert all(r.prompt and r.gold and r.tokens > 0 for r in rows)
+    calls = engine.stats.calls
+    again = evaluate_benchmarks({"a": _problems(5)}, engine, PROMPTS, out, max_tokens=8, progress=False)
+    assert engine.stats.calls == calls + 1  # only the 2 new problems, in one call
+    assert again["a"]["n"] == 5 and len(read_jsonl(out / "a.jsonl")) == 5
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) == {"a", "b"} and summary["a"]["n"] == 5
+    assert {"accuracy", "mean_steps", "mean_step_tokens", "no_answer_rate"} <= set(summary["a"])
+
+
+def test_tts_vs_greedy_reports_compute(engine, small_cfg, tmp_path):
+    cfg = dataclasses.replace(small_cfg.search, width=2, max_steps=2, max_rounds=3, max_step_tokens=8,
+                              judge_max_tokens=6)  # fmt: skip
+    r = tts_vs_greedy(_problems(2), engine, PROMPTS, cfg, tmp_path, max_tokens=16, progress=False)
+    assert r["n"] == 2 and 0 <= r["greedy"]["accuracy"] <= 1 and 0 <= r["tts"]["accuracy"] <= 1
+    assert r["tts"]["tokens_per_problem"] > r["greedy"]["tokens_per_problem"] > 0
+    assert r["tts"]["judge_calls_per_problem"] > 0 and r["token_ratio"] > 1
+    assert len(read_jsonl(tmp_path / "tts" / "traces.jsonl")) == 2  # the search half is resumable
+
+
+def test_appendix_b_compares_pairwise_judging_with_scoring(engine):
+    items = [JudgeExample("q?", ["Step one."], "right step", "wrong step", "x", "A"),
+             JudgeExample("q?", [], "wrong step", "right step", "x", "B")]  # fmt: skip
+    r = compare_judging(items, engine, engine, PROMPTS, judge_max_tokens=6, score_max_tokens=6)
+    assert r["n"] == 2
+    for kind in ("pairwise", "scoring"):
+        assert {"agreement", "consistency", "no_preference_rate"} <= set(r[kind])
+        assert all(0 <= v <= 1 for v in r[kind].values())
+    # a random tiny model writes no "Score: X": every scoring round has no preference, and that is what it says
+    assert r["scoring"]["no_preference_rate"] == 1.0 and r["scoring"]["agreement"] == 0.0
+
+
+def test_eval_cli_on_a_run_folder(tiny_model_dir, small_cfg, tmp_path, capsys):
+    from psrlm.cli import main
+
+    run = small_cfg.paths.run_dir
+    sets = [f"paths.run_dir={run}", "iterate.eval_eft=4", "iterate.eval_max_tokens=12", "search.width=2",
+            "search.max_steps=2", "search.max_rounds=2", "search.max_step_tokens=8", "search.judge_max_tokens=6"]  # fmt: skip
+    from tests.conftest import SMALL
+
+    args = ["eval", "--model", str(tiny_model_dir), "--name", "m", "--limit", "3", "--tts", "2"]
+    for s in SMALL + sets:
+        args += ["--set", s]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "| arith_test | 3 |" in out and "TTS vs greedy on 2" in out
+    folder = tmp_path / "run" / "eval" / "m"
+    assert {"arith_test.jsonl", "arith_hard.jsonl", "summary.json", "judge.json", "tts.json"} <= {
+        p.name for p in folder.iterdir()
+    }
