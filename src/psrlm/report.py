@@ -265,19 +265,26 @@ def table_appendix_b(ab: dict | None) -> str | None:
 
 
 def table_pairs(models: dict) -> str | None:
+    """Preference pairs each iteration trained on. Oracle columns (arith): precision = chosen right and rejected
+    wrong; both wrong = neither step right; own-pair judge accuracy = among pairs with exactly one right step, the
+    share where the judge chose it (0.5 = chance: the judge cannot tell its own steps apart)."""
     rows = []
     for name, m in models.items():
         man = m.get("manifest") or {}
         search, prec = man.get("search") or {}, man.get("pair_precision") or {}
         if not search:
             continue
+        cw, wc, labelled = prec.get("correct_wrong"), prec.get("wrong_correct"), prec.get("labelled")
+        own = cw / (cw + wc) if cw is not None and wc is not None and cw + wc else None
+        both_wrong = prec["both_wrong"] / labelled if labelled and "both_wrong" in prec else None
         rows.append([name, str(search.get("problems", "-")), str(search.get("pairs", "-")), _fmt(prec.get("precision")),
-                     _fmt(search.get("tie_rate")), _fmt(search.get("rollback_rate")), _fmt(search.get("no_verdict_rate"))])  # fmt: skip
+                     _fmt(both_wrong), _fmt(own), _fmt(search.get("tie_rate")), _fmt(search.get("rollback_rate")),
+                     _fmt(search.get("no_verdict_rate"))])  # fmt: skip
     if not rows:
         return None
-    head = ["trained model (pairs from its parent)", "questions", "pairs", "pair precision (oracle)", "tie rate",
-            "rollback rate", "no-verdict rate"]  # fmt: skip
-    return _table(head, rows)
+    head = ["trained model (pairs from its parent)", "questions", "pairs", "pair precision (oracle)", "both wrong",
+            "own-pair judge accuracy", "tie rate", "rollback rate", "no-verdict rate"]  # fmt: skip
+    return _table(head, rows) + "\n\n" + " ".join(table_pairs.__doc__.split())
 
 
 # ----------------------------------------------------------------------------------------- one run: plots
