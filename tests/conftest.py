@@ -42,3 +42,13 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
     cfg = small_config(tmp_path_factory.mktemp("tiny") / "run")
     return init_tiny_model(cfg)
+
+
+@pytest.fixture(scope="session")
+def server(tiny_model_dir: Path, tmp_path_factory):
+    """`transformers serve` pinned to the tiny model on 127.0.0.1 (tests/serving.py), one per session."""
+    for mod in ("fastapi", "uvicorn", "openai"):
+        pytest.importorskip(mod, reason="`transformers serve` needs transformers[serving]")
+    from .serving import start_server
+
+    yield from start_server(tiny_model_dir, tmp_path_factory)

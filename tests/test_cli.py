@@ -35,7 +35,7 @@ def test_data_arith_writes_files_and_run_log(tmp_path, capsys):
 def test_every_stage_has_help(capsys):
     import pytest
 
-    for stage in (["data", "arith"], ["model", "init"], ["model", "pretrain"], ["iterate"], ["search"], ["eval"],
+    for stage in (["data", "arith"], ["data", "ift"], ["data", "eft"], ["model", "init"], ["model", "pretrain"], ["iterate"], ["search"], ["eval"],
                   ["bench"], ["demo"], ["report"], ["show-config"]):  # fmt: skip
         with pytest.raises(SystemExit) as done:
             main([*stage, "--help"])

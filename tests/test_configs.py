@@ -68,3 +68,14 @@ def test_saved_config_loads_back(tmp_path):
     cfg = load_config(None, ["arith.seed=3"])
     save_config(cfg, tmp_path / "cfg.yaml")
     assert load_config(tmp_path / "cfg.yaml") == cfg
+
+
+def test_initdata_recipe_reuses_the_prebuilt_m0():
+    """configs/initdata-arith.yaml must match demo.yaml where M0 is keyed, or `psrlm data eft` pre-trains for an hour."""
+    import json
+
+    from psrlm.iterate import m0_key
+
+    cfg = load_config(REPO / "configs" / "initdata-arith.yaml")
+    built = json.loads((REPO / cfg.iterate.m0_path / "psrlm_build.json").read_text())
+    assert m0_key(cfg) == built["m0_key"] == m0_key(load_config(REPO / "configs" / "demo.yaml"))

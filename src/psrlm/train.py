@@ -240,3 +240,67 @@ def dpo(
         "reward_margin": rewards[-1].get("rewards/margins") if rewards else None,
     }
     return _finish(trainer, tok, Path(out_dir), info, tc.lora)
+
+
+def prm(model_dir: Path, rows: list[dict], tc: TrainConfig, out_dir: Path, separator: str = "\n") -> dict:
+    """A token-classification process reward model on rows {prompt, completions, labels} (one bool per step).
+
+    TRL's `PRMTrainer` when the installed TRL still has it (`trl.experimental.prm`, TRL <= 1.13; TRL removed it
+    in huggingface/trl#7133). Otherwise transformers' `Trainer` on the same rows tokenized exactly as PRMTrainer
+    tokenizes them (prm.prm_token_row), with the same collator, so either way the checkpoint reads the same in
+    prm.TokenClassificationPRM. The backbone starts from `model_dir` (a causal LM), the two-label head is new."""
+    from datasets import Dataset
+    from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
+
+    from psrlm.prm import prm_token_row
+    from psrlm.tiny import load_tokenizer
+
+    tok = load_tokenizer(model_dir)
+    tok.padding_side = "right"  # in memory only: the causal backbone reads positions from the left edge
+    model = AutoModelForTokenClassification.from_pretrained(
+        str(model_dir), num_labels=2, id2label={0: "-", 1: "+"}, label2id={"-": 0, "+": 1}
+    )
+    model.config.pad_token_id = tok.pad_token_id
+    tokenized = [prm_token_row(tok, r["prompt"], r["completions"], r["labels"], separator) for r in rows]
+    lengths = [len(t["input_ids"]) for t in tokenized]
+    max_length, cut = _length_plan(lengths, tc, model.config.max_position_embeddings)
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # "trl.experimental is unstable": known, and why the fallback exists
+            warnings.simplefilter("ignore")
+            from trl.experimental.prm import PRMConfig, PRMTrainer
+    except ImportError:
+        PRMTrainer = None
+    if PRMTrainer is not None:
+        args = PRMConfig(**_common_args(tc, Path(out_dir)), step_separator=separator, max_length=max_length)
+        trainer = PRMTrainer(
+            model=model, args=args, train_dataset=Dataset.from_list(rows).shuffle(seed=tc.seed), processing_class=tok
+        )
+        used = "trl.experimental.prm.PRMTrainer"
+    else:
+        from transformers import Trainer, TrainingArguments
+
+        tokenized = [{k: v[:max_length] for k, v in t.items()} for t in tokenized]
+        trainer = Trainer(
+            model=model,
+            args=TrainingArguments(**_common_args(tc, Path(out_dir))),
+            train_dataset=Dataset.from_list(tokenized).shuffle(seed=tc.seed),
+            data_collator=DataCollatorForTokenClassification(tok),
+            processing_class=tok,
+        )
+        used = "transformers.Trainer in PRMTrainer's data format (this TRL has no PRMTrainer)"
+    start = time.time()
+    trainer.train()
+    info = {
+        "stage": "prm",
+        "trainer": used,
+        "rows": len(rows),
+        "labelled_steps": sum(len(r["labels"]) for r in rows),
+        "positive_rate": sum(map(sum, (r["labels"] for r in rows))) / max(1, sum(len(r["labels"]) for r in rows)),
+        "max_length": max_length,
+        "truncated": cut,
+        "separator": separator,
+        "wall_s": time.time() - start,
+    }
+    return _finish(trainer, tok, Path(out_dir), info, lora=False)

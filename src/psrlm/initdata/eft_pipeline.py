@@ -1,0 +1,415 @@
+"""EFT as the paper builds it (§3.2, §4 "Datasets"): PRM-scored tree search, teacher judgments, two filters.
+
+    psrlm data eft --config configs/initdata-arith.yaml                 # PRM, MCTS, teacher, filters, split
+    psrlm data eft --config configs/initdata-arith.yaml --compare-m1    # + M1 on it vs M1 on the oracle EFT
+
+1. PRM: `initdata.prm_path`, or on arith a tiny token-classification PRM trained on oracle step labels (gold
+   steps, realistic corruptions and the policy's own samples); its step accuracy against the oracle is reported.
+2. Policy: `initdata.policy_path`, or on arith M0 fine-tuned on the IFT data.
+3. MCTS over the policy (initdata/mcts.py): best and worst sibling steps by the PRM's P("+") are candidate pairs.
+4. The teacher judges every pair twice, with A and B swapped (Fig. 5 prompt), writing an explanation. A pair is
+   kept only if the two verdicts name the same step (consistency) and that step is the PRM's best (agreement).
+   A teacher that fails, says nothing, stops mid-output or gives no verdict is counted and the pair skipped.
+5. Kept pairs become JudgeExamples (A/B positions alternated, the explanation from the matching order), split by
+   problem into train and test (paper: 4,179 / 500), and written with the per-filter counts.
+
+The teacher is `initdata.teacher`: "engine" (an OpenAI-compatible server or an HF model directory) or, on arith,
+"oracle": tasks/arith.py's step labels with a templated explanation. An oracle teacher that cannot tell two steps
+apart (both right or both wrong) answers [[A]] in either order, like a position-biased judge, so the
+consistency filter sees real work; every record it writes says `teacher: oracle`.
+
+Outputs under `<run_dir>/initdata/`: mcts/ (traces, candidate pairs; resumable per problem), eft_train.jsonl,
+eft_test.jsonl, eft_rejects.jsonl, eft_counts.json. Teacher answers are cached (teacher_cache.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+from collections import Counter
+from pathlib import Path
+
+from psrlm.engines.base import Completion, GenParams
+from psrlm.initdata.mcts import CandidatePair
+from psrlm.judge import parse_verdict
+from psrlm.prompts import Prompts
+from psrlm.records import JudgeExample, Problem, read_jsonl, write_json, write_jsonl
+
+log = logging.getLogger(__name__)
+
+TEACHER_FAILURES = ("error", "empty", "truncated", "no_verdict", "no_explanation")
+
+
+# --------------------------------------------------------------------------------------------- teachers
+
+
+class EngineJudgeTeacher:
+    """A model teacher (CachedTeacher) asked with the judge prompt, greedy."""
+
+    def __init__(self, teacher, prompts: Prompts, max_tokens: int):
+        self.teacher, self.prompts, self.max_tokens = teacher, prompts, max_tokens
+        self.name = teacher.model
+
+    def judge(self, asks: list[tuple[CandidatePair, str, str]]) -> list[Completion]:
+        texts = [self.prompts.judge_prompt(p.question, p.prev_steps, a, b) for p, a, b in asks]
+        return self.teacher.ask(texts, GenParams(max_new_tokens=self.max_tokens), desc="judge")
+
+
+class OracleJudgeTeacher:
+    """The arith oracle as the teacher: label_step decides, a template explains. Never a model; labelled so."""
+
+    name = "oracle"
+
+    def __init__(self, problems: dict[str, Problem]):
+        self.problems = problems
+
+    def judge(self, asks: list[tuple[CandidatePair, str, str]]) -> list[Completion]:
+        return [Completion(self._one(p, a, b), 0, "stop") for p, a, b in asks]
+
+    def _one(self, pair: CandidatePair, a: str, b: str) -> str:
+        from psrlm.tasks.arith import label_step
+
+        problem = self.problems[pair.meta["problem_id"]]
+        la, lb = (label_step(problem, pair.prev_steps, s) for s in (a, b))
+        if la.correct and not lb.correct:
+            return f"{oracle_explanation(lb.reason, b, 'B')} [[A]]"
+        if lb.correct and not la.correct:
+            return f"{oracle_explanation(la.reason, a, 'A')} [[B]]"
+        return f"Both steps are {'correct' if la.correct else 'wrong'}. [[A]]"
+
+
+def oracle_explanation(reason: str, wrong: str, label: str) -> str:
+    """A short explanation naming what is wrong, evidence first (the style of tasks/arith.explain)."""
+    from psrlm.tasks.arith import OPS, parse_equations
+
+    if reason.startswith("arithmetic"):
+        for e in parse_equations(wrong):
+            if e.op == "/" and (not e.b or e.a % e.b):
+                return f"{e.a} / {e.b} is not a whole number, so Step {label} is wrong."
+            if OPS[e.op](e.a, e.b) != e.c:
+                return f"{e.a} {e.op} {e.b} is {OPS[e.op](e.a, e.b)}, so Step {label} is wrong."
+        return f"Step {label} has an arithmetic error."
+    if reason.startswith("boxed") or reason.startswith("boxes"):
+        return f"Step {label} gives an answer before the problem is finished."
+    if reason.startswith("uses a value"):
+        return f"Step {label} uses a number that is not in the problem or the previous steps."
+    if reason.startswith("computes a quantity"):
+        return f"Step {label} computes something the problem does not ask for."
+    if reason.startswith("repeats"):
+        return f"Step {label} repeats an earlier step."
+    return f"Step {label} does not compute anything new."
+
+
+# ---------------------------------------------------------------------------------------------- filters
+
+
+def teacher_failure(c: Completion) -> str | None:
+    """Why a teacher answer is unusable, or None."""
+    if c.finish_reason == "error":
+        return "error"
+    if not c.text.strip():
+        return "empty"
+    if c.finish_reason == "length":
+        return "truncated"
+    if parse_verdict(c.text) is None:
+        return "no_verdict"
+    if not explanation_of(c.text):
+        return "no_explanation"
+    return None
+
+
+def explanation_of(text: str) -> str:
+    """The teacher's explanation: its text before the first verdict tag, whitespace collapsed."""
+    cut = text.find("[[")
+    return " ".join((text[:cut] if cut >= 0 else text).split())
+
+
+def judge_and_filter(pairs: list[CandidatePair], teacher) -> tuple[list[JudgeExample], list[dict], dict]:
+    """Ask the teacher both orders of every pair; keep the consistent verdicts that agree with the PRM.
+
+    Returns (kept examples, rejected pairs with the reason, counts). The filters run in order: teacher
+    failures, then consistency under the A/B swap, then agreement with the PRM; each count is what that filter
+    removed from what reached it."""
+    asks = []
+    for p in pairs:
+        asks += [(p, p.best, p.worst), (p, p.worst, p.best)]  # best shown as A, then as B
+    answers = teacher.judge(asks) if asks else []
+    kept: list[JudgeExample] = []
+    rejects: list[dict] = []
+    failures: Counter = Counter()
+    inconsistent = disagree = 0
+    for i, p in enumerate(pairs):
+        first, second = answers[2 * i], answers[2 * i + 1]
+        why = teacher_failure(first) or teacher_failure(second)
+        if why:
+            failures[why] += 1
+            rejects.append(
+                {"reason": f"teacher_{why}", "meta": p.meta, "answers": [first.text[:500], second.text[:500]]}
+            )
+            continue
+        pick_first = "best" if parse_verdict(first.text) == "A" else "worst"
+        pick_second = "best" if parse_verdict(second.text) == "B" else "worst"
+        if pick_first != pick_second:
+            inconsistent += 1
+            rejects.append(
+                {"reason": "inconsistent", "meta": p.meta, "answers": [first.text[:500], second.text[:500]]}
+            )
+            continue
+        if pick_first != "best":
+            disagree += 1
+            rejects.append({"reason": "disagrees_with_prm", "meta": p.meta, "answers": [first.text[:500]]})
+            continue
+        best_is_a = len(kept) % 2 == 0  # exact A/B balance
+        text = first.text if best_is_a else second.text
+        kept.append(
+            JudgeExample(
+                question=p.question,
+                prev_steps=list(p.prev_steps),
+                step_a=p.best if best_is_a else p.worst,
+                step_b=p.worst if best_is_a else p.best,
+                explanation=explanation_of(text),
+                verdict="A" if best_is_a else "B",
+                meta={
+                    **p.meta,
+                    "p_best": round(p.p_best, 4),
+                    "p_worst": round(p.p_worst, 4),
+                    "teacher": teacher.name,
+                    "source": "mcts+prm+teacher",
+                },
+            )
+        )
+    counts = {
+        "candidate_pairs": len(pairs),
+        "teacher_requests": len(asks),
+        "removed_teacher_failure": sum(failures.values()),
+        "teacher_failures": {k: failures.get(k, 0) for k in TEACHER_FAILURES},
+        "removed_inconsistent": inconsistent,
+        "removed_disagrees_with_prm": disagree,
+        "kept": len(kept),
+    }
+    return kept, rejects, counts
+
+
+def split_by_problem(examples: list[JudgeExample], n_test: int, seed: int) -> tuple[list, list]:
+    """Whole problems go to the test split (shuffled by `seed`) until it holds `n_test` examples or half of all."""
+    ids = sorted({e.meta["problem_id"] for e in examples})
+    random.Random(f"eft-split:{seed}").shuffle(ids)
+    cap = min(n_test, len(examples) // 2)
+    per: Counter = Counter(e.meta["problem_id"] for e in examples)
+    test_ids: set[str] = set()
+    size = 0
+    for pid in ids:
+        if size >= cap:
+            break
+        test_ids.add(pid)
+        size += per[pid]
+    train = [e for e in examples if e.meta["problem_id"] not in test_ids]
+    test = [e for e in examples if e.meta["problem_id"] in test_ids]
+    return train, test
+
+
+# -------------------------------------------------------------------------------------- arith end to end
+
+
+def out_dir(cfg) -> Path:
+    return Path(cfg.paths.run_dir) / "initdata"
+
+
+def ensure_policy(run, m0: Path) -> Path:
+    """The MCTS policy on arith: M0 fine-tuned on the IFT data (steps, no judging), cached in the run."""
+    from psrlm import train
+    from psrlm.records import StepSolution
+    from psrlm.tiny import config_key
+
+    key = config_key(str(m0), dataclasses.asdict(run.cfg.sft), run.cfg.data.ift_problems, run.cfg.prompts.variant)
+    out = run.models / f"policy-ift-{key}"
+    if (out / "psrlm_build.json").exists():
+        return out
+    rows = train.ift_rows(read_jsonl(run.data / "ift.jsonl", StepSolution), run.prompts)
+    train.sft(m0, rows, run.seeded(run.cfg.sft), out)
+    return out
+
+
+def ensure_prm(run, m0: Path, policy_engine, problems: list[Problem]) -> tuple[Path, dict]:
+    """A tiny token-classification PRM trained on oracle step labels (cached by its settings) and its info."""
+    import json
+
+    from psrlm import train
+    from psrlm.prm import arith_prm_rows
+    from psrlm.steps import clean_candidate
+    from psrlm.tiny import config_key
+
+    ic = run.cfg.initdata
+    key = config_key(str(m0), dataclasses.asdict(ic.prm_train), ic.prm_problems, ic.prm_samples, ic.seed)
+    out = run.models / f"prm-{key}"
+    if (out / "psrlm_build.json").exists():
+        return out, json.loads((out / "train_log.json").read_text())
+    samples: dict[str, list[tuple[int, str]]] = {}
+    if ic.prm_samples:
+        rng = random.Random(f"prm-samples:{ic.seed}")
+        prefixes = [rng.randrange(len(p.meta["steps"])) for p in problems]
+        asks = [
+            run.prompts.step_prompt(p.question, p.meta["steps"][:k]) for p, k in zip(problems, prefixes, strict=True)
+        ]
+        from psrlm.steps import STEP_STOP
+
+        params = GenParams(n=ic.prm_samples, temperature=ic.temperature, top_p=ic.top_p,
+                           max_new_tokens=ic.max_step_tokens, stop=(STEP_STOP,), seed=ic.seed)  # fmt: skip
+        for p, k, row in zip(problems, prefixes, policy_engine.generate(asks, params), strict=True):
+            steps = {clean_candidate(c.text) for c in row} - {""}
+            samples[p.id] = [(k, s) for s in sorted(steps)]
+    rows = arith_prm_rows(problems, ic.seed, samples)
+    info = train.prm(m0, rows, run.seeded(ic.prm_train), out, separator=ic.prm_step_separator)
+    return out, info
+
+
+def prm_accuracy_on(prm, problems: list[Problem], seed: int) -> dict:
+    """PRM step accuracy on held-out oracle-labelled rows (gold steps and realistic corruptions)."""
+    from psrlm.prm import arith_prm_rows, step_accuracy
+
+    rows = arith_prm_rows(problems, seed + 1)
+    scores = prm.score_last([r["prompt"] for r in rows], [r["completions"] for r in rows])
+    return step_accuracy(scores, [bool(r["labels"][-1]) for r in rows])
+
+
+def prm_accuracy_on_search(traces, problems: dict[str, Problem]) -> dict:
+    """PRM step accuracy on (a sample of) the very steps MCTS scored, labelled by the oracle."""
+    from psrlm.prm import step_accuracy
+    from psrlm.tasks.arith import label_step
+
+    scores, labels = [], []
+    for t in traces:
+        p = problems[t.problem_id]
+        for s in t.scored_steps:
+            scores.append(s["p"])
+            labels.append(label_step(p, s["prev"], s["step"]).correct)
+    return step_accuracy(scores, labels)
+
+
+def build_eft_pipeline(cfg, progress: bool = True) -> dict:
+    """Everything from PRM to split on the embedded domain; returns (and writes) the counts."""
+    from psrlm.engines import make_engine
+    from psrlm.initdata.build import arith_splits, build_arith_data, data_dir, pool_blocks
+    from psrlm.initdata.mcts import run_mcts
+    from psrlm.iterate import Run, ensure_m0
+    from psrlm.prm import TokenClassificationPRM, load_prm
+
+    ic = cfg.initdata
+    if cfg.model.path and not (ic.policy_path and ic.prm_path):
+        raise ValueError("with a real model (model.path), set initdata.policy_path and initdata.prm_path")
+    if ic.teacher not in ("engine", "oracle"):
+        raise ValueError(f"initdata.teacher={ic.teacher!r}: choose engine or oracle")
+    out = out_dir(cfg)
+    if not (data_dir(cfg) / "ift.jsonl").exists():
+        build_arith_data(cfg)
+    run = Run(cfg)
+    splits = arith_splits(cfg)
+    blocks = pool_blocks(cfg, splits["train"])
+    m0 = ensure_m0(run)
+    policy = Path(ic.policy_path) if ic.policy_path else ensure_policy(run, m0)
+    engine = make_engine(cfg.engine, policy)
+    counts: dict = {"policy": str(policy)}
+    if ic.prm_path:
+        prm = load_prm(ic.prm_format, ic.prm_path, ic)
+        counts["prm"] = {"path": ic.prm_path, "format": ic.prm_format}
+    else:
+        prm_dir, info = ensure_prm(run, m0, engine, blocks["ift"][: ic.prm_problems])
+        prm = TokenClassificationPRM(prm_dir, separator=ic.prm_step_separator)
+        counts["prm"] = {"path": str(prm_dir), "format": "token_classification", "trainer": info.get("trainer"),
+                         "rows": info.get("rows"), "final_loss": info.get("final_loss")}  # fmt: skip
+    counts["prm"]["heldout_accuracy"] = prm_accuracy_on(prm, splits["test"], ic.seed)
+    problems = blocks["eft_train"][: ic.mcts_problems]
+    traces, pairs = run_mcts(problems, engine, prm, run.prompts, ic, out_dir=out / "mcts", progress=progress)
+    by_id = {p.id: p for p in problems}
+    counts["prm"]["search_accuracy"] = prm_accuracy_on_search(traces, by_id)
+    counts["mcts"] = {
+        "problems": len(traces),
+        "iterations": sum(t.iterations for t in traces),
+        "nodes": sum(t.nodes for t in traces),
+        "answers_found": sum(t.answers for t in traces),
+        "mean_max_depth": sum(t.max_depth for t in traces) / max(1, len(traces)),
+        "gen_tokens": sum(t.gen_tokens for t in traces),
+        "prm_scored": sum(t.prm_scored for t in traces),
+        "candidate_pairs": len(pairs),
+        "problems_without_pair": sum(t.pairs == 0 for t in traces),
+    }
+    if ic.teacher == "oracle":
+        teacher = OracleJudgeTeacher(by_id)
+        kept, rejects, filt = judge_and_filter(pairs, teacher)
+    else:
+        from psrlm.initdata.teacher_cache import make_teacher
+
+        with make_teacher(cfg, cfg.paths.run_dir, progress) as cached:
+            teacher = EngineJudgeTeacher(cached, run.prompts, ic.judge_max_tokens)
+            kept, rejects, filt = judge_and_filter(pairs, teacher)
+            filt["teacher_cache_hits"] = cached.stats.cache_hits
+    counts["teacher"] = teacher.name
+    counts["filters"] = filt
+    counts["oracle_pair_precision"] = pair_precision(kept, by_id)
+    train_ex, test_ex = split_by_problem(kept, ic.eft_test, ic.seed)
+    counts["split"] = {"train": len(train_ex), "test": len(test_ex)}
+    write_jsonl(out / "eft_train.jsonl", train_ex)
+    write_jsonl(out / "eft_test.jsonl", test_ex)
+    write_jsonl(out / "eft_rejects.jsonl", rejects)
+    write_json(out / "eft_counts.json", counts)
+    return counts
+
+
+def pair_precision(examples: list[JudgeExample], problems: dict[str, Problem]) -> dict:
+    """Measured with the oracle, never used to choose: share of kept examples whose verdict names the right step."""
+    from psrlm.tasks.arith import label_step
+
+    right = both_ok = both_bad = 0
+    for e in examples:
+        p = problems[e.meta["problem_id"]]
+        good, bad = (e.step_a, e.step_b) if e.verdict == "A" else (e.step_b, e.step_a)
+        g, b = label_step(p, e.prev_steps, good).correct, label_step(p, e.prev_steps, bad).correct
+        right += g and not b
+        both_ok += g and b
+        both_bad += not g and not b
+    n = max(1, len(examples))
+    return {"n": len(examples), "precision": right / n, "both_correct": both_ok, "both_wrong": both_bad}
+
+
+def compare_m1(cfg, n_eval: int = 0) -> dict:
+    """M1 = SFT of M0 on IFT + EFT, once with the pipeline's EFT train split and once with as many oracle-built
+    EFT examples; judge accuracy of both on the oracle EFT test set and on the pipeline's test split."""
+    from psrlm import train
+    from psrlm.engines import make_engine
+    from psrlm.evaluate import judge_accuracy, judge_accuracy_soft
+    from psrlm.iterate import Run, ensure_m0
+    from psrlm.records import StepSolution
+
+    run = Run(cfg)
+    out = out_dir(cfg)
+    m0 = ensure_m0(run)
+    ift = train.ift_rows(read_jsonl(run.data / "ift.jsonl", StepSolution), run.prompts)
+    pipeline = read_jsonl(out / "eft_train.jsonl", JudgeExample)
+    if not pipeline:
+        raise ValueError(f"{out / 'eft_train.jsonl'} is empty: run `psrlm data eft` first")
+    oracle = read_jsonl(run.data / "eft_train.jsonl", JudgeExample)[: len(pipeline)]
+    tests = {
+        "oracle_eft_test": read_jsonl(run.data / "eft_test.jsonl", JudgeExample),
+        "pipeline_eft_test": read_jsonl(out / "eft_test.jsonl", JudgeExample),
+    }
+    if n_eval:
+        tests = {k: v[:n_eval] for k, v in tests.items()}
+    result: dict = {"eft_train_examples": len(pipeline), "oracle_examples": len(oracle)}
+    for name, eft in (("pipeline", pipeline), ("oracle", oracle)):
+        model = out / "models" / f"M1-{name}-eft"
+        if not (model / "psrlm_build.json").exists():
+            train.sft(m0, ift + train.eft_rows(eft, run.prompts), run.seeded(cfg.sft), model)
+        engine = make_engine(cfg.engine, model)
+        result[name] = {
+            t: {
+                **judge_accuracy(ex, engine, run.prompts, cfg.search.judge_max_tokens),
+                # the judge as `search.verdict: soft` reads it (P([[A]]) from logits, both orders): position bias
+                # cancels, so this is the number that decides whether the self-rewarding search can use the judge
+                "soft": judge_accuracy_soft(ex, engine, run.prompts) if hasattr(engine, "tokenizer") else None,
+            }
+            for t, ex in tests.items()
+            if ex
+        }
+    write_json(out / "m1_comparison.json", result)
+    return result

@@ -1,0 +1,105 @@
+"""MCTS for EFT candidate pairs: tree invariants with a real tiny model, UCT on a scripted policy, resume."""
+
+import hashlib
+
+from psrlm.configs import InitDataConfig
+from psrlm.engines.hf import HFEngine
+from psrlm.initdata.mcts import run_mcts, select
+from psrlm.prompts import get_prompts
+from psrlm.tasks.arith import Difficulty, generate_split
+
+from .fakes import ScriptedEngine
+
+
+class HashPRM:
+    """A deterministic stand-in PRM: P("+") from a hash of the scored text (the tree logic is under test)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def score_last(self, questions, steps):
+        self.calls.append(len(questions))
+        return [int(hashlib.sha256(s[-1].encode()).hexdigest()[:4], 16) / 0xFFFF for s in steps]
+
+
+class CountingEngine:
+    def __init__(self, inner):
+        self.inner, self.calls, self.stats = inner, [], inner.stats
+
+    def generate(self, prompts, params):
+        self.calls.append((len(prompts), params.n))
+        return self.inner.generate(prompts, params)
+
+
+def _cfg(**kw) -> InitDataConfig:
+    base = dict(iterations=6, simulation_depth=2, expand_width=3, max_depth=3, max_step_tokens=8, max_active=4,
+                min_margin=0.0, pairs_per_problem=2, temperature=1.0)  # fmt: skip
+    return InitDataConfig(**{**base, **kw})
+
+
+def test_tree_invariants_with_a_real_tiny_model(tiny_model_dir, tmp_path):
+    problems = generate_split(0, 3, Difficulty(2, 3, 20), "mcts")
+    engine = CountingEngine(HFEngine(tiny_model_dir, device="cpu", dtype="float32"))
+    cfg = _cfg()
+    trees = []
+    traces, pairs = run_mcts(problems, engine, HashPRM(), get_prompts("compact"), cfg, out_dir=tmp_path / "m",
+                             progress=False, keep_trees=trees)  # fmt: skip
+    assert len(trees) == len(traces) == 3
+    # batched across problems: per iteration one expansion call (n = width) and at most `depth` rollout calls
+    expansions = [c for c in engine.calls if c[1] == cfg.expand_width]
+    assert len(expansions) == cfg.iterations and all(n <= 3 for n, _ in expansions)
+    assert len(engine.calls) <= cfg.iterations * (1 + cfg.simulation_depth)
+    for t in trees:
+        root = t.nodes[0]
+        assert root.visits == t.iterations == cfg.iterations
+        for i, node in enumerate(t.nodes):
+            assert node.depth <= cfg.max_depth
+            assert node.visits >= sum(t.nodes[j].visits for j in node.children)
+            assert all(t.nodes[j].parent == i and t.nodes[j].depth == node.depth + 1 for j in node.children)
+            assert not (node.terminal and node.children)  # a terminal node is never expanded
+            assert 0.0 <= node.p_plus <= 1.0
+            if node.visits:
+                assert 0.0 <= node.value / node.visits <= 1.0
+        texts = [[" ".join(t.nodes[j].steps[-1].split()) for j in n.children] for n in t.nodes]
+        assert all(len(ts) == len(set(ts)) for ts in texts)  # siblings are distinct steps
+    by_id = {t.problem.id: t for t in trees}
+    assert pairs and all(tr.pairs <= cfg.pairs_per_problem for tr in traces)
+    for p in pairs:  # best and worst are siblings: the max and min P("+") among the same node's children
+        t = by_id[p.meta["problem_id"]]
+        [parent] = [n for n in t.nodes if n.steps == p.prev_steps and n.children]
+        kids = [t.nodes[j] for j in parent.children]
+        assert p.p_best == max(k.p_plus for k in kids) and p.p_worst == min(k.p_plus for k in kids)
+        assert p.best in [k.steps[-1] for k in kids] and p.worst in [k.steps[-1] for k in kids]
+        assert p.meta["depth"] == len(p.prev_steps) < cfg.max_depth
+
+    # Resume: everything is on disk, so a rerun generates nothing and returns the same pairs.
+    again = CountingEngine(HFEngine(tiny_model_dir, device="cpu", dtype="float32"))
+    traces2, pairs2 = run_mcts(problems, again, HashPRM(), get_prompts("compact"), cfg, out_dir=tmp_path / "m",
+                               progress=False)  # fmt: skip
+    assert again.calls == [] and pairs2 == pairs and [t.problem_id for t in traces2] == [p.id for p in problems]
+
+
+def test_uct_concentrates_visits_on_the_branch_the_prm_likes():
+    def steps(question, prev, params):
+        d = len(prev)
+        final = " The answer is \\boxed{1}." if d == 2 else ""
+        return [f"good {d}{final}", f"bad {d}{final}", f"meh {d}{final}"][: params.n]
+
+    class WordPRM:
+        def score_last(self, questions, steps):
+            return [{"good": 0.9, "meh": 0.5, "bad": 0.1}[s[-1].split()[0]] for s in steps]
+
+    problems = generate_split(0, 2, Difficulty(2, 3, 20), "uct")
+    trees = []
+    cfg = _cfg(iterations=30, max_depth=6, uct_c=0.5)
+    _, pairs = run_mcts(problems, ScriptedEngine(steps, None), WordPRM(), get_prompts("compact"), cfg,
+                        progress=False, keep_trees=trees)  # fmt: skip
+    for t in trees:
+        root = t.nodes[0]
+        visits = {t.nodes[j].steps[-1].split()[0]: t.nodes[j].visits for j in root.children}
+        assert visits["good"] > visits["meh"] > 0 and visits["good"] > visits["bad"]
+        assert t.nodes[select(t, cfg.uct_c)].depth >= 1
+        # answers end a branch: no node below a boxed step
+        assert all(not n.children for n in t.nodes if n.steps and "boxed" in n.steps[-1])
+    assert all(p.best.startswith("good") and p.worst.startswith("bad") for p in pairs)
+    assert all(abs(p.p_best - p.p_worst - 0.8) < 1e-9 for p in pairs)
