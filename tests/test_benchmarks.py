@@ -13,8 +13,15 @@ from psrlm.tasks.benchmarks import BenchmarkError, load_benchmark, parse_benchma
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("PSRLM_DATA", REPO.parent / "shared" / "data"))
-ROWS = {"gsm8k": 1319, "math": 5000, "math500": 500, "gaokao2023en": 385, "olympiadbench": 675, "aime24": 30,
-        "amc23": 40}  # fmt: skip  (shared/data/benchmarks/README.md)
+ROWS = {
+    "gsm8k": 1319,
+    "math": 5000,
+    "math500": 500,
+    "gaokao2023en": 385,
+    "olympiadbench": 675,
+    "aime24": 30,
+    "amc23": 40,
+}  # fmt: skip  (shared/data/benchmarks/README.md)
 
 
 @pytest.mark.parametrize("name", sorted(ROWS))
