@@ -100,15 +100,17 @@ def cmd_data_ift(cfg: Config, args: argparse.Namespace) -> dict:
                 chunk_size=ic.chunk_size, source=ic.ift_source,
             )  # fmt: skip
     print(json.dumps(counts, indent=2))
+    print(f"IFT and counts: {out}")
     return counts
 
 
 def cmd_data_eft(cfg: Config, args: argparse.Namespace) -> dict:
     """EFT by PRM-scored MCTS, teacher judgments and the agreement + consistency filters (embedded domain)."""
-    from psrlm.initdata.eft_pipeline import build_eft_pipeline, compare_m1
+    from psrlm.initdata.eft_pipeline import build_eft_pipeline, compare_m1, out_dir
 
     counts = build_eft_pipeline(cfg)
     print(json.dumps(counts, indent=2))
+    print(f"EFT train/test and counts: {out_dir(cfg)}")
     if args.compare_m1:
         counts["m1_comparison"] = compare_m1(cfg, args.eval_eft)
         print(json.dumps(counts["m1_comparison"], indent=2))
