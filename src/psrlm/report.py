@@ -68,13 +68,18 @@ def science_check(run_dirs: list[Path]) -> dict:
         diff = [d["psrlm"] - d["srlm"] for d in per_seed if {"psrlm", "srlm"} <= set(d)]
         entry["psrlm_minus_srlm"] = {"per_seed": diff, "mean": mean_ci(diff)[0], "ci95": mean_ci(diff)[1]}
         result[split] = entry
-    precision = {}
+    precision, own = {}, {}
     for s in summaries:
         for name, m in s["models"].items():
-            p = ((m.get("manifest") or {}).get("pair_precision") or {}).get("precision")
-            if p is not None:
-                precision.setdefault(name, []).append(p)
-    result["pair_precision"] = {k: {"per_seed": v, "mean": statistics.mean(v)} for k, v in precision.items()}
+            pp = (m.get("manifest") or {}).get("pair_precision") or {}
+            if pp.get("precision") is not None:
+                precision.setdefault(name, []).append(pp["precision"])
+            if pp.get("correct_wrong", 0) + pp.get("wrong_correct", 0):
+                own.setdefault(name, []).append(pp["correct_wrong"] / (pp["correct_wrong"] + pp["wrong_correct"]))
+    result["pair_precision"] = {
+        k: {"per_seed": v, "mean": statistics.mean(v), "own_pair_judge_accuracy": own.get(k)}
+        for k, v in precision.items()
+    }
     return result
 
 
@@ -89,9 +94,17 @@ def format_science(result: dict) -> str:
             cells.append(f"{e['mean']:+.3f}{ci} ({vals})")
         lines.append(f"| {split} | " + " | ".join(cells) + " |")
     if result["pair_precision"]:
-        lines += ["", "| model | PPD pair precision (oracle), per seed |", "|---|---|"]
+        lines += [
+            "",
+            "| model | PPD pair precision (oracle), per seed | own-pair judge accuracy, per seed |",
+            "|---|---|---|",
+        ]
         for name, e in result["pair_precision"].items():
-            lines.append(f"| {name} | {e['mean']:.3f} ({', '.join(f'{v:.3f}' for v in e['per_seed'])}) |")
+            own = e.get("own_pair_judge_accuracy") or []
+            own_cell = f"{statistics.mean(own):.3f} ({', '.join(f'{v:.3f}' for v in own)})" if own else "-"
+            lines.append(f"| {name} | {e['mean']:.3f} ({', '.join(f'{v:.3f}' for v in e['per_seed'])}) | {own_cell} |")
+        lines += ["", "Own-pair judge accuracy: among the pairs with exactly one right step (oracle), the share where "
+                  "the model's judge chose the right one; 0.5 is chance."]  # fmt: skip
     return "\n".join(lines)
 
 
