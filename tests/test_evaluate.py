@@ -61,6 +61,8 @@ def test_appendix_b_compares_pairwise_judging_with_scoring(engine):
     for kind in ("pairwise", "scoring"):
         assert {"agreement", "consistency", "no_preference_rate"} <= set(r[kind])
         assert all(0 <= v <= 1 for v in r[kind].values())
+    soft = r["pairwise_soft"]  # the in-process engine also reads the verdict from the logits
+    assert all(0 <= soft[k] <= 1 for k in ("agreement", "consistency", "both_orders_agreement"))
     # a random tiny model writes no "Score: X": every scoring round has no preference, and that is what it says
     assert r["scoring"]["no_preference_rate"] == 1.0 and r["scoring"]["agreement"] == 0.0
 

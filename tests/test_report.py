@@ -97,7 +97,7 @@ def test_single_run_report_tables_and_plots(tmp_path):
     assert "| M0 | 0.000 | 0.000 | 1.000 | - |" in text  # Table 3, M0 never wrote a verdict
     assert "| psrlm-M3 | 3.30 / 17.0 | 5.00 / 30.0 | 2.00 / 25.0 |" in text  # Table 4
     assert "| psrlm-M3 | 20 | 0.300 | 0.400 | 60 | 900 | 40.0 | 12.5× |" in text  # Table 5
-    assert "| pairwise | 0.600 | 0.300 | 0.000 |" in text  # Appendix B
+    assert "| pairwise, generated verdict | 0.600 | 0.300 | 0.000 |" in text  # Appendix B
     assert "| psrlm-M3 | 10 | 90 | 0.800 | - | - |" in text  # PPD pairs
     plots = sorted(p.name for p in (run / "report_plots").iterdir())
     assert plots == ["accuracy_vs_iteration.png", "judge_vs_iteration.png", "pair_precision_vs_iteration.png",

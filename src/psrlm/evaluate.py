@@ -165,6 +165,7 @@ def evaluate_benchmarks(
     few_shot: list[StepSolution] | None = None,
     chunk: int = 64,
     progress: bool = True,
+    desc: str = "eval",
 ) -> dict[str, dict]:
     """Greedy accuracy and step statistics per benchmark; resumable.
 
@@ -180,7 +181,7 @@ def evaluate_benchmarks(
     summary_path = out_dir / "summary.json"
     summaries: dict = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     total = sum(len(v) for v in benchmarks.values())
-    bar = tqdm(total=total, desc="eval", unit="problem", disable=not progress)
+    bar = tqdm(total=total, desc=desc, unit="problem", disable=not progress)
     with Grader() as grader:
         for name, problems in benchmarks.items():
             with JsonlAppender(out_dir / f"{name}.jsonl", SolveResult) as out:
@@ -277,6 +278,8 @@ def compare_judging(
     EFT builder knows which is right):
     - pairwise: the Fig. 5 prompt in both A/B orders. agreement = judgments naming the right step;
       consistency = items whose two verdicts name the same step.
+    - pairwise_soft (in-process engine): the same judge read from the logits, as `search.verdict: soft` reads
+      it; both_orders_agreement = the right step wins once P([[A]]) is summed over both orders.
     - scoring: the solution-scoring prompt on "previous steps + step A" and "previous steps + step B", each
       scored twice at `score_temperature`. A scoring round prefers the higher score (equal or unparsed scores:
       no preference). agreement = rounds preferring the right step; consistency = items whose two rounds state
@@ -303,10 +306,24 @@ def compare_judging(
             prefs.append(pref)
         consistent += prefs[0] is not None and prefs[0] == prefs[1]
     n = max(1, len(examples))
+    soft = None
+    if hasattr(pair_engine, "tokenizer"):  # the judge as `search.verdict: soft` reads it: P([[A]]) from the logits
+        from psrlm.search import verdict_log_odds
+
+        ab = [prompts.judge_prompt(e.question, e.prev_steps, e.step_a, e.step_b) for e in examples]
+        ba = [prompts.judge_prompt(e.question, e.prev_steps, e.step_b, e.step_a) for e in examples]
+        d = verdict_log_odds(pair_engine, ab + ba)
+        m = len(examples)
+        picks = [("A" if d[i] > 0 else "B", "B" if d[m + i] > 0 else "A") for i in range(m)]  # step named, per order
+        soft = {"agreement": sum((x == e.verdict) + (y == e.verdict) for (x, y), e in zip(picks, examples, strict=True)) / (2 * n),
+                "consistency": sum(x == y for x, y in picks) / n,
+                "both_orders_agreement": sum((d[i] - d[m + i] > 0) == (e.verdict == "A") for i, e in enumerate(examples)) / n,
+                "no_preference_rate": 0.0}  # fmt: skip
     return {
         "n": len(examples),
         "pairwise": {"agreement": pair["judge_accuracy"], "consistency": pair["consistency"],
                      "no_preference_rate": pair["no_verdict_rate"]},
+        "pairwise_soft": soft,
         "scoring": {"agreement": agree / (2 * n), "consistency": consistent / n, "no_preference_rate": ties / (2 * n),
                     "unparsed_rate": unparsed / (4 * n)},
     }  # fmt: skip

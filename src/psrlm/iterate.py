@@ -318,7 +318,7 @@ def evaluate_model(run: Run, name: str, model_dir: Path, few_shot: bool = False)
         benchmarks[b] = load_benchmark(b, data_dir, limit=cfg.eval_benchmark_limit)
     out_dir = run.dir / "eval" / name
     summaries = evaluate_benchmarks(benchmarks, engine, run.prompts, out_dir, cfg.eval_max_tokens, few_shot=shots,
-                                    progress=False)  # fmt: skip
+                                    desc=f"eval {name}")  # fmt: skip
     for split in ("test", "hard"):
         problems = benchmarks[f"arith_{split}"]
         by_id = {r["problem_id"]: r for r in read_jsonl(out_dir / f"arith_{split}.jsonl")}
@@ -352,7 +352,7 @@ def evaluate_tts(run: Run, name: str, model_dir: Path) -> dict:
     problems = load_benchmark("arith_test", run_data=run.data, limit=run.cfg.iterate.eval_tts)
     search_cfg = dataclasses.replace(run.cfg.search, seed=run.cfg.search.seed + run.seed)
     result = tts_vs_greedy(problems, run.engine(model_dir), run.prompts, search_cfg, path.parent,
-                           run.cfg.iterate.eval_max_tokens, progress=False)  # fmt: skip
+                           run.cfg.iterate.eval_max_tokens)  # fmt: skip
     write_json(path, {"model": name, **result})
     run.timed("tts evaluation", start)
     return result

@@ -268,8 +268,10 @@ def table_tts(models: dict) -> str | None:
 def table_appendix_b(ab: dict | None) -> str | None:
     if not ab:
         return None
-    rows = [[kind, _fmt(ab[kind]["agreement"]), _fmt(ab[kind]["consistency"]), _fmt(ab[kind]["no_preference_rate"])]
-            for kind in ("pairwise", "scoring")]  # fmt: skip
+    names = {"pairwise": "pairwise, generated verdict", "pairwise_soft": "pairwise, verdict from logits",
+             "scoring": "solution scoring"}  # fmt: skip
+    rows = [[names[kind], _fmt(ab[kind]["agreement"]), _fmt(ab[kind]["consistency"]), _fmt(ab[kind]["no_preference_rate"])]
+            for kind in names if ab.get(kind)]  # fmt: skip
     return (
         f"{ab['n']} EFT test items; pairwise judge {Path(ab['pair_judge']).name}, scorer {Path(ab['scorer']).name}. "
         "Consistency: pairwise under the A/B swap, scoring under resampling.\n\n"
