@@ -40,6 +40,9 @@ def test_benchmark_results_are_written_per_problem_and_resume(engine, tmp_path):
     assert again["a"]["n"] == 5 and len(read_jsonl(out / "a.jsonl")) == 5
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary) == {"a", "b"} and summary["a"]["n"] == 5
+    smaller = evaluate_benchmarks({"a": _problems(2)}, engine, PROMPTS, out, max_tokens=8, progress=False)
+    assert engine.stats.calls == calls + 1 and smaller["a"]["n"] == 2  # answered from disk
+    assert json.loads((out / "summary.json").read_text())["a"]["n"] == 5  # the file still covers all on disk
     assert {"accuracy", "mean_steps", "mean_step_tokens", "no_answer_rate"} <= set(summary["a"])
 
 

@@ -91,8 +91,8 @@ def test_single_run_report_tables_and_plots(tmp_path):
     text = report([run])
     assert (run / "report.md").read_text() == text
     # Table 1: every benchmark any model was evaluated on, "-" where one was not
-    assert "| model | arith_test | arith_hard | gsm8k | avg |" in text
-    assert "| psrlm-M3 | 0.300 | 0.150 | 0.050 | 0.167 |" in text and "| srlm-M1 | 0.200 | 0.100 | - | 0.150 |" in text
+    assert "| model | arith_test (n=50) | arith_hard (n=50) | gsm8k (n=20) | avg |" in text
+    assert "| psrlm-M3 | 0.300 | 0.150 | 0.050 | 0.167 |" in text and "| srlm-M1 | 0.200 | 0.100 | - | - |" in text
     assert "| psrlm-M1 → psrlm-M3 | +0.100 | +0.050 | - |" in text  # Table 2
     assert "| M0 | 0.000 | 0.000 | 1.000 | - |" in text  # Table 3, M0 never wrote a verdict
     assert "| psrlm-M3 | 3.30 / 17.0 | 5.00 / 30.0 | 2.00 / 25.0 |" in text  # Table 4

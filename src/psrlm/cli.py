@@ -276,7 +276,7 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
         cfg.iterate.eval_appendix_b = cfg.iterate.eval_appendix_b or cfg.iterate.eval_eft or 200
         (run.dir / "eval" / "appendix_b.json").unlink(missing_ok=True)
         ab = evaluate_appendix_b(run, Path(args.model), Path(args.appendix_b))
-        print("Appendix B: " + json.dumps({k: ab[k] for k in ("pairwise", "scoring")}))
+        print("Appendix B: " + json.dumps({k: ab[k] for k in ("pairwise", "pairwise_soft", "scoring")}))
         result["appendix_b"] = ab
     print(f"results: {out_dir}")
     return result

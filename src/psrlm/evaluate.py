@@ -170,8 +170,9 @@ def evaluate_benchmarks(
     """Greedy accuracy and step statistics per benchmark; resumable.
 
     Writes `<out_dir>/<benchmark>.jsonl` (one SolveResult per problem: prompt, response, extracted answer, gold,
-    correct, steps, tokens), appended a chunk at a time, and `<out_dir>/summary.json` (rewritten atomically after
-    each chunk). A rerun skips the problems already on disk."""
+    correct, steps, tokens), appended a chunk at a time, and `<out_dir>/summary.json` (over every result on disk,
+    rewritten atomically after each benchmark). A rerun skips the problems already on disk. Returns the summary
+    of exactly the problems passed in."""
     from tqdm.auto import tqdm
 
     from psrlm.grading import Grader
@@ -182,6 +183,7 @@ def evaluate_benchmarks(
     summaries: dict = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     total = sum(len(v) for v in benchmarks.values())
     bar = tqdm(total=total, desc=desc, unit="problem", disable=not progress)
+    asked: dict[str, dict] = {}
     with Grader() as grader:
         for name, problems in benchmarks.items():
             with JsonlAppender(out_dir / f"{name}.jsonl", SolveResult) as out:
@@ -195,11 +197,13 @@ def evaluate_benchmarks(
                     done.update((r.problem_id, r) for r in results)
                     bar.update(len(batch))
                     bar.set_postfix_str(f"{name} acc {sum(r.correct for r in done.values()) / len(done):.3f}")
-            ordered = [done[p.id] for p in problems if p.id in done]
-            summaries[name] = accuracy_summary(ordered)
+            asked[name] = accuracy_summary([done[p.id] for p in problems])
+            # summary.json describes every result on disk, so a quick rerun with a smaller --limit never
+            # shrinks what the report shows; the return value describes exactly the problems asked for
+            summaries[name] = accuracy_summary(list(done.values()))
             write_json(summary_path, summaries)
     bar.close()
-    return {name: summaries[name] for name in benchmarks}
+    return asked
 
 
 # --------------------------------------------------------------------------------- test-time scaling

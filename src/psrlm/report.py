@@ -186,15 +186,20 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
 # ---------------------------------------------------------------------------------------- one run: tables
 
 
+def _bench_header(models: dict, b: str) -> str:
+    ns = {m["benchmarks"][b].get("n") for m in models.values() if b in m["benchmarks"]}
+    return f"{b} (n={ns.pop()})" if len(ns) == 1 and None not in ns else f"{b} (n varies)"
+
+
 def table_accuracy(models: dict) -> str:
-    """Table 1: greedy accuracy per benchmark, with the mean over benchmarks."""
+    """Table 1: greedy accuracy per benchmark, with the mean over benchmarks (only for models evaluated on all)."""
     benches = _benchmark_names(models)
     rows = []
     for name, m in models.items():
         accs = [m["benchmarks"].get(b, {}).get("accuracy") for b in benches]
-        have = [a for a in accs if a is not None]
-        rows.append([name] + [_fmt(a) for a in accs] + [_fmt(statistics.mean(have) if have else None)])
-    return _table(["model", *benches, "avg"], rows)
+        avg = statistics.mean(accs) if accs and None not in accs else None
+        rows.append([name] + [_fmt(a) for a in accs] + [_fmt(avg)])
+    return _table(["model", *(_bench_header(models, b) for b in benches), "avg"], rows)
 
 
 def table_deltas(models: dict) -> str:
