@@ -277,9 +277,15 @@ def table_appendix_b(ab: dict | None) -> str | None:
              "scoring": "solution scoring"}  # fmt: skip
     rows = [[names[kind], _fmt(ab[kind]["agreement"]), _fmt(ab[kind]["consistency"]), _fmt(ab[kind]["no_preference_rate"])]
             for kind in names if ab.get(kind)]  # fmt: skip
+    both = (ab.get("pairwise_soft") or {}).get("both_orders_agreement")
+    summed = (
+        ""
+        if both is None
+        else f" Logit verdicts summed over both orders (how the soft search reads them): {both:.3f}."
+    )
     return (
         f"{ab['n']} EFT test items; pairwise judge {Path(ab['pair_judge']).name}, scorer {Path(ab['scorer']).name}. "
-        "Consistency: pairwise under the A/B swap, scoring under resampling.\n\n"
+        f"Consistency: pairwise under the A/B swap, scoring under resampling.{summed}\n\n"
         + _table(["judging", "agreement with ground truth", "consistency", "no preference"], rows)
     )
 
