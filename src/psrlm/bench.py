@@ -34,6 +34,9 @@ class OnePromptPerCall:
     def generate(self, prompts, params):
         return [self.inner.generate([p], params)[0] for p in prompts]
 
+    def __getattr__(self, name):  # model/tokenizer for logit verdicts (those are read in one forward pass anyway)
+        return getattr(self.inner, name)
+
 
 def _search(problems, engine, prompts, cfg):
     from psrlm.search import run_search
