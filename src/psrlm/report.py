@@ -393,6 +393,8 @@ def plot_run(collected: dict, out_dir: Path) -> list[Path]:
     panel(axes[0], lambda m: m["benchmarks"].get(b0, {}).get("mean_steps"), f"steps per solution: {b0}", "steps")
     panel(axes[1], lambda m: m["benchmarks"].get(b0, {}).get("mean_step_tokens") or m["benchmarks"].get(b0, {}).get("mean_step_chars"),
           f"step length: {b0}", "tokens per step (chars for older runs)")  # fmt: skip
+    for ax in axes:
+        ax.set_ylim(bottom=0)
     axes[0].legend()
     save(fig, "steps_vs_iteration.png")
 
