@@ -103,3 +103,33 @@ def test_uct_concentrates_visits_on_the_branch_the_prm_likes():
         assert all(not n.children for n in t.nodes if n.steps and "boxed" in n.steps[-1])
     assert all(p.best.startswith("good") and p.worst.startswith("bad") for p in pairs)
     assert all(abs(p.p_best - p.p_worst - 0.8) < 1e-9 for p in pairs)
+
+
+def test_eft_pipeline_on_real_problems_without_an_oracle(tiny_model_dir, tmp_path):
+    """The path a user with a real model takes: problems from a JSONL, a given policy and a "+"/"-" PRM, a model
+    teacher. Here every model is the random tiny one, so this pins the plumbing, not the quality."""
+    import json
+
+    from psrlm.cli import main
+
+    problems = tmp_path / "problems.jsonl"
+    problems.write_text("".join(json.dumps({"id": f"q{i}", "question": f"What is {i} + 2?", "answer": str(i + 2)})
+                                + "\n" for i in range(3)))  # fmt: skip
+    run = tmp_path / "run"
+    sets = [f"paths.run_dir={run}", f"initdata.eft_problems={problems}", f"initdata.policy_path={tiny_model_dir}",
+            f"initdata.prm_path={tiny_model_dir}", "initdata.prm_format=next_token", "initdata.teacher=engine",
+            "initdata.teacher_engine.kind=hf", f"initdata.teacher_model={tiny_model_dir}", "initdata.iterations=3",
+            "initdata.simulation_depth=1", "initdata.expand_width=2", "initdata.max_depth=2",
+            "initdata.max_step_tokens=6", "initdata.min_margin=0.0", "initdata.judge_max_tokens=8",
+            "initdata.eft_test=1", "prompts.variant=compact"]  # fmt: skip
+    args = ["data", "eft"]
+    for s in sets:
+        args += ["--set", s]
+    assert main(args) == 0
+    counts = json.loads((run / "initdata" / "eft_counts.json").read_text())
+    assert counts["mcts"]["problems"] == 3 and "oracle_pair_precision" not in counts
+    f = counts["filters"]
+    assert f["candidate_pairs"] == f["kept"] + f["removed_teacher_failure"] + f["removed_inconsistent"] + f[
+        "removed_disagrees_with_prm"
+    ]
+    assert (run / "initdata" / "eft_train.jsonl").exists() and (run / "initdata" / "eft_rejects.jsonl").exists()

@@ -317,6 +317,10 @@ class InitDataConfig:
 
     policy_path: the MCTS policy model; empty = on arith, M0 fine-tuned on the IFT data (cached in the run).
     mcts_problems: problems searched (arith: from the EFT-train block, disjoint from the oracle EFT test set).
+    eft_problems: where MCTS takes its problems: empty = the arith pool (oracle measurements on); "math" = MATH
+        train under paths.data_dir; any other value = a JSONL read with question_field / answer_field / id_field.
+        Outside arith there is no oracle, so the PRM accuracy and pair precision are not measured, and
+        policy_path and prm_path must be set.
     iterations: MCTS iterations per problem (paper 100). simulation_depth: rollout steps after a new leaf
         (paper 3). expand_width: candidate steps sampled when a node is expanded. temperature / top_p: sampling
         of expansions and rollouts (paper 0.7 / 0.95). uct_c: exploration constant of UCT. max_depth: steps of a
@@ -355,6 +359,7 @@ class InitDataConfig:
     prm_train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, lr=5e-4, batch_size=16))
     policy_path: str = ""
     mcts_problems: int = 200
+    eft_problems: str = ""
     iterations: int = 100
     simulation_depth: int = 3
     expand_width: int = 4

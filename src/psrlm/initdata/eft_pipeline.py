@@ -296,8 +296,11 @@ def build_eft_pipeline(cfg, progress: bool = True) -> dict:
     from psrlm.prm import TokenClassificationPRM, load_prm
 
     ic = cfg.initdata
-    if cfg.model.path and not (ic.policy_path and ic.prm_path):
-        raise ValueError("with a real model (model.path), set initdata.policy_path and initdata.prm_path")
+    if (cfg.model.path or ic.eft_problems) and not (ic.policy_path and ic.prm_path):
+        raise ValueError("outside the tiny arith setup (model.path or initdata.eft_problems set), set "
+                         "initdata.policy_path and initdata.prm_path")  # fmt: skip
+    if ic.eft_problems:
+        return _build_eft_real(cfg, progress)
     if ic.teacher not in ("engine", "oracle"):
         raise ValueError(f"initdata.teacher={ic.teacher!r}: choose engine or oracle")
     out = out_dir(cfg)
@@ -334,8 +337,16 @@ def build_eft_pipeline(cfg, progress: bool = True) -> dict:
         "candidate_pairs": len(pairs),
         "problems_without_pair": sum(t.pairs == 0 for t in traces),
     }
-    if ic.teacher == "oracle":
-        teacher = OracleJudgeTeacher(by_id)
+    oracle = OracleJudgeTeacher(by_id) if ic.teacher == "oracle" else None
+    return judge_split_write(cfg, run, pairs, counts, oracle, by_id, progress)
+
+
+def judge_split_write(cfg, run, pairs, counts: dict, oracle_teacher=None, by_id=None, progress: bool = True) -> dict:
+    """Teacher judgments in both orders + filters, the train/test split, and every file and count written.
+    `by_id` (arith problems) turns on the oracle's measurement of the kept pairs."""
+    ic, out = cfg.initdata, out_dir(cfg)
+    if oracle_teacher is not None:
+        teacher = oracle_teacher
         kept, rejects, filt = judge_and_filter(pairs, teacher)
     else:
         from psrlm.initdata.teacher_cache import make_teacher
@@ -346,7 +357,8 @@ def build_eft_pipeline(cfg, progress: bool = True) -> dict:
             filt["teacher_cache_hits"] = cached.stats.cache_hits
     counts["teacher"] = teacher.name
     counts["filters"] = filt
-    counts["oracle_pair_precision"] = pair_precision(kept, by_id)
+    if by_id is not None:
+        counts["oracle_pair_precision"] = pair_precision(kept, by_id)
     train_ex, test_ex = split_by_problem(kept, ic.eft_test, ic.seed)
     counts["split"] = {"train": len(train_ex), "test": len(test_ex)}
     write_jsonl(out / "eft_train.jsonl", train_ex)
@@ -354,6 +366,42 @@ def build_eft_pipeline(cfg, progress: bool = True) -> dict:
     write_jsonl(out / "eft_rejects.jsonl", rejects)
     write_json(out / "eft_counts.json", counts)
     return counts
+
+
+def read_eft_problems(cfg) -> list[Problem]:
+    """MCTS problems outside arith: MATH train ("math") or any question/answer JSONL (initdata field names)."""
+    from psrlm.initdata.segment import read_rows
+
+    ic = cfg.initdata
+    if ic.eft_problems == "math":
+        rows = read_rows(cfg.paths.resolved_data_dir() / "train" / "math" / "train.jsonl", "math")
+    else:  # the solution field is not needed here: read the question as both
+        rows = read_rows(Path(ic.eft_problems), "jsonl", ic.question_field, ic.question_field, ic.answer_field,
+                         ic.id_field)  # fmt: skip
+    return [Problem(r.id, r.question, r.answer or "", "eft_problems") for r in rows[: ic.mcts_problems]]
+
+
+def _build_eft_real(cfg, progress: bool) -> dict:
+    """The pipeline for a real policy and PRM on real problems: no oracle, so nothing is measured against one."""
+    from psrlm.engines import make_engine
+    from psrlm.initdata.mcts import run_mcts
+    from psrlm.iterate import Run
+    from psrlm.prm import load_prm
+
+    ic = cfg.initdata
+    if ic.teacher != "engine":
+        raise ValueError("outside arith the teacher must be a model: set initdata.teacher=engine")
+    run, out = Run(cfg), out_dir(cfg)
+    problems = read_eft_problems(cfg)
+    engine = make_engine(cfg.engine, ic.policy_path)
+    prm = load_prm(ic.prm_format, ic.prm_path, ic)
+    traces, pairs = run_mcts(problems, engine, prm, run.prompts, ic, out_dir=out / "mcts", progress=progress)
+    counts: dict = {"policy": ic.policy_path, "prm": {"path": ic.prm_path, "format": ic.prm_format},
+                    "problems": ic.eft_problems,
+                    "mcts": {"problems": len(traces), "nodes": sum(t.nodes for t in traces),
+                             "gen_tokens": sum(t.gen_tokens for t in traces), "candidate_pairs": len(pairs),
+                             "problems_without_pair": sum(t.pairs == 0 for t in traces)}}  # fmt: skip
+    return judge_split_write(cfg, run, pairs, counts, progress=progress)
 
 
 def pair_precision(examples: list[JudgeExample], problems: dict[str, Problem]) -> dict:
