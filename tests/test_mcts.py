@@ -129,7 +129,8 @@ def test_eft_pipeline_on_real_problems_without_an_oracle(tiny_model_dir, tmp_pat
     counts = json.loads((run / "initdata" / "eft_counts.json").read_text())
     assert counts["mcts"]["problems"] == 3 and "oracle_pair_precision" not in counts
     f = counts["filters"]
-    assert f["candidate_pairs"] == f["kept"] + f["removed_teacher_failure"] + f["removed_inconsistent"] + f[
-        "removed_disagrees_with_prm"
-    ]
+    assert (
+        f["candidate_pairs"]
+        == f["kept"] + f["removed_teacher_failure"] + f["removed_inconsistent"] + f["removed_disagrees_with_prm"]
+    )
     assert (run / "initdata" / "eft_train.jsonl").exists() and (run / "initdata" / "eft_rejects.jsonl").exists()
