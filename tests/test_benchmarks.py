@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from psrlm.records import RecordError
 from psrlm.tasks.benchmarks import BenchmarkError, load_benchmark, parse_benchmarks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,22 +54,22 @@ def _write(tmp_path: Path, name: str, lines: list[str]) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("name", "lines", "message"),
+    ("name", "lines", "error", "message"),
     [
-        ("math500", ['{"problem": "1+1?", "answer": "2"}', "{not json"], "test.jsonl:2: not valid JSON"),
-        ("math500", ['["a", "list"]'], "test.jsonl:1: expected a JSON object"),
-        ("gsm8k", ['{"problem": "q", "answer": "#### 3"}'], "test.jsonl:1: gsm8k rows need a non-empty string 'question'"),
-        ("gsm8k", ['{"question": "q", "answer": "no marker"}'], "test.jsonl:1: gsm8k 'answer' field has no '####'"),
-        ("olympiadbench", ['{"question": "q", "final_answer": []}'], "test.jsonl:1: olympiadbench 'final_answer'"),
-        ("aime24", ['{"problem": "q"}'], "test.jsonl:1: aime24 row has no 'answer' field"),
-        ("amc23", [""], "no rows"),
+        ("math500", ['{"problem": "1+1?", "answer": "2"}', "{not json"], RecordError, "test.jsonl:2: malformed JSON"),
+        ("math500", ['["a", "list"]'], RecordError, "test.jsonl:1: expected a JSON object"),
+        ("gsm8k", ['{"problem": "q", "answer": "#### 3"}'], BenchmarkError, "test.jsonl:1: gsm8k rows need a non-empty string 'question'"),
+        ("gsm8k", ['{"question": "q", "answer": "no marker"}'], BenchmarkError, "test.jsonl:1: gsm8k 'answer' field has no '####'"),
+        ("olympiadbench", ['{"question": "q", "final_answer": []}'], BenchmarkError, "test.jsonl:1: olympiadbench 'final_answer'"),
+        ("aime24", ['{"problem": "q"}'], BenchmarkError, "test.jsonl:1: aime24 row has no 'answer' field"),
+        ("amc23", [""], BenchmarkError, "no rows"),
     ],
 )  # fmt: skip
-def test_bad_shape_names_file_and_line(tmp_path, name, lines, message):
+def test_bad_shape_names_file_and_line(tmp_path, name, lines, error, message):
     data = _write(tmp_path, name, lines)
-    with pytest.raises(BenchmarkError) as err:
+    with pytest.raises(error) as err:
         load_benchmark(name, data)
-    assert message in str(err.value)
+    assert type(err.value) is error and message in str(err.value)
 
 
 def test_missing_file_and_unknown_names(tmp_path):

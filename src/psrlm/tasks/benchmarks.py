@@ -6,17 +6,17 @@ AMC2023 (Qwen2.5-Math evaluation format), plus the embedded arith splits of a ru
     load_hf_benchmark("HuggingFaceH4/MATH-500", "test", "problem", "answer")
 
 The gold answer is read as Qwen2.5-Math's `parse_ground_truth` reads it (`grading.gold_answer`), so a model's
-`\\boxed{}` answer is graded exactly as the paper's numbers were. A row that is not a JSON object, lacks the
-question field, or has a malformed gold field raises `BenchmarkError` naming the file and line.
+`\\boxed{}` answer is graded exactly as the paper's numbers were. A line that is not a JSON object raises
+`RecordError`, a row without the question field or with a malformed gold field `BenchmarkError` (a RecordError);
+both name the file and line.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from psrlm.grading import BENCHMARKS, gold_answer
-from psrlm.records import Problem, read_jsonl
+from psrlm.records import Problem, RecordError, iter_json_rows, read_jsonl
 
 # which field holds the question in each file (see shared/data/benchmarks/README.md)
 QUESTION_FIELD = {
@@ -34,8 +34,9 @@ ALL_BENCHMARKS = ARITH_SPLITS + BENCHMARKS
 _META_FIELDS = ("level", "subject", "unique_id", "idx", "id", "answer_type", "subfield")
 
 
-class BenchmarkError(ValueError):
-    """A benchmark file that cannot be read as the loader expects; the message names file and line."""
+class BenchmarkError(RecordError):
+    """A benchmark row that cannot be read as the loader expects; the message names file and line. (Lines that
+    are not JSON objects at all raise `records.iter_json_rows`'s RecordError.)"""
 
 
 def benchmark_path(name: str, data_dir: Path) -> Path:
@@ -79,25 +80,16 @@ def load_benchmark(
             f"{path} not found: point paths.data_dir (or $PSRLM_DATA) at a folder holding benchmarks/{name}/test.jsonl"
         )
     problems = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            problems.append(_row_to_problem(name, line, f"{path}:{lineno}", len(problems)))
-            if 0 < limit <= len(problems):
-                break
+    for lineno, row in iter_json_rows(path):  # a line that is not a JSON object fails there, naming file:line
+        problems.append(_row_to_problem(name, row, f"{path}:{lineno}", len(problems)))
+        if 0 < limit <= len(problems):
+            break
     if not problems:
         raise BenchmarkError(f"{path}: no rows")
     return problems
 
 
-def _row_to_problem(name: str, line: str, where: str, index: int) -> Problem:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise BenchmarkError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-    if not isinstance(row, dict):
-        raise BenchmarkError(f"{where}: expected a JSON object, got {type(row).__name__}")
+def _row_to_problem(name: str, row: dict, where: str, index: int) -> Problem:
     qfield = QUESTION_FIELD[name]
     question = row.get(qfield)
     if not isinstance(question, str) or not question.strip():
