@@ -14,10 +14,10 @@ import logging
 import os
 import tempfile
 import typing
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -176,14 +176,15 @@ def _umask_mode() -> int:
 _FILE_MODE = _umask_mode()
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder + rename: readers see the old file or the new one, never half."""
+def _atomic_write(path: Path, write: Callable[[IO], None], mode: str) -> None:
+    """Write via a temp file in the same folder + fsync + rename: readers see the old file or the new one, never
+    half. `write` fills the open temp file (opened with `mode`, "w" or "wb")."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600; results are ordinary files others may read
@@ -194,21 +195,13 @@ def atomic_write_text(path: Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write(path, lambda fh: fh.write(text), "w")
+
+
 def save_figure(fig, path: Path, dpi: int = 120) -> None:
-    """A matplotlib figure as PNG, atomically (temp file + fsync + rename), like every other result file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """A matplotlib figure as PNG, atomically, like every other result file."""
+    _atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight"), "wb")
 
 
 def write_json(path: Path, obj: Any) -> None:
