@@ -10,7 +10,9 @@ from psrlm.engines.base import Completion, Engine, EngineStats, GenParams
 __all__ = ["Completion", "Engine", "EngineStats", "GenParams", "make_engine"]
 
 
-def make_engine(cfg: EngineConfig, model_path: str | Path | None = None) -> Engine:
+def make_engine(cfg: EngineConfig, model_path: str | Path | None = None, on_error: str = "raise") -> Engine:
+    """`on_error` (openai only): "raise" after the retries, or "empty" to answer a failed request with an empty
+    completion marked finish_reason="error" (for long stages that count failures and go on)."""
     if cfg.kind == "hf":
         from psrlm.engines.hf import HFEngine
 
@@ -30,5 +32,6 @@ def make_engine(cfg: EngineConfig, model_path: str | Path | None = None) -> Engi
             timeout_s=cfg.timeout_s,
             max_retries=cfg.max_retries,
             extra_body=cfg.extra_body,
+            on_error=on_error,
         )
     raise ValueError(f"unknown engine.kind {cfg.kind!r}; choose 'hf' or 'openai'")

@@ -114,22 +114,8 @@ def make_teacher(cfg, run_dir: Path, progress: bool = True) -> CachedTeacher:
     ec = ic.teacher_engine
     if not ic.teacher_model and not ec.model_name:
         raise ValueError("initdata.teacher=engine needs initdata.teacher_model (server model name or HF model dir)")
-    if ec.kind == "openai":
-        from psrlm.engines.openai_api import OpenAIEngine
+    from psrlm.engines import make_engine
 
-        engine = OpenAIEngine(
-            ec.base_urls,
-            ec.model_name or ic.teacher_model,
-            api_key_env=ec.api_key_env,
-            concurrency=ec.concurrency,
-            timeout_s=ec.timeout_s,
-            max_retries=ec.max_retries,
-            extra_body=ec.extra_body,
-            on_error="empty",
-        )
-    else:
-        from psrlm.engines import make_engine
-
-        engine = make_engine(ec, ic.teacher_model)
+    engine = make_engine(ec, ic.teacher_model, on_error="empty")
     cache = Path(ic.cache_dir) if ic.cache_dir else Path(run_dir) / "initdata" / "cache"
     return CachedTeacher(engine, cache, ec.model_name or ic.teacher_model, ic.chunk_size, progress)
