@@ -229,9 +229,9 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
     """Evaluate one model: greedy accuracy + step statistics per benchmark, judge accuracy, optionally test-time
     search vs greedy and the Appendix B comparison. Results go to <run>/eval/<name>/ (per-problem JSONL, resumable)."""
     from psrlm.engines import make_engine
-    from psrlm.evaluate import evaluate_benchmarks, judge_accuracy, tts_vs_greedy
-    from psrlm.iterate import Run, evaluate_appendix_b
-    from psrlm.records import JudgeExample, StepSolution, read_jsonl, write_json
+    from psrlm.evaluate import evaluate_benchmarks, tts_vs_greedy
+    from psrlm.iterate import Run, evaluate_appendix_b, evaluate_judge
+    from psrlm.records import StepSolution, read_jsonl, write_json
     from psrlm.tasks.benchmarks import ARITH_SPLITS, load_benchmark, parse_benchmarks
 
     run = Run(cfg)
@@ -254,14 +254,7 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
               f"| {s['no_answer_rate']:.3f} |")  # fmt: skip
     result: dict = {"name": name, "benchmarks": summaries}
     if args.judge:
-        eft = read_jsonl(Path(args.eft) if args.eft else run.data / "eft_test.jsonl", JudgeExample)
-        eft = eft[: cfg.iterate.eval_eft] if cfg.iterate.eval_eft else eft
-        few = read_jsonl(run.data / "eft_train.jsonl", JudgeExample)[:3] if args.few_shot else None
-        judged = {"judge": judge_accuracy(eft, engine, run.prompts, cfg.search.judge_max_tokens, few_shot=few)}
-        if hasattr(engine, "tokenizer") and not args.few_shot:
-            from psrlm.evaluate import judge_accuracy_soft
-
-            judged["judge_soft"] = judge_accuracy_soft(eft, engine, run.prompts)
+        judged = evaluate_judge(run, engine, args.few_shot, args.eft)
         write_json(out_dir / "judge.json", judged)
         print("judge: " + json.dumps(judged))
         result.update(judged)
@@ -273,9 +266,8 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
               f"{tts['tts']['accuracy']:.3f} at {tts['token_ratio']:.1f}x the tokens")  # fmt: skip
         result["tts"] = tts
     if args.appendix_b:
-        cfg.iterate.eval_appendix_b = cfg.iterate.eval_appendix_b or cfg.iterate.eval_eft or 200
-        (run.dir / "eval" / "appendix_b.json").unlink(missing_ok=True)
-        ab = evaluate_appendix_b(run, Path(args.model), Path(args.appendix_b))
+        n = cfg.iterate.eval_appendix_b or cfg.iterate.eval_eft or 200
+        ab = evaluate_appendix_b(run, Path(args.model), Path(args.appendix_b), n=n, refresh=True)
         print("Appendix B: " + json.dumps({k: ab[k] for k in ("pairwise", "pairwise_soft", "scoring")}))
         result["appendix_b"] = ab
     print(f"results: {out_dir}")

@@ -131,6 +131,7 @@ def judge_accuracy_soft(examples: list[JudgeExample], engine, prompts: Prompts) 
     """The judge as `search.verdict: soft` uses it: P(A) from logits in both orders, scores summed (bias cancels).
 
     accuracy: the de-biased pick matches the oracle; single_order_accuracy: P(A) > 0.5 in the shown order alone;
+    per_order_accuracy: each order's own pick, over both orders; swap_consistency: both orders name the same step;
     position_bias: mean P(first step better) over all asks (0.5 = none)."""
     from psrlm.search import sigmoid, verdict_log_odds
 
@@ -140,17 +141,31 @@ def judge_accuracy_soft(examples: list[JudgeExample], engine, prompts: Prompts) 
     n = len(asks)
     p_first = [sigmoid(d) for d in verdict_log_odds(engine, asks)]
     m = len(examples)
-    right = single = 0
+    right = single = per_order = consistent = 0
     for i, e in enumerate(examples):
         score_a = p_first[i] + (1.0 - p_first[m + i])
         right += ("A" if score_a > 1.0 else "B") == e.verdict
-        single += ("A" if p_first[i] > 0.5 else "B") == e.verdict
+        in_ab, in_ba = ("A" if p_first[i] > 0.5 else "B"), ("B" if p_first[m + i] > 0.5 else "A")  # step named
+        single += in_ab == e.verdict
+        per_order += (in_ab == e.verdict) + (in_ba == e.verdict)
+        consistent += in_ab == in_ba
     return {
         "n": m,
         "accuracy": right / max(1, m),
         "single_order_accuracy": single / max(1, m),
+        "per_order_accuracy": per_order / max(1, n),
+        "swap_consistency": consistent / max(1, m),
         "position_bias": sum(p_first) / max(1, n),
     }
+
+
+def judge_metrics(examples: list[JudgeExample], engine, prompts: Prompts, max_tokens: int, few_shot=None) -> dict:
+    """Table 3 for one model: generated verdicts in both orders ("judge") and, with the in-process engine and no
+    few-shot prefix, the judge read from its logits ("judge_soft")."""
+    out = {"judge": judge_accuracy(examples, engine, prompts, max_tokens, few_shot=few_shot)}
+    if hasattr(engine, "tokenizer") and not few_shot:
+        out["judge_soft"] = judge_accuracy_soft(examples, engine, prompts)
+    return out
 
 
 # ------------------------------------------------------------------------------------------- benchmarks
@@ -291,7 +306,7 @@ def compare_judging(
     """
     from psrlm.srlm import parse_score
 
-    pair = judge_accuracy(examples, pair_engine, prompts, judge_max_tokens)
+    judged = judge_metrics(examples, pair_engine, prompts, judge_max_tokens)
     asks = []
     for e in examples:
         for step in (e.step_a, e.step_b):
@@ -310,19 +325,10 @@ def compare_judging(
             prefs.append(pref)
         consistent += prefs[0] is not None and prefs[0] == prefs[1]
     n = max(1, len(examples))
-    soft = None
-    if hasattr(pair_engine, "tokenizer"):  # the judge as `search.verdict: soft` reads it: P([[A]]) from the logits
-        from psrlm.search import verdict_log_odds
-
-        ab = [prompts.judge_prompt(e.question, e.prev_steps, e.step_a, e.step_b) for e in examples]
-        ba = [prompts.judge_prompt(e.question, e.prev_steps, e.step_b, e.step_a) for e in examples]
-        d = verdict_log_odds(pair_engine, ab + ba)
-        m = len(examples)
-        picks = [("A" if d[i] > 0 else "B", "B" if d[m + i] > 0 else "A") for i in range(m)]  # step named, per order
-        soft = {"agreement": sum((x == e.verdict) + (y == e.verdict) for (x, y), e in zip(picks, examples, strict=True)) / (2 * n),
-                "consistency": sum(x == y for x, y in picks) / n,
-                "both_orders_agreement": sum((d[i] - d[m + i] > 0) == (e.verdict == "A") for i, e in enumerate(examples)) / n,
-                "no_preference_rate": 0.0}  # fmt: skip
+    pair, soft = judged["judge"], judged.get("judge_soft")
+    if soft is not None:  # the judge as `search.verdict: soft` reads it: P([[A]]) from the logits
+        soft = {"agreement": soft["per_order_accuracy"], "consistency": soft["swap_consistency"],
+                "both_orders_agreement": soft["accuracy"], "no_preference_rate": 0.0}  # fmt: skip
     return {
         "n": len(examples),
         "pairwise": {"agreement": pair["judge_accuracy"], "consistency": pair["consistency"],

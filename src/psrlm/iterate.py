@@ -299,7 +299,7 @@ def run_iteration(run: Run, method: str, it: int, parent: Path, questions: list[
 def evaluate_model(run: Run, name: str, model_dir: Path, few_shot: bool = False) -> dict:
     """Greedy accuracy per held-out split (and any `iterate.eval_benchmarks`) + judge accuracy on the EFT test
     split; cached in <run>/eval/<name>.json, per-problem results in <run>/eval/<name>/<benchmark>.jsonl."""
-    from psrlm.evaluate import evaluate_benchmarks, judge_accuracy
+    from psrlm.evaluate import evaluate_benchmarks
     from psrlm.steps import split_steps
     from psrlm.tasks.arith import label_solution
     from psrlm.tasks.benchmarks import load_benchmark
@@ -326,18 +326,23 @@ def evaluate_model(run: Run, name: str, model_dir: Path, few_shot: bool = False)
         flat = [lab.correct for ls in labels for lab in ls]
         metrics[split] = {**summaries[f"arith_{split}"], "step_precision": sum(flat) / len(flat) if flat else 0.0}
     metrics["benchmarks"] = summaries
-    eft = read_jsonl(run.data / "eft_test.jsonl", JudgeExample)
-    eft = eft[: cfg.eval_eft] if cfg.eval_eft else eft
-    few = read_jsonl(run.data / "eft_train.jsonl", JudgeExample)[:3] if few_shot else None
-    metrics["judge"] = judge_accuracy(eft, engine, run.prompts, run.cfg.search.judge_max_tokens, few_shot=few)
-    if hasattr(engine, "tokenizer") and not few_shot:  # the judge as the soft-verdict search reads it
-        from psrlm.evaluate import judge_accuracy_soft
-
-        metrics["judge_soft"] = judge_accuracy_soft(eft, engine, run.prompts)
+    metrics.update(evaluate_judge(run, engine, few_shot))
     metrics["wall_s"] = time.time() - start
     write_json(path, metrics)
     run.timed("evaluation", start)
     return metrics
+
+
+def evaluate_judge(run: Run, engine, few_shot: bool = False, eft_file: Path | None = None) -> dict:
+    """Table 3: the first `iterate.eval_eft` items of the EFT test split (or `eft_file`) in both A/B orders; with
+    `few_shot`, three EFT-train items are prepended (how M0 is asked)."""
+    from psrlm.evaluate import judge_metrics
+
+    cfg = run.cfg.iterate
+    eft = read_jsonl(Path(eft_file) if eft_file else run.data / "eft_test.jsonl", JudgeExample)
+    eft = eft[: cfg.eval_eft] if cfg.eval_eft else eft
+    few = read_jsonl(run.data / "eft_train.jsonl", JudgeExample)[:3] if few_shot else None
+    return judge_metrics(eft, engine, run.prompts, run.cfg.search.judge_max_tokens, few_shot=few)
 
 
 def evaluate_tts(run: Run, name: str, model_dir: Path) -> dict:
@@ -358,15 +363,16 @@ def evaluate_tts(run: Run, name: str, model_dir: Path) -> dict:
     return result
 
 
-def evaluate_appendix_b(run: Run, pair_model: Path, score_model: Path) -> dict:
-    """Appendix B: psrlm-M1 judging step pairs vs srlm-M1 scoring solutions, on the same EFT test items."""
+def evaluate_appendix_b(run: Run, pair_model: Path, score_model: Path, n: int = 0, refresh: bool = False) -> dict:
+    """Appendix B: `pair_model` (psrlm-M1) judging step pairs vs `score_model` (srlm-M1) scoring solutions, on the
+    same first `n` (default `iterate.eval_appendix_b`) EFT test items; cached unless `refresh`."""
     from psrlm.evaluate import compare_judging
 
     path = run.dir / "eval" / "appendix_b.json"
-    if path.exists():
+    if path.exists() and not refresh:
         return json.loads(path.read_text())
     start = time.time()
-    items = read_jsonl(run.data / "eft_test.jsonl", JudgeExample)[: run.cfg.iterate.eval_appendix_b]
+    items = read_jsonl(run.data / "eft_test.jsonl", JudgeExample)[: n or run.cfg.iterate.eval_appendix_b]
     s = run.cfg.srlm
     result = compare_judging(items, run.engine(pair_model), run.engine(score_model), run.prompts,
                              run.cfg.search.judge_max_tokens, s.judge_max_tokens, s.judge_temperature,
@@ -407,13 +413,9 @@ def run_all(cfg: Config, progress: bool = True) -> dict:
         if m is not None:
             res["manifest"] = {"pair_precision": m.metrics.get("pair_precision"), "search": m.metrics.get("search")}
     summary = {"models": results}
-    if cfg.iterate.eval_tts:
-        firsts_lasts = {f"{m}-M1" for m in cfg.iterate.methods} | {
-            f"{m}-M{len(blocks) + 1}" for m in cfg.iterate.methods
-        }
-        summary["tts"] = {
-            n: evaluate_tts(run, n, models[n]) for n in models if n in firsts_lasts and n.startswith("psrlm")
-        }
+    if cfg.iterate.eval_tts and "psrlm" in cfg.iterate.methods:  # Table 5: PSRLM's first and last model
+        tts_models = dict.fromkeys(["psrlm-M1", f"psrlm-M{len(blocks) + 1}"])
+        summary["tts"] = {n: evaluate_tts(run, n, models[n]) for n in tts_models}
     if cfg.iterate.eval_appendix_b and {"psrlm-M1", "srlm-M1"} <= set(models):
         summary["appendix_b"] = evaluate_appendix_b(run, models["psrlm-M1"], models["srlm-M1"])
     summary.update(timings_s=run.timings, wall_s=time.time() - start)
