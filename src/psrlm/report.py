@@ -186,9 +186,15 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
 # ---------------------------------------------------------------------------------------- one run: tables
 
 
-def _bench_header(models: dict, b: str) -> str:
+def _common_n(models: dict, b: str) -> int | None:
+    """The number of problems every model was evaluated on for benchmark `b`, or None when they differ."""
     ns = {m["benchmarks"][b].get("n") for m in models.values() if b in m["benchmarks"]}
-    return f"{b} (n={ns.pop()})" if len(ns) == 1 and None not in ns else f"{b} (n varies)"
+    return ns.pop() if len(ns) == 1 and None not in ns else None
+
+
+def _bench_header(models: dict, b: str) -> str:
+    n = _common_n(models, b)
+    return f"{b} (n varies)" if n is None else f"{b} (n={n})"
 
 
 def table_accuracy(models: dict) -> str:
@@ -360,8 +366,8 @@ def plot_run(collected: dict, out_dir: Path) -> list[Path]:
     benches = _benchmark_names(models)
     fig, axes = plt.subplots(1, len(benches), figsize=(4.2 * len(benches), 3.4), squeeze=False)
     for ax, b in zip(axes[0], benches, strict=True):
-        ns = {m["benchmarks"][b].get("n") for m in models.values() if b in m["benchmarks"]}
-        n_label = f" (n={ns.pop()})" if len(ns) == 1 and None not in ns else ""
+        n = _common_n(models, b)
+        n_label = "" if n is None else f" (n={n})"
         panel(
             ax, lambda m, b=b: m["benchmarks"].get(b, {}).get("accuracy"), f"greedy accuracy: {b}{n_label}", "accuracy"
         )
