@@ -95,7 +95,8 @@ class FlakyProxy:
     A failure is an HTTP status (answered with a JSON body that, like some real servers, echoes the
     Authorization header it got), "garbage" (a broken status line), "nochoices" (200 with no choices),
     ("slow", seconds) (no answer for that long, then the connection closes: a client timeout) or
-    ("text", text, finish_reason) (a well-formed 200 completion with that text: a scripted teacher answer).
+    ("text", text, finish_reason) (a well-formed 200 completion with that text: a scripted teacher answer) or
+    ("raw", status, body) (exactly those bytes: a body that is not UTF-8, not JSON, not an object).
     With `require_auth`, any other Authorization header gets a 401 (echoing it too) and nothing is forwarded.
     """
 
@@ -153,6 +154,10 @@ class FlakyProxy:
                 if isinstance(action, tuple) and action[0] == "slow":  # the client gives up first
                     time.sleep(action[1])
                     self.close_connection = True
+                    return
+                if isinstance(action, tuple) and action[0] == "raw":  # ("raw", status, body bytes) as they are
+                    record["status"] = action[1]
+                    self._answer(action[1], action[2])
                     return
                 if isinstance(action, tuple) and action[0] == "text":
                     record["status"] = 200

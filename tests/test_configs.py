@@ -79,3 +79,108 @@ def test_initdata_recipe_reuses_the_prebuilt_m0():
     cfg = load_config(REPO / "configs" / "initdata-arith.yaml")
     built = json.loads((REPO / cfg.iterate.m0_path / "psrlm_build.json").read_text())
     assert m0_key(cfg) == built["m0_key"] == m0_key(load_config(REPO / "configs" / "demo.yaml"))
+
+
+# ---------------------------------------------------------------------------------- values checked at load
+
+BAD_VALUES = [
+    ("search.max_rounds=0", "search.max_rounds"),
+    ("search.temperature=-0.1", "search.temperature"),
+    ("search.top_p=0", "search.top_p"),
+    ("search.top_p=1.5", "search.top_p"),
+    ("search.width=1", "search.width"),
+    ("search.max_step_tokens=0", "search.max_step_tokens"),
+    ("search.judge_max_tokens=0", "search.judge_max_tokens"),
+    ("search.max_steps=0", "search.max_steps"),
+    ("search.judge_mode=every", "search.judge_mode"),
+    ("search.verdict=maybe", "search.verdict"),
+    ("srlm.n_samples=0", "srlm.n_samples"),
+    ("srlm.top_p=2", "srlm.top_p"),
+    ("srlm.max_solution_tokens=0", "srlm.max_solution_tokens"),
+    ("engine.batch_size=0", "engine.batch_size"),
+    ("engine.dtype=float8", "engine.dtype"),
+    ("engine.static_cache=sometimes", "engine.static_cache"),
+    ("sft.batch_size=0", "sft.batch_size"),
+    ("dpo.lr=0", "dpo.lr"),
+    ("sft.bf16=yes-please", "sft.bf16"),
+    ("pretrain.lr_scheduler=cosin", "pretrain.lr_scheduler"),
+    ("arith.min_ops=5", "arith.min_ops"),  # min_ops <= max_ops (max_ops is 4 by default)
+    ("arith.hard_min_ops=9", "arith.hard_min_ops"),
+    ("arith.n_train=-1", "arith.n_train"),
+    ("data.eft_test=-2", "data.eft_test"),
+    ("iterate.eval_max_tokens=0", "iterate.eval_max_tokens"),
+    ("iterate.eval_limit=-1", "iterate.eval_limit"),
+    ("iterate.questions=[]", "iterate.questions"),
+    ("iterate.questions=[3, 0]", "iterate.questions"),
+    ("iterate.methods=[psrlm, dpo]", "iterate.methods"),
+    ("iterate.eval_benchmarks=[gsm9k]", "iterate.eval_benchmarks"),
+    ("initdata.top_p=0", "initdata.top_p"),
+    ("initdata.segment_max_tokens=0", "initdata.segment_max_tokens"),
+    ("initdata.prm_train.batch_size=0", "initdata.prm_train.batch_size"),
+    ("model.hidden_size=250", "model.hidden_size"),  # not a multiple of num_heads=4
+    ("prompts.variant=fancy", "prompts.variant"),
+]
+
+
+@pytest.mark.parametrize("override,key", BAD_VALUES, ids=[b[0] for b in BAD_VALUES])
+def test_out_of_range_values_are_caught_at_load_naming_key_and_source(override, key):
+    with pytest.raises(ConfigError, match=rf"{key.replace('.', r'[.]')}=.*\(--set {override.split('=')[0]}"):
+        load_config(None, [override])
+
+
+def test_range_error_in_a_recipe_names_the_file(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("search:\n  max_rounds: 0\n")
+    with pytest.raises(ConfigError, match=r"search\.max_rounds=0 \(.*r\.yaml\): must be >= 1"):
+        load_config(recipe)
+
+
+def test_every_bad_value_is_reported_at_once():
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["search.max_rounds=0", "srlm.top_p=3"])
+    assert "search.max_rounds" in str(e.value) and "srlm.top_p" in str(e.value)
+
+
+def test_openai_engine_with_logit_verdicts_is_caught_before_any_request():
+    with pytest.raises(ConfigError, match=r"search\.verdict=.soft.*engine\.kind=hf"):
+        load_config(None, ["engine.kind=openai", "engine.base_urls=[http://127.0.0.1:1/v1]", "search.verdict=soft"])
+    with pytest.raises(ConfigError, match=r"engine\.base_urls"):
+        load_config(None, ["engine.kind=openai"])
+
+
+@pytest.mark.parametrize("value,expected", [("false", False), ("true", True), ("'true'", True), ("auto", "auto")])
+def test_bf16_and_static_cache_take_yaml_booleans(value, expected):
+    cfg = load_config(None, [f"sft.bf16={value}", f"engine.static_cache={value}"])
+    assert cfg.sft.bf16 == expected and cfg.engine.static_cache == expected
+
+
+def test_duplicate_keys_in_a_recipe_are_an_error(tmp_path):
+    recipe = tmp_path / "dup.yaml"
+    recipe.write_text("sft:\n  lr: 0.1\n  epochs: 2\n  lr: 0.2\n")
+    with pytest.raises(ConfigError, match=r"dup\.yaml.*duplicate key 'lr' \(first on line 2\)"):
+        load_config(recipe)
+    recipe.write_text("sft:\n  lr: 0.1\nsft:\n  epochs: 2\n")
+    with pytest.raises(ConfigError, match="duplicate key 'sft'"):
+        load_config(recipe)
+
+
+def test_recipe_that_is_not_utf8_names_file_and_line(tmp_path):
+    recipe = tmp_path / "latin1.yaml"
+    recipe.write_bytes("paths:\n  run_dir: runs/x\n# caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.yaml:3: not UTF-8"):
+        load_config(recipe)
+
+
+def test_config_given_a_directory_or_a_bad_override(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path)
+    with pytest.raises(ConfigError, match=r"--set search\.width=\[: not valid YAML"):
+        load_config(None, ["search.width=["])
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        load_config(None, [".width=3"])
+
+
+def test_demo_recipe_leaves_precision_to_the_machine():
+    cfg = load_config(REPO / "configs" / "demo.yaml")
+    assert cfg.engine.dtype == "auto" and cfg.engine.static_cache == "auto"
+    assert cfg.pretrain.bf16 == cfg.sft.bf16 == cfg.dpo.bf16 == "auto"

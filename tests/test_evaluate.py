@@ -18,7 +18,7 @@ PROMPTS = get_prompts("compact")
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir):
-    return HFEngine(tiny_model_dir, device="cpu", batch_size=16)
+    return HFEngine(tiny_model_dir, device="cpu", dtype="float32", batch_size=16)
 
 
 def _problems(n: int, prefix: str = "p") -> list[Problem]:
@@ -88,3 +88,59 @@ def test_eval_cli_on_a_run_folder(tiny_model_dir, small_cfg, tmp_path, capsys):
     assert {"arith_test.jsonl", "arith_hard.jsonl", "summary.json", "judge.json", "tts.json"} <= {
         p.name for p in folder.iterdir()
     }
+
+
+def _other_model(tiny_model_dir, tmp_path):
+    """The tiny model with its weights changed: another model (as a retrained one would be)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    other = tmp_path / "other-src"
+    shutil.copytree(tiny_model_dir, other)
+    weights = load_file(str(other / "model.safetensors"))
+    torch.manual_seed(1)
+    save_file({k: v + 0.5 * torch.randn_like(v) for k, v in weights.items()}, str(other / "model.safetensors"),
+              metadata={"format": "pt"})  # fmt: skip
+    return other
+
+
+def test_eval_results_belong_to_their_model_and_settings(tiny_model_dir, tmp_path, capsys):
+    """The reported stale cache: a different model under the same folder name, or other settings, reported the
+    first model's rows. Now each is computed afresh (old rows moved aside, not deleted); equal ones are reused."""
+    import shutil
+
+    from psrlm.cli import main
+    from tests.conftest import SMALL
+
+    run = tmp_path / "run"
+    model = tmp_path / "models" / "M"  # the folder name is what used to key the cache
+    shutil.copytree(tiny_model_dir, model)
+
+    def ev(*extra) -> dict:
+        args = ["eval", "--model", str(model), "--limit", "4", "--no-judge", "--benchmarks", "arith_test", *extra]
+        for s in [*SMALL, f"paths.run_dir={run}", "iterate.eval_max_tokens=24"]:
+            args += ["--set", s]
+        assert main(args) == 0, capsys.readouterr().err
+        capsys.readouterr()
+        rows = read_jsonl(run / "eval" / "M" / "arith_test.jsonl", SolveResult)
+        return {r.problem_id: (r.response, r.tokens) for r in rows}
+
+    first = ev()
+    path = run / "eval" / "M" / "arith_test.jsonl"
+    stamp = path.stat().st_mtime_ns
+    assert ev() == first and path.stat().st_mtime_ns == stamp  # same model, same settings: reused as is
+
+    shutil.rmtree(model)
+    shutil.copytree(_other_model(tiny_model_dir, tmp_path), model)  # another model, same name
+    second = ev()
+    assert second != first
+    replaced = list((run / "replaced").glob("*/eval/M/arith_test.jsonl"))
+    assert len(replaced) == 1  # the old rows are kept aside
+
+    shorter = ev("--max-tokens", "3")  # another setting that changes results
+    assert all(tokens <= 3 for _, tokens in shorter.values()) and shorter != second
+    few = ev("--few-shot")
+    assert few != second
+    assert len(list(run.glob("replaced/*/eval/M/arith_test.jsonl"))) == 3  # every replaced version kept

@@ -2,11 +2,14 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from psrlm.iterate import pair_precision
 from psrlm.records import PreferencePair, Problem, SearchTrace, read_jsonl, sha256_file
@@ -131,3 +134,67 @@ def test_pair_precision_counts_with_the_oracle():
     got = pair_precision(pairs, {"x": problem})
     assert got["labelled"] == 4 and got["precision"] == 0.5
     assert got["both_correct"] == 1 and got["wrong_correct"] == 1
+
+
+# ------------------------------------------------------------------------------ settings of a finished run
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    from psrlm.configs import load_config
+    from psrlm.iterate import run_all
+
+    run = tmp_path_factory.mktemp("loop") / "run"
+    run_all(load_config(None, LOOP + [f"paths.run_dir={run}", "iterate.methods=[psrlm]"]), progress=False)
+    return run
+
+
+def _rerun(run, *extra, fresh=False):
+    from psrlm.configs import load_config
+    from psrlm.iterate import run_all
+
+    return run_all(load_config(None, LOOP + [f"paths.run_dir={run}", "iterate.methods=[psrlm]", *extra]),
+                   progress=False, fresh=fresh)  # fmt: skip
+
+
+def test_a_finished_rerun_keeps_the_stage_timings(finished_run):
+    before = json.loads((finished_run / "summary.json").read_text())["timings_s"]
+    assert before["psrlm search"] > 0 and before["psrlm M1 SFT"] > 0 and before["evaluation"] > 0
+    manifest = finished_run / "manifests" / "psrlm-M2.json"
+    stamp = manifest.stat().st_mtime_ns
+    after = _rerun(finished_run)["timings_s"]
+    assert manifest.stat().st_mtime_ns == stamp  # nothing rebuilt
+    for stage, seconds in before.items():
+        assert after[stage] >= seconds - 1e-6, stage
+
+
+@pytest.mark.parametrize("change,key", [("search.width=3", "search.width: 4 -> 3"), ("dpo.beta=0.2", "dpo.beta: 0.1 -> 0.2"),
+                                        ("sft.lr=0.002", "sft.lr: 0.003 -> 0.002")])  # fmt: skip
+def test_a_rerun_with_other_settings_is_refused_naming_the_keys(finished_run, change, key):
+    from psrlm.folders import FolderError
+
+    with pytest.raises(FolderError, match=rf"made with other settings \(.*{re.escape(key)}.*--fresh"):
+        _rerun(finished_run, change)
+
+
+def test_search_with_another_method_into_a_psrlm_folder_is_refused(finished_run, capsys):
+    from psrlm.cli import main
+
+    sets = sum((["--set", s] for s in LOOP + [f"paths.run_dir={finished_run}"]), [])
+    code = main(["search", *sets, "--method", "srlm", "--model", str(finished_run / "models" / "psrlm-M1"),
+                 "--problems", str(finished_run / "data" / "fresh_questions.jsonl"),
+                 "--out", str(finished_run / "psrlm" / "it2")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "method: psrlm -> srlm" in err
+
+
+def test_fresh_rebuilds_what_changed_and_keeps_the_rest(finished_run):
+    m1 = finished_run / "manifests" / "psrlm-M1.json"
+    m1_stamp = m1.stat().st_mtime_ns
+    summary = _rerun(finished_run, "dpo.beta=0.2", fresh=True)
+    assert m1.stat().st_mtime_ns == m1_stamp  # M1's settings did not change: kept
+    manifest = json.loads((finished_run / "manifests" / "psrlm-M2.json").read_text())
+    assert manifest["settings"]["dpo.beta"] == 0.2
+    assert list(finished_run.glob("replaced/*/models/psrlm-M2/model.safetensors"))  # the old M2 moved aside
+    assert "psrlm-M2" in summary["models"]
+    _rerun(finished_run, "dpo.beta=0.2")  # and now it resumes as it is

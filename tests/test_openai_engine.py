@@ -210,3 +210,73 @@ def test_an_answer_without_choices_is_an_error(server: Server):
         eng = make_engine([proxy.base_url], server.model, on_error="empty")
         [[c]] = eng.generate([PROMPTS[0]], GenParams(max_new_tokens=4))
     assert c == Completion("", 0, "error") and eng.stats.errors == 1 and proxy.statuses == [200]
+
+
+@pytest.mark.parametrize("body,what", [(b'{"choices": [\xff\xfe]}', "not UTF-8"), (b"[1, 2, 3]", "not a JSON object"),
+                                       (b'"just a string"', "not a JSON object")])  # fmt: skip
+def test_a_body_that_is_not_a_utf8_json_object_is_a_failed_request_naming_the_url(server: Server, body, what):
+    with FlakyProxy(server.root, failures=[("raw", 200, body)] * 2) as proxy:
+        eng = make_engine([proxy.base_url], server.model, max_retries=1, on_error="empty")
+        [[c]] = eng.generate([PROMPTS[0]], GenParams(max_new_tokens=4))
+        assert c.finish_reason == "error" and eng.stats.errors == 1
+        raising = make_engine([proxy.base_url], server.model, max_retries=0)
+        proxy.failures.append(("raw", 200, body))
+        with pytest.raises(EngineError, match=rf"{what} from {proxy.base_url}/completions"):
+            raising.generate([PROMPTS[0]], GenParams(max_new_tokens=4))
+
+
+VLLM_TOO_LONG = ("This model's maximum context length is 512 tokens. However, you requested 530 tokens (500 in the "
+                 "messages, 30 in the completion). Please reduce the length of the messages or completion.")  # fmt: skip
+
+
+def test_context_overflow_answers_clamp_or_skip_and_are_counted(server: Server):
+    """vLLM's 400 for prompt + max_tokens > context: with room left the request is asked again with max_tokens
+    clamped to the room; with none the prompt is skipped (finish_reason "context"), never cut."""
+    clamp = ("raw", 400, json.dumps({"object": "error", "message": VLLM_TOO_LONG}).encode())
+    no_room = ("raw", 400, json.dumps({"message": VLLM_TOO_LONG.replace("(500 in", "(600 in")}).encode())
+    with FlakyProxy(server.root, failures=[clamp]) as proxy:
+        eng = make_engine([proxy.base_url], server.model, concurrency=1)
+        [[a]] = eng.generate([PROMPTS[0]], GenParams(max_new_tokens=30))
+        assert proxy.seen[1]["body"]["max_tokens"] == 12  # 512 - 500, asked again
+        proxy.failures.append(no_room)
+        [[b]] = eng.generate([PROMPTS[1]], GenParams(max_new_tokens=30))
+        assert a.finish_reason in ("stop", "length") and a.tokens <= 12
+        assert b == Completion("", 0, "context")
+        assert eng.stats.clamped_prompts == 1 and eng.stats.skipped_prompts == 1 and eng.stats.errors == 0
+
+
+def test_ctrl_c_during_hung_requests_stops_at_once_with_one_line(server: Server, tiny_model_dir, tmp_path):
+    """The reported case: Ctrl-C waited out every retry of requests that hang (27 s at timeout 10 s x 2 retries).
+    Now the stage stops at once, keeps what it committed, and prints one line."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import SMALL
+
+    problems = tmp_path / "p.jsonl"
+    problems.write_text("".join(json.dumps({"id": f"p{i}", "question": f"{i} + 1?", "answer": str(i + 1),
+                                            "source": "t"}) + "\n" for i in range(4)))  # fmt: skip
+    with FlakyProxy(server.root, failures=[("slow", 30)] * 50) as proxy:
+        sets = [*SMALL, f"paths.run_dir={tmp_path / 'run'}", "engine.kind=openai", f"engine.base_urls=[{proxy.base_url}]",
+                f"engine.model_name={server.model}", "engine.timeout_s=10", "engine.max_retries=2",
+                "search.verdict=generate"]  # fmt: skip
+        cmd = [sys.executable, "-m", "psrlm.cli", "search", *sum((["--set", s] for s in sets), []),
+               "--problems", str(problems), "--out", str(tmp_path / "out")]  # fmt: skip
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "TQDM_DISABLE": "1"})  # fmt: skip
+        deadline = time.time() + 60
+        while not proxy.seen and time.time() < deadline:
+            time.sleep(0.05)
+        assert proxy.seen, "no request reached the server"
+        time.sleep(0.5)
+        sent = time.time()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        took = time.time() - sent
+    assert took < 3, f"took {took:.1f}s to stop"
+    assert proc.returncode == 130
+    assert "interrupted" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / ".psrlm-lock").exists()  # released on the way out

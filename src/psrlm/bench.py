@@ -15,7 +15,6 @@ writes `<run_dir>/bench/bench.json`, and ends with `search_vs_raw=<r> search_vs_
 from __future__ import annotations
 
 import dataclasses
-import platform
 import time
 from pathlib import Path
 
@@ -89,10 +88,7 @@ def judge_mode_agreement(engine, prompts, problems, cfg) -> dict:
         outs = judge_all(engine, asks, cfg, seed=2) if asks else []
         picks = []
         for (offset, pairs), (_, s) in zip(spans, sets, strict=True):
-            js = [
-                Judgment(a, b, verdict, p_a=p_a)
-                for (a, b), (verdict, p_a, _) in zip(pairs, outs[offset:], strict=False)
-            ]
+            js = [Judgment(a, b, v.verdict, p_a=v.p_a) for (a, b), v in zip(pairs, outs[offset:], strict=False)]
             sc = score_candidates(len(s), js, cfg.scoring, cfg.tie_margin)
             picks.append(None if sc.tie else (sc.best, sc.worst))
         modes[mode] = {"calls": len(asks), "picks": picks}
@@ -145,6 +141,57 @@ def grading_throughput(data_dir: Path, mismatched: int = 300) -> dict:
     return out
 
 
+def precision_comparison(cfg: Config, model_dir: Path, prompts, problems: list[Problem]) -> dict:
+    """fp32 vs bf16 (and the static KV cache on/off) on this machine, for what the demo spends its time on: the
+    search's candidate sampling, its logit-read judging, and a TRL SFT step. bf16 is measured only where it is
+    native (or on CUDA): emulated bf16 on a CPU is known to be ~30x slower and would take minutes to show it."""
+    import tempfile
+
+    from psrlm import hardware, train
+    from psrlm.configs import TrainConfig
+    from psrlm.engines.hf import HFEngine
+    from psrlm.records import StepSolution
+    from psrlm.search import verdict_log_odds
+
+    device = hardware.pick_device(cfg.engine.device)
+    native = device.startswith("cuda") or hardware.native_bf16_cpu()
+    sc = cfg.search
+    step_prompts = [prompts.step_prompt(p.question, p.meta["steps"][:1]) for p in problems]
+    judge_prompts = [prompts.judge_prompt(p.question, p.meta["steps"][:1], p.meta["steps"][1], p.meta["steps"][0])
+                     for p in problems for _ in range(sc.width)]  # fmt: skip
+    sol = read_jsonl(Path(cfg.paths.run_dir) / "data" / "ift.jsonl", StepSolution)[: 4 * cfg.sft.batch_size]
+    rows = train.ift_rows(sol, prompts)
+    out: dict = {"chosen": hardware.describe(cfg.engine, {"sft": cfg.sft}), "runs": []}
+    for dtype in ("float32", "bfloat16"):
+        if dtype == "bfloat16" and not native:
+            out["runs"].append({"dtype": dtype, "skipped": "no native bf16 here: emulated, ~30x slower than fp32"})
+            continue
+        for static in (False, True):
+            eng = HFEngine(
+                model_dir, device=device, dtype=dtype, batch_size=cfg.engine.batch_size, static_cache=static
+            )
+            params = GenParams(n=sc.width, temperature=sc.temperature, top_p=sc.top_p,
+                               max_new_tokens=sc.max_step_tokens, seed=0)  # fmt: skip
+            eng.generate(step_prompts[:2], params)  # warm-up
+            start = time.perf_counter()
+            before = eng.stats.gen_tokens
+            eng.generate(step_prompts, params)
+            gen_s = time.perf_counter() - start
+            start = time.perf_counter()
+            verdict_log_odds(eng, judge_prompts)
+            judge_s = time.perf_counter() - start
+            out["runs"].append({"dtype": dtype, "static_cache": static,
+                                "sample_tok_per_s": (eng.stats.gen_tokens - before) / gen_s,
+                                "judge_prompts_per_s": len(judge_prompts) / judge_s})  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            tc = TrainConfig(epochs=1, lr=cfg.sft.lr, batch_size=cfg.sft.batch_size, bf16=dtype == "bfloat16",
+                             logging_steps=1)  # fmt: skip
+            info = train.sft(model_dir, rows, tc, Path(tmp) / "m")
+            out["runs"].append({"dtype": dtype, "sft_s_per_step": info["wall_s"] / max(1, info["steps"]),
+                                "sft_steps": info["steps"]})  # fmt: skip
+    return out
+
+
 def run_bench(cfg: Config, model_dir: Path, n_problems: int, n_naive: int) -> dict:
     from psrlm.engines import make_engine
     from psrlm.prompts import get_prompts
@@ -169,19 +216,21 @@ def run_bench(cfg: Config, model_dir: Path, n_problems: int, n_naive: int) -> di
     evaluation = eval_throughput(engine, prompts, problems, cfg.iterate.eval_max_tokens)
     data_dir = cfg.paths.resolved_data_dir()
     grading = grading_throughput(data_dir) if (data_dir / "benchmarks" / "math").is_dir() else None
-    import torch
+    precision = precision_comparison(cfg, model_dir, prompts, problems) if cfg.engine.kind == "hf" else None
+    from psrlm.hardware import describe
 
     report = {
-        "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
+        "machine": describe(cfg.engine, {"sft": cfg.sft, "dpo": cfg.dpo}),
         "device": cfg.engine.device,
         "model": str(model_dir),
         "settings": {
             "width": scfg.width,
             "judge_mode": scfg.judge_mode,
-            "dtype": cfg.engine.dtype,
+            "dtype": getattr(engine, "dtype_name", cfg.engine.dtype),
             "batch_size": cfg.engine.batch_size,
-            "static_cache": cfg.engine.static_cache,
+            "static_cache": getattr(engine, "static_cache", cfg.engine.static_cache),
         },  # fmt: skip
+        "precision": precision,
         "raw": raw,
         "search": batched,
         "naive": naive,
@@ -196,7 +245,9 @@ def run_bench(cfg: Config, model_dir: Path, n_problems: int, n_naive: int) -> di
 
 
 def print_report(r: dict) -> None:
-    print(f"\nmachine: {r['machine']}   model: {r['model']}   settings: {r['settings']}\n")
+    from psrlm.hardware import one_line
+
+    print(f"\n{one_line(r['machine'])}\nmodel: {r['model']}   settings: {r['settings']}\n")
     print("| run | problems | seconds | gen tokens | tok/s | problems/min |")
     print("|---|---|---|---|---|---|")
     print(f"| (a) raw batched generation | - | {r['raw']['seconds']:.1f} | {r['raw']['tokens']} "
@@ -224,4 +275,16 @@ def print_report(r: dict) -> None:
         print(f"grading MATH gold answers: round trip {g['round_trip']['items_per_s']:.0f}/s "
               f"({g['round_trip']['correct']:.1%} correct); mismatched pairs through math-verify "
               f"{g['mismatched']['items_per_s']:.0f}/s")  # fmt: skip
+    if r.get("precision"):
+        print("\nprecision on this machine (what `auto` chooses is the first line above):")
+        print("| dtype | static KV cache | sampling tok/s | judge prompts/s (logits) | TRL SFT s/step |")
+        print("|---|---|---|---|---|")
+        for x in r["precision"]["runs"]:
+            if "skipped" in x:
+                print(f"| {x['dtype']} | - | skipped: {x['skipped']} | - | - |")
+            elif "sft_s_per_step" in x:
+                print(f"| {x['dtype']} | - | - | - | {x['sft_s_per_step']:.2f} ({x['sft_steps']} steps) |")
+            else:
+                print(f"| {x['dtype']} | {x['static_cache']} | {x['sample_tok_per_s']:.0f} "
+                      f"| {x['judge_prompts_per_s']:.0f} | - |")  # fmt: skip
     print(f"\nsearch_vs_raw={r['search_vs_raw']:.3f} search_vs_naive={r['search_vs_naive']:.3f}")

@@ -36,8 +36,16 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _machine(cfg: Config) -> dict:
+    """The machine and the precision every `auto` resolved to on it (hardware.py)."""
+    from psrlm.hardware import describe
+
+    return describe(cfg.engine, {"pretrain": cfg.pretrain, "sft": cfg.sft, "dpo": cfg.dpo})
+
+
 def _record_run(cfg: Config, stage: str, started: float, result: dict) -> None:
-    """Append what ran, with which config, to <run_dir>/logs/runs.jsonl and save the config beside it."""
+    """Append what ran, with which config, on which machine at which precision, to <run_dir>/logs/runs.jsonl and
+    save the config beside it."""
     from psrlm.records import JsonlAppender
 
     logs = Path(cfg.paths.run_dir) / "logs"
@@ -48,6 +56,7 @@ def _record_run(cfg: Config, stage: str, started: float, result: dict) -> None:
         "started": stamp,
         "wall_s": round(time.time() - started, 2),
         "argv": sys.argv[1:],
+        "machine": _machine(cfg),
         "result": result,
         "config": config_to_dict(cfg),
     }
@@ -126,7 +135,7 @@ def cmd_model_init(cfg: Config) -> dict:
     return {"model_path": str(path), "parameters": info["parameters"]}
 
 
-def cmd_demo(cfg: Config) -> dict:
+def cmd_demo(cfg: Config, args: argparse.Namespace) -> dict:
     """The main job on the embedded default: the whole method (iterate), then the report."""
     from psrlm.initdata.build import data_dir
     from psrlm.records import JudgeExample, Problem, read_jsonl
@@ -138,7 +147,7 @@ def cmd_demo(cfg: Config) -> dict:
     print(f"\nexample problem ({p.id}): {p.question}")
     print(f"example EFT item ({ex.meta['error_kind']}): A: {ex.step_a} | B: {ex.step_b} -> {ex.explanation} "
           f"[[{ex.verdict}]]\n")  # fmt: skip
-    result = cmd_iterate(cfg)
+    result = cmd_iterate(cfg, args)
     from psrlm.report import report
 
     out = Path(cfg.paths.run_dir) / "report.md"
@@ -150,18 +159,41 @@ def cmd_demo(cfg: Config) -> dict:
 def cmd_search(cfg: Config, args: argparse.Namespace) -> dict:
     """Self-judging step search (or the SRLM baseline) over a problem file, resumable into --out."""
     from psrlm.engines import make_engine
+    from psrlm.folders import FolderLock, claim_settings, recorded_extra
+    from psrlm.iterate import generation_settings
     from psrlm.prompts import get_prompts
-    from psrlm.records import Problem, read_jsonl, write_json
+    from psrlm.records import read_problems
 
-    problems = read_jsonl(Path(args.problems), Problem)
+    problems = read_problems(Path(args.problems))
     if args.limit:
         problems = problems[: args.limit]
-    model = args.model or cfg.model.path
+    model = args.model or cfg.model.path or (cfg.engine.model_name if cfg.engine.kind == "openai" else "")
     if not model:
-        raise ValueError("no model: pass --model DIR or set model.path")
-    engine = make_engine(cfg.engine, model)
-    prompts = get_prompts(cfg.prompts.variant)
+        raise ValueError("no model: pass --model DIR or set model.path (engine.model_name for a server)")
+    if cfg.engine.kind == "hf":
+        from psrlm.checkpoints import resolve_model
+
+        model = resolve_model(model, "--model" if args.model else "model.path")
     out = Path(args.out)
+    lock = FolderLock(out, f"search --method {args.method}")  # checks the folder is writable, before any model loads
+    lock.acquire()
+    try:
+        from psrlm.evaluate import eval_settings
+
+        ident, extra = eval_settings(cfg.engine, model, cfg.prompts.variant, 0, None, recorded_extra(out))
+        section = "srlm" if args.method == "srlm" else "search"
+        settings = {"method": args.method, "model": ident["model"], "engine": ident["engine"],
+                    "prompts": {"variant": cfg.prompts.variant}, section: generation_settings(getattr(cfg, section))}  # fmt: skip
+        claim_settings(out, settings, fresh=args.fresh, extra=extra)
+        engine = make_engine(cfg.engine, model)
+        return _search(cfg, args, problems, engine, get_prompts(cfg.prompts.variant), model, out)
+    finally:
+        lock.release()
+
+
+def _search(cfg: Config, args: argparse.Namespace, problems, engine, prompts, model, out: Path) -> dict:
+    from psrlm.records import write_json
+
     started = time.time()
     if args.method == "srlm":
         from psrlm.srlm import run_srlm
@@ -178,10 +210,10 @@ def cmd_search(cfg: Config, args: argparse.Namespace) -> dict:
     return summary
 
 
-def cmd_iterate(cfg: Config) -> dict:
+def cmd_iterate(cfg: Config, args: argparse.Namespace) -> dict:
     from psrlm.iterate import run_all
 
-    summary = run_all(cfg)
+    summary = run_all(cfg, fresh=args.fresh)
     print("\nstage timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in summary["timings_s"].items()))
     print(f"summary: {Path(cfg.paths.run_dir) / 'summary.json'}")
     return {"wall_s": summary["wall_s"], "timings_s": summary["timings_s"]}
@@ -191,12 +223,14 @@ def cmd_model_pretrain(cfg: Config, args: argparse.Namespace) -> dict:
     """Pre-train M0 and (with --out) publish it as a prebuilt checkpoint folder."""
     import shutil
 
+    from psrlm.folders import FolderLock
     from psrlm.initdata.build import build_arith_data
     from psrlm.iterate import Run, ensure_m0
 
-    build_arith_data(cfg)
     no_prebuilt = dataclasses.replace(cfg, iterate=dataclasses.replace(cfg.iterate, m0_path=""))
-    m0 = ensure_m0(Run(no_prebuilt))
+    with FolderLock(Path(cfg.paths.run_dir), "model pretrain"):
+        build_arith_data(cfg)
+        m0 = ensure_m0(Run(no_prebuilt))
     if args.out:
         out = Path(args.out)
         tmp = out.with_name(out.name + ".tmp")
@@ -212,62 +246,101 @@ def cmd_model_pretrain(cfg: Config, args: argparse.Namespace) -> dict:
 
 def cmd_bench(cfg: Config, args: argparse.Namespace) -> dict:
     from psrlm.bench import print_report, run_bench
+    from psrlm.folders import FolderLock
     from psrlm.initdata.build import build_arith_data
-    from psrlm.iterate import Run, ensure_m0, ensure_m1
+    from psrlm.iterate import Run, check_paths, ensure_m0, ensure_m1
 
-    build_arith_data(cfg)
-    model = Path(args.model) if args.model else None
-    if model is None:  # the demo's M1 (built on first use: a trained judge makes the numbers meaningful)
-        run = Run(cfg)
-        model = ensure_m1(run, "psrlm", ensure_m0(run))
-    report = run_bench(cfg, model, args.problems, args.naive_problems)
+    check_paths(cfg)
+    with FolderLock(Path(cfg.paths.run_dir), "bench"):
+        build_arith_data(cfg)
+        if args.model:
+            from psrlm.checkpoints import resolve_model
+
+            model = resolve_model(args.model)
+        else:  # the demo's M1 (built on first use: a trained judge makes the numbers meaningful)
+            run = Run(cfg)
+            model = ensure_m1(run, "psrlm", ensure_m0(run))
+        report = run_bench(cfg, model, args.problems, args.naive_problems)
     print_report(report)
     return {k: report[k] for k in ("search_vs_raw", "search_vs_naive")}
 
 
 def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
     """Evaluate one model: greedy accuracy + step statistics per benchmark, judge accuracy, optionally test-time
-    search vs greedy and the Appendix B comparison. Results go to <run>/eval/<name>/ (per-problem JSONL, resumable)."""
+    search vs greedy and the Appendix B comparison. Results go to <run>/eval/<name>/ (per-problem JSONL, resumable;
+    recomputed when the model or a setting that changes results differs from what made them)."""
     from psrlm.engines import make_engine
     from psrlm.evaluate import evaluate_benchmarks, tts_vs_greedy
-    from psrlm.iterate import Run, evaluate_appendix_b, evaluate_judge
-    from psrlm.records import StepSolution, read_jsonl, write_json
+    from psrlm.folders import check_writable
+    from psrlm.iterate import (
+        Run,
+        cached,
+        eval_folder,
+        evaluate_appendix_b,
+        evaluate_judge,
+        generation_settings,
+        tts_search_cfg,  # fmt: skip
+    )
+    from psrlm.records import StepSolution, read_jsonl, sha256_file
     from psrlm.tasks.benchmarks import ARITH_SPLITS, load_benchmark, parse_benchmarks
 
     run = Run(cfg)
     names = parse_benchmarks(args.benchmarks)
+    if not names:
+        raise ValueError("--benchmarks is empty: name at least one (e.g. arith, gsm8k,math500, paper)")
+    model = args.model
+    if cfg.engine.kind == "hf":
+        from psrlm.checkpoints import resolve_model
+
+        model = resolve_model(args.model)
+        scorer = resolve_model(args.appendix_b, "--appendix-b") if args.appendix_b else None
+    else:
+        scorer = args.appendix_b
+    check_writable(run.dir / "eval")  # before a model is loaded
     if any(n in ARITH_SPLITS for n in names) or (args.judge and not args.eft) or args.tts or args.appendix_b:
         from psrlm.initdata.build import build_arith_data
 
         build_arith_data(cfg)
     name = args.result_name or Path(args.model).name
-    out_dir = run.dir / "eval" / name
     data_dir = cfg.paths.resolved_data_dir()
     benchmarks = {n: load_benchmark(n, data_dir, limit=args.limit, run_data=run.data) for n in names}
-    engine = make_engine(cfg.engine, args.model)
     shots = read_jsonl(run.data / "ift.jsonl", StepSolution)[:3] if args.few_shot else None
     max_tokens = args.max_tokens or cfg.iterate.eval_max_tokens
-    summaries = evaluate_benchmarks(benchmarks, engine, run.prompts, out_dir, max_tokens, few_shot=shots)
-    print("| benchmark | n | accuracy | steps | tokens/step | no answer |\n|---|---|---|---|---|---|")
-    for b, s in summaries.items():
-        print(f"| {b} | {s['n']} | {s['accuracy']:.3f} | {s['mean_steps']:.2f} | {s['mean_step_tokens']:.1f} "
-              f"| {s['no_answer_rate']:.3f} |")  # fmt: skip
-    result: dict = {"name": name, "benchmarks": summaries}
-    if args.judge:
-        judged = evaluate_judge(run, engine, args.few_shot, args.eft)
-        write_json(out_dir / "judge.json", judged)
-        print("judge: " + json.dumps(judged))
-        result.update(judged)
-    if args.tts:
-        problems = load_benchmark("arith_test", run_data=run.data, limit=args.tts)
-        tts = tts_vs_greedy(problems, engine, run.prompts, cfg.search, out_dir, max_tokens)
-        write_json(out_dir / "tts.json", {"model": name, **tts})
-        print(f"TTS vs greedy on {tts['n']} arith test problems: accuracy {tts['greedy']['accuracy']:.3f} -> "
-              f"{tts['tts']['accuracy']:.3f} at {tts['token_ratio']:.1f}x the tokens")  # fmt: skip
-        result["tts"] = tts
+    result: dict = {"name": name}
+    with eval_folder(run, name, model, max_tokens, shots) as out_dir:
+        engine = make_engine(cfg.engine, model)
+        summaries = evaluate_benchmarks(benchmarks, engine, run.prompts, out_dir, max_tokens, few_shot=shots)
+        print("| benchmark | n | accuracy | steps | tokens/step | no answer | skipped (context) | hit token cap |\n"
+              "|---|---|---|---|---|---|---|---|")  # fmt: skip
+        for b, s in summaries.items():
+            print(f"| {b} | {s['n']} | {s['accuracy']:.3f} | {s['mean_steps']:.2f} | {s['mean_step_tokens']:.1f} "
+                  f"| {s['no_answer_rate']:.3f} | {s['context_skipped']} | {s['hit_token_cap']} |")  # fmt: skip
+        result["benchmarks"] = summaries
+        if args.judge:
+            eft = Path(args.eft) if args.eft else run.data / "eft_test.jsonl"
+            judge_settings = {"eft_file": sha256_file(eft), "n": cfg.iterate.eval_eft, "few_shot": args.few_shot,
+                              "judge_max_tokens": cfg.search.judge_max_tokens}  # fmt: skip
+            judged = cached(out_dir / "judge.json", judge_settings,
+                            lambda: evaluate_judge(run, engine, args.few_shot, args.eft))  # fmt: skip
+            print("judge: " + json.dumps({k: v for k, v in judged.items() if k != "settings"}))
+            result.update(judged)
+        if args.tts:
+            search_cfg = tts_search_cfg(run)
+            tts_settings = {"n": args.tts, "search": generation_settings(search_cfg)}
+
+            def run_tts() -> dict:
+                problems = load_benchmark("arith_test", run_data=run.data, limit=args.tts)
+                tts = tts_vs_greedy(problems, engine, run.prompts, search_cfg, out_dir, max_tokens,
+                                    settings=tts_settings, root=run.dir)  # fmt: skip
+                return {"model": name, **tts}
+
+            tts = cached(out_dir / "tts.json", tts_settings, run_tts)
+            print(f"TTS vs greedy on {tts['n']} arith test problems: accuracy {tts['greedy']['accuracy']:.3f} -> "
+                  f"{tts['tts']['accuracy']:.3f} at {tts['token_ratio']:.1f}x the tokens")  # fmt: skip
+            result["tts"] = tts
     if args.appendix_b:
         n = cfg.iterate.eval_appendix_b or cfg.iterate.eval_eft or 200
-        ab = evaluate_appendix_b(run, Path(args.model), Path(args.appendix_b), n=n, refresh=True)
+        ab = evaluate_appendix_b(run, Path(model), Path(scorer), n=n)
         print("Appendix B: " + json.dumps({k: ab[k] for k in ("pairwise", "pairwise_soft", "scoring")}))
         result["appendix_b"] = ab
     print(f"results: {out_dir}")
@@ -293,8 +366,29 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_show_config(cfg: Config) -> dict:
     import yaml
 
+    from psrlm.hardware import one_line
+
     print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+    print(f"# {one_line(_machine(cfg))}")  # what every `auto` resolves to on this machine
     return {}
+
+
+def _count(text: str) -> int:
+    """argparse type: an integer >= 0 (0 keeps its documented meaning, e.g. "all")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -329,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also train M1 on IFT + this EFT and on IFT + as many oracle EFT examples, and compare judge accuracy",
     )
-    q.add_argument("--eval-eft", type=int, default=0, help="EFT test items per judge evaluation (0 = all)")
+    q.add_argument("--eval-eft", type=_count, default=0, help="EFT test items per judge evaluation (0 = all)")
     q.set_defaults(func=cmd_data_eft, name="data eft", wants_args=True)
 
     p = sub.add_parser("model", help="build models")
@@ -351,7 +445,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the whole method: M0, M1, PSRLM M2..Mn and SRLM M2..Mn, evaluation, summary table (resumable)",
     )
     _add_config_args(p)
-    p.set_defaults(func=cmd_iterate, name="iterate")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="rebuild what was made with other settings (the old outputs are moved to <run>/replaced/<time>/) instead "
+        "of stopping with the keys that differ",
+    )
+    p.set_defaults(func=cmd_iterate, name="iterate", wants_args=True)
 
     p = sub.add_parser(
         "bench",
@@ -361,8 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(p)
     p.add_argument("--model", help="model directory (default: the run's psrlm-M1, built if missing)")
-    p.add_argument("--problems", type=int, default=32, help="problems for (a) and (b) (default 32)")
-    p.add_argument("--naive-problems", type=int, default=8, help="problems for the slow naive loop (default 8)")
+    p.add_argument("--problems", type=_positive, default=32, help="problems for (a) and (b) (default 32)")
+    p.add_argument("--naive-problems", type=_positive, default=8, help="problems for the slow naive loop (default 8)")
     p.set_defaults(func=cmd_bench, name="bench", wants_args=True)
 
     p = sub.add_parser(
@@ -383,9 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated: arith_test, arith_hard, gsm8k, math, math500, gaokao2023en, olympiadbench, aime24, "
         "amc23; or arith (both arith splits), paper (the paper's six), all (default: arith)",
     )
-    p.add_argument("--limit", type=int, default=0, help="only the first N problems of each benchmark (0 = all)")
+    p.add_argument("--limit", type=_count, default=0, help="only the first N problems of each benchmark (0 = all)")
     p.add_argument(
-        "--max-tokens", type=int, default=0, help="token cap per solution (default: iterate.eval_max_tokens)"
+        "--max-tokens", type=_count, default=0, help="token cap per solution (default: iterate.eval_max_tokens)"
     )
     p.add_argument("--few-shot", action="store_true", help="3-shot prompting (for a base model such as M0)")
     p.add_argument(
@@ -393,7 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--eft", help="JudgeExample JSONL for judge accuracy (default: the run's arith eft_test.jsonl)")
     p.add_argument(
-        "--tts", type=int, default=0, help="also solve the first N arith test problems with test-time search vs greedy"
+        "--tts",
+        type=_count,
+        default=0,
+        help="also solve the first N arith test problems with test-time search vs greedy",
     )
     p.add_argument(
         "--appendix-b",
@@ -404,7 +507,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the main job on the embedded default (what `make demo` runs)")
     _add_config_args(p)
-    p.set_defaults(func=cmd_demo, name="demo")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="rebuild what was made with other settings (the old outputs are moved to <run>/replaced/<time>/) instead "
+        "of stopping with the keys that differ",
+    )
+    p.set_defaults(func=cmd_demo, name="demo", wants_args=True)
 
     p = sub.add_parser(
         "search",
@@ -416,11 +525,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model directory (default: model.path)")
     p.add_argument("--problems", required=True, help="Problem JSONL (e.g. runs/demo/data/fresh_questions.jsonl)")
     p.add_argument("--out", required=True, help="output folder: pairs.jsonl, traces.jsonl, summary.json")
-    p.add_argument("--limit", type=int, default=0, help="only the first N problems (0 = all)")
+    p.add_argument("--limit", type=_count, default=0, help="only the first N problems (0 = all)")
     p.add_argument(
         "--method", choices=["psrlm", "srlm"], default="psrlm", help="psrlm: step search (default); srlm: baseline"
     )
     p.add_argument("--iteration", type=int, default=0, help="iteration number recorded in each pair's meta")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start --out over when it holds results made with other settings (they are moved to a replaced/ folder "
+        "beside it) instead of stopping with the keys that differ",
+    )
     p.set_defaults(func=cmd_search, name="search", wants_args=True)
 
     p = sub.add_parser(
@@ -459,27 +574,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Stages that load a model and compute: they print the precision chosen for this machine when they start.
+_COMPUTES = {"iterate", "demo", "search", "eval", "bench", "model pretrain", "data eft", "data ift"}
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    """What a user's input or machine can cause: reported in one line, never as a traceback."""
+    from psrlm.engines.openai_api import EngineError
+
+    return (ConfigError, RecordError, FileNotFoundError, NotADirectoryError, ValueError, EngineError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if getattr(args, "no_config", False):
-        try:
-            return args.func(args)
-        except (FileNotFoundError, ValueError) as e:
-            print(f"psrlm: error: {e}", file=sys.stderr)
-            return 2
     try:
+        if getattr(args, "no_config", False):
+            return args.func(args)
         cfg = load_config(args.config, args.overrides)
+        if args.name in _COMPUTES:
+            from psrlm.hardware import one_line
+
+            print(one_line(_machine(cfg)), flush=True)
         started = time.time()
         result = args.func(cfg, args) if getattr(args, "wants_args", False) else args.func(cfg)
         if args.name != "show-config":
             _record_run(cfg, args.name, started, result)
             print(f"done in {time.time() - started:.1f}s")
-    except (ConfigError, RecordError, FileNotFoundError, ValueError) as e:
+    except _errors() as e:
         print(f"psrlm: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\npsrlm: interrupted; what finished is saved, rerun the same command to resume", file=sys.stderr)
+        return 130
     return 0
 
 

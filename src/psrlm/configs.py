@@ -126,8 +126,11 @@ class EngineConfig:
 
     kind: "hf" = in-process transformers; "openai" = an OpenAI-compatible completions server.
     device: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ...   (hf)
-    dtype: "auto" (bf16 on CUDA, fp32 on CPU), "float32", "bfloat16", "float16".   (hf)
-    batch_size: sequences per forward batch; static_cache: pre-allocated KV cache (faster on CPU in bf16).   (hf)
+    dtype: "auto" = bf16 on CUDA, and on a CPU only where it has native bf16 (AVX512-BF16 / AMX), else fp32
+        (emulated bf16 is ~30x slower; hardware.py); or "float32", "bfloat16", "float16".   (hf)
+    batch_size: sequences per forward batch.   (hf)
+    static_cache: pre-allocated KV cache: "auto" = on for CPU (measured faster or equal there), off on CUDA;
+        or true / false.   (hf)
     base_urls: one or more server URLs ending in /v1; requests are spread over them.   (openai)
     model_name: the model name the server knows.   (openai)
     api_key_env: environment variable holding the API key (never logged).   (openai)
@@ -139,7 +142,7 @@ class EngineConfig:
     device: str = "auto"
     dtype: str = "auto"
     batch_size: int = 64
-    static_cache: bool = False
+    static_cache: bool | str = "auto"
     base_urls: list[str] = field(default_factory=list)
     model_name: str = ""
     api_key_env: str = "OPENAI_API_KEY"
@@ -225,7 +228,8 @@ class TrainConfig:
     beta: DPO's beta (paper: unspecified; TRL default 0.1).   (dpo)
     precompute_ref_log_probs: compute the reference log-probs once up front (faster on CPU).   (dpo)
     lora: train a LoRA adapter (peft) and merge it at the end; lora_r / lora_alpha: its rank and scale.
-    bf16: "auto" = on with CUDA, off on CPU; "true" / "false" force it.
+    bf16: bf16 autocast: "auto" = on with CUDA, and on a CPU only where it has native bf16 (else fp32: emulated
+        bf16 is ~30x slower); true / false force it.
     logging_steps: loss logging interval. seed: data order and init.
     """
 
@@ -242,7 +246,7 @@ class TrainConfig:
     lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
-    bf16: str = "auto"
+    bf16: bool | str = "auto"
     logging_steps: int = 10
     seed: int = 0
 
@@ -430,7 +434,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def _apply(obj: Any, values: dict, source: str, prefix: str = "") -> None:
+def _apply(obj: Any, values: dict, source: str, prefix: str = "", sources: dict | None = None) -> None:
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: section '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {values!r}")
     hints = typing.get_type_hints(type(obj))
@@ -442,9 +446,37 @@ def _apply(obj: Any, values: dict, source: str, prefix: str = "") -> None:
             raise ConfigError(f"{source}: unknown config key '{dotted}' (known here: {known})")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
-            _apply(current, value, source, f"{dotted}.")
+            _apply(current, value, source, f"{dotted}.", sources)
         else:
             setattr(obj, key, _coerce(value, hints[key], f"{source}: {dotted}"))
+            if sources is not None:
+                sources[dotted] = source
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error: PyYAML keeps the last
+    silently, so a recipe with `lr` set twice would run with whichever came later."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r} (first on line {seen[key] + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML: {' '.join(str(e).split())}") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -452,29 +484,265 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"--set {text!r}: expected section.key=value")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    if not key.strip() or any(not k.strip() for k in key.split(".")):
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    value = _read_yaml(raw, f"--set {text}") if raw.strip() else ""
     return key.strip().split("."), value
 
 
+def _read_recipe(path: Path) -> dict:
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory: --config takes a recipe file, e.g. configs/demo.yaml")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8 text (byte {data[e.start]:#04x}); save the recipe as UTF-8"
+        ) from None
+    raw = _read_yaml(text, str(path))
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path}: a recipe is a mapping of sections (paths:, search:, ...), got {type(raw).__name__}"
+        )
+    return raw
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults, then the recipe at `path`, then `--set` overrides; unknown keys raise ConfigError."""
+    """Defaults, then the recipe at `path`, then `--set` overrides; unknown keys and values out of range raise
+    ConfigError naming the key and where it was set."""
     cfg = Config()
+    sources: dict[str, str] = {}
     if path is not None:
         path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from e
-        _apply(cfg, raw, str(path))
+        _apply(cfg, _read_recipe(path), str(path), sources=sources)
     for text in overrides or []:
         keys, value = parse_override(text)
         nested: Any = value
         for k in reversed(keys):
             nested = {k: nested}
-        _apply(cfg, nested, f"--set {text}")
+        _apply(cfg, nested, f"--set {text}", sources=sources)
+    validate(cfg, sources)
     return cfg
+
+
+# ------------------------------------------------------------------------------------------ validation
+
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "warmup_stable_decay")  # fmt: skip
+
+
+def _engine_rules(e: EngineConfig) -> list[tuple[str, bool, str]]:
+    from psrlm.hardware import DTYPES, _parse_bool_setting
+
+    return [
+        ("kind", e.kind in ("hf", "openai"), "choose 'hf' or 'openai'"),
+        ("dtype", e.dtype in ("auto", *DTYPES), f"choose auto or one of {', '.join(DTYPES)}"),
+        ("static_cache", _parse_bool_setting(e.static_cache) in (True, False, "auto"), "choose auto, true or false"),
+        ("batch_size", e.batch_size >= 1, "must be >= 1"),
+        ("concurrency", e.concurrency >= 1, "must be >= 1"),
+        ("timeout_s", e.timeout_s > 0, "must be > 0"),
+        ("max_retries", e.max_retries >= 0, "must be >= 0"),
+    ]
+
+
+def _train_rules(t: TrainConfig) -> list[tuple[str, bool, str]]:
+    from psrlm.hardware import _parse_bool_setting
+
+    return [
+        ("epochs", t.epochs > 0, "must be > 0"),
+        ("lr", t.lr > 0, "must be > 0"),
+        ("batch_size", t.batch_size >= 1, "must be >= 1"),
+        ("grad_accum", t.grad_accum >= 1, "must be >= 1"),
+        ("warmup_steps", t.warmup_steps >= 0, "must be >= 0"),
+        ("weight_decay", t.weight_decay >= 0, "must be >= 0"),
+        ("lr_scheduler", t.lr_scheduler in LR_SCHEDULERS, f"choose one of {', '.join(LR_SCHEDULERS)}"),
+        ("max_length", t.max_length >= 0, "must be >= 0 (0 = from the data)"),
+        ("beta", t.beta > 0, "must be > 0"),
+        ("lora_r", t.lora_r >= 1, "must be >= 1"),
+        ("lora_alpha", t.lora_alpha > 0, "must be > 0"),
+        ("bf16", _parse_bool_setting(t.bf16) in (True, False, "auto"), "choose auto, true or false"),
+        ("logging_steps", t.logging_steps >= 1, "must be >= 1"),
+    ]
+
+
+def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
+    """section -> [(key, holds, what it must be)]: every range and choice checked when a config is built, so
+    `show-config` and the first second of a run catch a bad value, not the stage that reads it an hour in."""
+    from psrlm.judge import JUDGE_MODES, SCORINGS
+    from psrlm.prompts import VARIANTS
+
+    a, d, m, s, r, it, i = cfg.arith, cfg.data, cfg.model, cfg.search, cfg.srlm, cfg.iterate, cfg.initdata
+    top_p = "must be in (0, 1]"
+    rules = {
+        "paths": [("run_dir", bool(cfg.paths.run_dir.strip()), "must name a folder")],
+        "arith": [
+            *((k, getattr(a, k) >= 0, "must be >= 0") for k in ("n_train", "n_test", "n_pretrain")),
+            ("min_ops", a.min_ops >= 1, "must be >= 1"),
+            ("min_ops", a.min_ops <= a.max_ops, f"must be <= arith.max_ops ({a.max_ops})"),
+            ("hard_min_ops", a.hard_min_ops >= 1, "must be >= 1"),
+            ("hard_min_ops", a.hard_min_ops <= a.hard_max_ops, f"must be <= arith.hard_max_ops ({a.hard_max_ops})"),
+            ("max_number", a.max_number >= 2, "must be >= 2"),
+            ("hard_max_number", a.hard_max_number >= 2, "must be >= 2"),
+        ],
+        "data": [
+            *((k, getattr(d, k) >= 0, "must be >= 0") for k in ("ift_problems", "eft_train", "eft_test")),
+            ("gsm8k_ift", d.gsm8k_ift >= -1, "must be >= 0, or -1 for all"),
+        ],
+        "model": [
+            *(
+                (k, getattr(m, k) >= 1, "must be >= 1")
+                for k in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position")
+            ),
+            (
+                "hidden_size",
+                m.hidden_size % max(1, m.num_heads) == 0,
+                f"must be a multiple of model.num_heads ({m.num_heads})",
+            ),
+        ],  # fmt: skip
+        "prompts": [("variant", cfg.prompts.variant in VARIANTS, f"choose one of {', '.join(sorted(VARIANTS))}")],
+        "engine": _engine_rules(cfg.engine),
+        "search": [
+            ("width", s.width >= 2, "must be >= 2: a pair needs two candidates"),
+            ("temperature", s.temperature >= 0, "must be >= 0"),
+            ("top_p", 0 < s.top_p <= 1, top_p),
+            ("max_step_tokens", s.max_step_tokens >= 1, "must be >= 1"),
+            ("judge_mode", s.judge_mode in JUDGE_MODES, f"choose one of {', '.join(JUDGE_MODES)}"),
+            ("cyclic_k", s.cyclic_k >= 1, "must be >= 1"),
+            ("scoring", s.scoring in SCORINGS, f"choose one of {', '.join(SCORINGS)}"),
+            ("verdict", s.verdict in ("generate", "logits", "soft"), "choose generate, logits or soft"),
+            ("tie_margin", s.tie_margin >= 0, "must be >= 0"),
+            ("judge_temperature", s.judge_temperature >= 0, "must be >= 0"),
+            ("judge_max_tokens", s.judge_max_tokens >= 1, "must be >= 1"),
+            ("max_steps", s.max_steps >= 1, "must be >= 1"),
+            ("max_rounds", s.max_rounds >= 1, "must be >= 1"),
+            ("max_active", s.max_active >= 1, "must be >= 1"),
+            (
+                "verdict",
+                not (cfg.engine.kind == "openai" and s.verdict in ("logits", "soft")),
+                "reads the judge's logits, which needs engine.kind=hf (the openai engine only returns text): "
+                "use search.verdict=generate with a server",
+            ),
+        ],  # fmt: skip
+        "srlm": [
+            ("n_samples", r.n_samples >= 2, "must be >= 2: a pair needs two solutions"),
+            ("temperature", r.temperature >= 0, "must be >= 0"),
+            ("top_p", 0 < r.top_p <= 1, top_p),
+            ("max_solution_tokens", r.max_solution_tokens >= 1, "must be >= 1"),
+            ("n_judgments", r.n_judgments >= 1, "must be >= 1"),
+            ("judge_temperature", r.judge_temperature >= 0, "must be >= 0"),
+            ("judge_max_tokens", r.judge_max_tokens >= 1, "must be >= 1"),
+            ("max_active", r.max_active >= 1, "must be >= 1"),
+        ],
+        "pretrain": _train_rules(cfg.pretrain),
+        "sft": _train_rules(cfg.sft),
+        "dpo": _train_rules(cfg.dpo),
+        "iterate": [
+            ("methods", bool(it.methods) and set(it.methods) <= {"psrlm", "srlm"}, "must list psrlm and/or srlm"),
+            (
+                "questions",
+                bool(it.questions) and all(n >= 1 for n in it.questions),
+                "must list one count >= 1 per iteration",
+            ),
+            *(
+                (k, getattr(it, k) >= 0, "must be >= 0")
+                for k in ("srlm_eft", "eval_limit", "eval_eft", "eval_benchmark_limit", "eval_tts", "eval_appendix_b")
+            ),
+            ("eval_max_tokens", it.eval_max_tokens >= 1, "must be >= 1"),
+            ("eval_benchmarks", _benchmarks_ok(it.eval_benchmarks), _benchmarks_hint()),
+        ],  # fmt: skip
+        "initdata": [
+            ("teacher", i.teacher in ("engine", "oracle"), "choose engine or oracle"),
+            ("chunk_size", i.chunk_size >= 1, "must be >= 1"),
+            ("ift_source", i.ift_source in ("math", "jsonl", "gsm8k"), "choose math, jsonl or gsm8k"),
+            (
+                "prm_format",
+                i.prm_format in ("token_classification", "next_token"),
+                "choose token_classification or next_token",
+            ),
+            *(
+                (k, getattr(i, k) >= 0, "must be >= 0")
+                for k in (
+                    "ift_limit",
+                    "segment_retries",
+                    "prm_problems",
+                    "prm_samples",
+                    "mcts_problems",
+                    "simulation_depth",
+                    "min_margin",
+                    "eft_test",
+                    "uct_c",
+                )
+            ),
+            *(
+                (k, getattr(i, k) >= 1, "must be >= 1")
+                for k in (
+                    "segment_max_tokens",
+                    "iterations",
+                    "expand_width",
+                    "max_depth",
+                    "max_step_tokens",
+                    "max_active",
+                    "pairs_per_problem",
+                    "judge_max_tokens",
+                )
+            ),
+            ("segment_retry_temperature", i.segment_retry_temperature >= 0, "must be >= 0"),
+            ("temperature", i.temperature >= 0, "must be >= 0"),
+            ("top_p", 0 < i.top_p <= 1, top_p),
+        ],  # fmt: skip
+        "initdata.teacher_engine": _engine_rules(i.teacher_engine),
+        "initdata.prm_train": _train_rules(i.prm_train),
+    }
+    if cfg.engine.kind == "openai":
+        rules["engine"].append(
+            ("base_urls", bool(cfg.engine.base_urls), "must list the server URL(s) for kind=openai")
+        )
+    return rules
+
+
+def _benchmarks_ok(names: list[str]) -> bool:
+    from psrlm.tasks.benchmarks import BenchmarkError, parse_benchmarks
+
+    try:
+        parse_benchmarks(names)
+    except BenchmarkError:
+        return False
+    return True
+
+
+def _benchmarks_hint() -> str:
+    from psrlm.tasks.benchmarks import ALL_BENCHMARKS
+
+    return f"names one of {', '.join(ALL_BENCHMARKS)}, or paper / all / arith"
+
+
+def validate(cfg: Config, sources: dict[str, str] | None = None) -> None:
+    """Every range and choice (see `_rules`); all violations in one ConfigError, each naming its key, value and
+    where it was set. bool/str tri-state settings ("true" / "false" / "auto") are normalised on the way."""
+    from psrlm.hardware import _parse_bool_setting
+
+    for e in (cfg.engine, cfg.initdata.teacher_engine):
+        e.static_cache = _parse_bool_setting(e.static_cache)
+    for t in (cfg.pretrain, cfg.sft, cfg.dpo, cfg.initdata.prm_train):
+        t.bf16 = _parse_bool_setting(t.bf16)
+    errors = []
+    for section, rules in _rules(cfg).items():
+        obj: Any = cfg
+        for part in section.split("."):
+            obj = getattr(obj, part)
+        for key, holds, what in rules:
+            if not holds:
+                dotted = f"{section}.{key}"
+                where = (sources or {}).get(dotted, "default")
+                errors.append(f"{dotted}={getattr(obj, key)!r} ({where}): {what}")
+    if errors:
+        raise ConfigError("invalid config: " + "; ".join(dict.fromkeys(errors)))
 
 
 def config_to_dict(cfg: Any) -> dict:

@@ -11,7 +11,7 @@ generated step, giving step precision. Benchmark runs append one JSON line per p
 
 from __future__ import annotations
 
-import json
+import logging
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,8 @@ from psrlm.judge import parse_verdict
 from psrlm.prompts import Prompts
 from psrlm.records import JudgeExample, Problem, StepSolution
 from psrlm.steps import render_steps, split_steps
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,6 +37,7 @@ class SolveResult:
     steps: int
     step_chars: float
     tokens: int = 0  # generated tokens of the response
+    finish_reason: str = ""  # the engine's: "stop", "length" (hit the token cap), "context" (prompt too long: skipped)
 
 
 FEW_SHOT_SEP = "\n\n\n"
@@ -58,16 +61,19 @@ def solve_greedy(
     outs = engine.generate([prefix + t for t in texts], GenParams(n=1, max_new_tokens=max_tokens, stop=stop))
     responses = [o[0].text for o in outs]
     tokens = [o[0].tokens for o in outs]
+    reasons = [o[0].finish_reason for o in outs]
     extracted = [extract_answer(r) for r in responses]
     if grader is not None:
         correct = grader.grade([(p.answer, e) for p, e in zip(problems, extracted, strict=True)])
     else:
         correct = [is_equiv(p.answer, e) for p, e in zip(problems, extracted, strict=True)]
     results = []
-    for p, prompt, r, e, ok, t in zip(problems, texts, responses, extracted, correct, tokens, strict=True):
+    for p, prompt, r, e, ok, t, why in zip(
+        problems, texts, responses, extracted, correct, tokens, reasons, strict=True
+    ):
         steps = split_steps(r)
         mean_len = statistics.mean(len(s) for s in steps) if steps else 0.0
-        results.append(SolveResult(p.id, prompt, r, e, p.answer, bool(ok), len(steps), mean_len, t))
+        results.append(SolveResult(p.id, prompt, r, e, p.answer, bool(ok), len(steps), mean_len, t, why))
     return results
 
 
@@ -84,6 +90,9 @@ def accuracy_summary(results: list[SolveResult]) -> dict:
         "mean_step_tokens": statistics.mean(r.tokens / r.steps for r in stepped) if stepped else 0.0,
         "mean_tokens": statistics.mean(r.tokens for r in results) if results else 0.0,
         "no_answer_rate": sum(r.extracted is None for r in results) / n,
+        # counted as wrong, and reported: a prompt too long for the context is never cut to fit
+        "context_skipped": sum(r.finish_reason == "context" for r in results),
+        "hit_token_cap": sum(r.finish_reason == "length" for r in results),
     }
 
 
@@ -137,10 +146,14 @@ def judge_accuracy_soft(examples: list[JudgeExample], engine, prompts: Prompts) 
 
     ab = [prompts.judge_prompt(e.question, e.prev_steps, e.step_a, e.step_b) for e in examples]
     ba = [prompts.judge_prompt(e.question, e.prev_steps, e.step_b, e.step_a) for e in examples]
-    asks = ab + ba
-    n = len(asks)
-    p_first = [sigmoid(d) for d in verdict_log_odds(engine, asks)]
+    odds = verdict_log_odds(engine, ab + ba)
     m = len(examples)
+    fits = [i for i in range(m) if odds[i] is not None and odds[m + i] is not None]  # others exceed the context
+    p_first = [None if d is None else sigmoid(d) for d in odds]
+    examples = [examples[i] for i in fits]
+    p_first = [p_first[i] for i in fits] + [p_first[m + i] for i in fits]
+    skipped, m = m - len(fits), len(fits)
+    n = 2 * m
     right = single = per_order = consistent = 0
     for i, e in enumerate(examples):
         score_a = p_first[i] + (1.0 - p_first[m + i])
@@ -156,6 +169,7 @@ def judge_accuracy_soft(examples: list[JudgeExample], engine, prompts: Prompts) 
         "per_order_accuracy": per_order / max(1, n),
         "swap_consistency": consistent / max(1, m),
         "position_bias": sum(p_first) / max(1, n),
+        "skipped_context": skipped,
     }
 
 
@@ -190,18 +204,25 @@ def evaluate_benchmarks(
     of exactly the problems passed in."""
     from tqdm.auto import tqdm
 
+    from psrlm.folders import move_aside
     from psrlm.grading import Grader
-    from psrlm.records import JsonlAppender, write_json
+    from psrlm.records import JsonlAppender, read_json, write_json
 
     out_dir = Path(out_dir)
     summary_path = out_dir / "summary.json"
-    summaries: dict = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summaries: dict = read_json(summary_path) if summary_path.exists() else {}
     total = sum(len(v) for v in benchmarks.values())
     bar = tqdm(total=total, desc=desc, unit="problem", disable=not progress)
     asked: dict[str, dict] = {}
     with Grader() as grader:
         for name, problems in benchmarks.items():
-            with JsonlAppender(out_dir / f"{name}.jsonl", SolveResult) as out:
+            path = out_dir / f"{name}.jsonl"
+            if path.exists() and _stale_rows(path, problems, prompts):
+                moved = move_aside(path, out_dir.parent)
+                summaries.pop(name, None)
+                log.warning("%s answers other questions or golds than %s has now: recomputing (old rows in %s)",
+                            path, name, moved)  # fmt: skip
+            with JsonlAppender(path, SolveResult) as out:
                 done = {r.problem_id: r for r in out.existing()}
                 bar.update(sum(p.id in done for p in problems))
                 todo = [p for p in problems if p.id not in done]
@@ -221,6 +242,42 @@ def evaluate_benchmarks(
     return asked
 
 
+def _stale_rows(path: Path, problems: list[Problem], prompts: Prompts) -> bool:
+    """Rows on disk for these problem ids that were asked another way (another question text, another gold: the
+    benchmark file changed) or with another prompt template."""
+    from psrlm.records import read_jsonl
+
+    want = {p.id: (prompts.solve_prompt(p.question), p.answer) for p in problems}
+    return any(
+        r.problem_id in want and (r.prompt, r.gold) != want[r.problem_id] for r in read_jsonl(path, SolveResult)
+    )
+
+
+def eval_settings(
+    engine_cfg, model: str | Path, prompts_variant: str, max_tokens: int, few_shot, known: dict
+) -> tuple:
+    """(settings, extra) that decide an evaluation folder's results: the model's identity (a hash of its weights,
+    config and tokenizer; for a served model its name and URLs, which is all a client can know), the engine and
+    its precision, the prompt template, the token cap and the few-shot examples. `known` is the previous record's
+    extra, so an unchanged checkpoint is not hashed again. Computed before a model loads."""
+    from psrlm import hardware
+    from psrlm.folders import fingerprint, model_files, model_identity
+
+    if engine_cfg.kind == "hf":
+        sha = model_identity(Path(model), known.get("model"))
+        ident = {"sha256": sha}
+        extra = {"model": {"files": model_files(Path(model)), "sha256": sha}}
+        eng = {"kind": "hf", "dtype": hardware.engine_dtype(engine_cfg.dtype, hardware.pick_device(engine_cfg.device))}
+    else:
+        ident = {"served": engine_cfg.model_name or str(model), "urls": list(engine_cfg.base_urls)}
+        extra, eng = {}, {"kind": engine_cfg.kind}
+    shots = None
+    if few_shot:
+        shots = fingerprint({"shots": [[s.meta.get("question"), s.steps] for s in few_shot]})
+    settings = {"model": ident, "engine": eng, "prompts": prompts_variant, "max_tokens": max_tokens, "few_shot": shots}
+    return settings, extra
+
+
 # --------------------------------------------------------------------------------- test-time scaling
 
 
@@ -232,21 +289,27 @@ def tts_vs_greedy(
     out_dir: Path,
     max_tokens: int = 512,
     progress: bool = True,
+    settings: dict | None = None,
+    root: Path | None = None,
 ) -> dict:
     """Paper Table 5/9: the step search with self-judging at inference vs greedy decoding, on the same problems,
     with the compute each spends (generated tokens, judge calls, wall time). The search commits to
-    `<out_dir>/tts/` and resumes; the greedy half is cheap and simply rerun."""
+    `<out_dir>/tts/` and resumes while `settings` (what decides its traces) stay the same; traces made otherwise
+    are moved aside (under `root`) and searched afresh. The greedy half is cheap and simply rerun."""
     import time
 
+    from psrlm.folders import FolderLock, claim_settings
     from psrlm.grading import Grader
     from psrlm.search import run_tts
 
-    start = time.perf_counter()
-    with Grader() as grader:
+    tts_dir = Path(out_dir) / "tts"
+    with FolderLock(tts_dir, "tts"), Grader() as grader:
+        claim_settings(tts_dir, settings or {}, replace=True, root=root)
+        start = time.perf_counter()
         greedy = solve_greedy(problems, engine, prompts, max_tokens, grader=grader)
         greedy_s = time.perf_counter() - start
         start = time.perf_counter()
-        traces = run_tts(problems, engine, prompts, search_cfg, out_dir=Path(out_dir) / "tts", progress=progress)
+        traces = run_tts(problems, engine, prompts, search_cfg, out_dir=tts_dir, progress=progress)
         tts_s = time.perf_counter() - start
         by_id = {t.problem_id: t for t in traces}
         ordered = [by_id[p.id] for p in problems]

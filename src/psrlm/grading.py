@@ -383,6 +383,11 @@ class _DropTimeoutWarning(logging.Filter):
 
 
 def _worker_init() -> None:
+    import signal
+
+    # Ctrl-C reaches the whole process group: the parent stops the run (and then the pool); a worker that took the
+    # signal itself would only print a traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for name in ("math_verify.parser", "math_verify.grader"):
         logging.getLogger(name).addFilter(_DropTimeoutWarning())
     # Pay the import and first-call cost (sympy, lark grammar) here, outside any item's time budget.

@@ -102,6 +102,7 @@ class Manifest:
     metrics: dict = field(default_factory=dict)
     seeds: dict = field(default_factory=dict)
     wall_time_s: float = 0.0
+    settings: dict = field(default_factory=dict)  # flattened: what determines this model (iterate.py compares it)
 
 
 R = TypeVar("R")
@@ -215,23 +216,85 @@ def write_jsonl(path: Path, records: Iterable[Any]) -> int:
     return len(lines)
 
 
+def _decode_line(raw: bytes, path: Path, lineno: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RecordError(
+            f"{path}:{lineno}: not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1})"
+        ) from None
+
+
 def iter_jsonl(path: Path, cls: type[R] | None = None) -> Iterator[R | dict]:
     """Yield records; a torn last line (no trailing newline, not parseable) is dropped with a warning."""
     path = Path(path)
-    with open(path, encoding="utf-8") as fh:
+    with open(path, "rb") as fh:
         lines = fh.readlines()
-    for i, line in enumerate(lines, start=1):
+    for i, raw in enumerate(lines, start=1):
         is_last = i == len(lines)
+        torn = is_last and not raw.endswith(b"\n")
+        try:
+            line = _decode_line(raw, path, i)
+        except RecordError:
+            if torn:  # a kill mid-write can cut a multi-byte character too
+                log.warning("%s:%d: dropping a half-written last line (%d bytes)", path, i, len(raw))
+                return
+            raise
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            if is_last and not line.endswith("\n"):
+            if torn:
                 log.warning("%s:%d: dropping a half-written last line (%d bytes)", path, i, len(line))
                 return
             raise RecordError(f"{path}:{i}: malformed JSON ({e.msg} at column {e.colno})") from e
         yield from_dict(cls, obj, f"{path}:{i}") if cls is not None else obj
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file the project wrote (manifest, summary, metrics, settings): any damage is an error that names
+    the file, never a bare JSON traceback."""
+    path = Path(path)
+    try:
+        return json.loads(_decode_line(path.read_bytes(), path, 1))
+    except json.JSONDecodeError as e:
+        raise RecordError(f"{path}: corrupt JSON ({e.msg} at line {e.lineno} column {e.colno}); "
+                          "restore or delete the file") from None  # fmt: skip
+
+
+def read_problems(path: Path) -> list[Problem]:
+    """A Problem JSONL file; an id used twice is an error naming both lines (a rerun would train on duplicates)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"problems file not found: {path}")
+    problems: list[Problem] = []
+    first_line: dict[str, int] = {}
+    with open(path, "rb") as fh:
+        for i, raw in enumerate(fh, start=1):
+            line = _decode_line(raw, path, i)
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise RecordError(f"{path}:{i}: malformed JSON ({e.msg} at column {e.colno})") from None
+            p = from_dict(Problem, obj, f"{path}:{i}")
+            if p.id in first_line:
+                raise RecordError(
+                    f"{path}:{i}: problem id {p.id!r} is also on line {first_line[p.id]}; ids must be unique"
+                )
+            first_line[p.id] = i
+            problems.append(p)
+    return problems
+
+
+def check_unique_ids(problems: list[Problem], where: str) -> None:
+    seen: dict[str, int] = {}
+    for i, p in enumerate(problems):
+        if p.id in seen:
+            raise RecordError(f"{where}: problem id {p.id!r} appears twice (items {seen[p.id] + 1} and {i + 1})")
+        seen[p.id] = i
 
 
 def read_jsonl(path: Path, cls: type[R] | None = None) -> list[R]:
@@ -302,8 +365,18 @@ class ProblemLog:
     """
 
     def __init__(self, out_dir: Path, trace_cls: type, item_cls: type | None = None, items: str = "pairs"):
+        from psrlm.folders import FolderLock
+
         self.dir = Path(out_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock = FolderLock(self.dir, "write results")  # one writer per folder (re-entrant for its caller)
+        self._lock.acquire()
+        try:
+            self._open(trace_cls, item_cls, items)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self, trace_cls: type, item_cls: type | None, items: str) -> None:
         self.traces_path = self.dir / "traces.jsonl"
         self.items_path = self.dir / f"{items}.jsonl"
         self._traces = JsonlAppender(self.traces_path, trace_cls)
@@ -338,6 +411,7 @@ class ProblemLog:
     def close(self) -> None:
         self._items.close()
         self._traces.close()
+        self._lock.release()
 
     def __enter__(self) -> ProblemLog:
         return self
@@ -366,8 +440,9 @@ def iter_json_rows(path: Path) -> Iterator[tuple[int, dict]]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"data file not found: {path}")
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh, start=1):
+    with open(path, "rb") as fh:
+        for i, raw in enumerate(fh, start=1):
+            line = _decode_line(raw, path, i)
             if not line.strip():
                 continue
             try:

@@ -14,12 +14,12 @@ PSRLM Mn beat M1, and beat SRLM's change?" gets a number with its uncertainty.
 
 from __future__ import annotations
 
-import json
 import math
+import re
 import statistics
 from pathlib import Path
 
-from psrlm.records import atomic_write_text, save_figure, write_json
+from psrlm.records import atomic_write_text, read_json, save_figure, write_json
 
 # two-sided 95 % Student-t quantiles by degrees of freedom (no scipy dependency for three numbers)
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -29,11 +29,11 @@ def load_summary(run_dir: Path) -> dict:
     path = Path(run_dir) / "summary.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `psrlm iterate` for {run_dir} first")
-    return json.loads(path.read_text())
+    return read_json(path)
 
 
 def last_iteration(models: dict, method: str) -> str | None:
-    its = sorted(int(n.split("-M")[1]) for n in models if n.startswith(f"{method}-M"))
+    its = sorted(it for m, it in map(_parse_name, models) if m == method and it is not None)
     return f"{method}-M{its[-1]}" if its and its[-1] > 1 else None
 
 
@@ -111,12 +111,20 @@ def format_science(result: dict) -> str:
 # ------------------------------------------------------------------------------------- one run: collect
 
 
-def _iteration(name: str) -> int:
-    return 0 if name == "M0" else int(name.rsplit("-M", 1)[1])
+def _parse_name(name: str) -> tuple[str | None, int | None]:
+    """ "psrlm-M3" -> ("psrlm", 3); "M0" -> (None, 0); a name `psrlm eval --name` chose -> (None, None)."""
+    if name == "M0":
+        return None, 0
+    m = re.fullmatch(r"(.+)-M(\d+)", name)
+    return (m.group(1), int(m.group(2))) if m else (None, None)
+
+
+def _iteration(name: str) -> int | None:
+    return _parse_name(name)[1]
 
 
 def _method(name: str) -> str | None:
-    return None if name == "M0" else name.rsplit("-M", 1)[0]
+    return _parse_name(name)[0]
 
 
 def collect(run_dir: Path) -> dict:
@@ -126,41 +134,43 @@ def collect(run_dir: Path) -> dict:
     from `eval/<name>/summary.json`, pair precision and search statistics from `manifests/<name>.json`; a run
     with only a `summary.json` (older runs) still renders."""
     run_dir = Path(run_dir)
-    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {}
     names = set(summary.get("models", {}))
     names |= {p.stem for p in (run_dir / "manifests").glob("*.json")}
-    names |= {p.stem for p in (run_dir / "eval").glob("*.json") if p.stem != "appendix_b"}
+    names |= {p.stem for p in (run_dir / "eval").glob("*.json") if p.stem != "appendix_b"}  # older runs
+    names |= {p.parent.name for p in (run_dir / "eval").glob("*/summary.json")}  # `psrlm eval` and iterate
     if not names:
-        raise FileNotFoundError(f"{run_dir}: no summary.json, manifests/ or eval/ results: run `psrlm iterate` first")
+        raise FileNotFoundError(f"{run_dir}: no summary.json, manifests/ or eval/ results: run `psrlm iterate` or "
+                                "`psrlm eval` for it first")  # fmt: skip
     models: dict = {}
-    for name in sorted(names, key=lambda n: (_method(n) or "", _iteration(n))):
+    for name in sorted(names, key=lambda n: (_method(n) or "", _iteration(n) is None, _iteration(n) or 0, n)):
         m = dict(summary.get("models", {}).get(name, {}))
-        ev = run_dir / "eval" / f"{name}.json"
-        if ev.exists():
-            m.update(json.loads(ev.read_text()))
+        for ev in (run_dir / "eval" / f"{name}.json", run_dir / "eval" / name / "metrics.json"):
+            if ev.exists():
+                m.update(read_json(ev))
         bench = run_dir / "eval" / name / "summary.json"
         benchmarks = dict(m.get("benchmarks") or {})
         if bench.exists():
-            benchmarks.update(json.loads(bench.read_text()))
+            benchmarks.update(read_json(bench))
         for split in ("test", "hard"):  # runs from before per-benchmark files: the arith splits under test/hard
             if split in m and f"arith_{split}" not in benchmarks:
                 benchmarks[f"arith_{split}"] = m[split]
         m["benchmarks"] = benchmarks
         man = run_dir / "manifests" / f"{name}.json"
         if man.exists():
-            metrics = json.loads(man.read_text()).get("metrics", {})
+            metrics = read_json(man).get("metrics", {})
             m["manifest"] = {"pair_precision": metrics.get("pair_precision"), "search": metrics.get("search")}
         judge = run_dir / "eval" / name / "judge.json"  # written by `psrlm eval`
         if judge.exists():
-            m.update(json.loads(judge.read_text()))
+            m.update(read_json(judge))
         tts = run_dir / "eval" / name / "tts.json"
         if tts.exists():
-            m["tts"] = json.loads(tts.read_text())
+            m["tts"] = read_json(tts)
         models[name] = m
     appendix_b = run_dir / "eval" / "appendix_b.json"
     return {
         "models": models,
-        "appendix_b": json.loads(appendix_b.read_text()) if appendix_b.exists() else None,
+        "appendix_b": read_json(appendix_b) if appendix_b.exists() else None,
         "timings_s": summary.get("timings_s", {}),
         "wall_s": summary.get("wall_s"),
     }
@@ -325,7 +335,7 @@ def table_pairs(models: dict) -> str | None:
 def _series(models: dict, method: str, value) -> tuple[list[int], list[float]]:
     xs, ys = [], []
     for name, m in models.items():
-        if name == "M0" or _method(name) == method:
+        if _iteration(name) is not None and (name == "M0" or _method(name) == method):
             y = value(m)
             if y is not None:
                 xs.append(_iteration(name))

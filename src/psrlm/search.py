@@ -10,7 +10,12 @@ caps the rounds per problem.
 
 All active problems advance together: one engine call generates every active problem's candidates, one engine
 call runs every judgment. That batching is where the speed comes from (see `psrlm bench`). Finished problems are
-committed to `traces.jsonl` / `pairs.jsonl` as they finish; a rerun skips them.
+committed to `traces.jsonl` / `pairs.jsonl` as they finish; a rerun skips them. Each round's samples are seeded by
+(search seed, problem id, step, attempt), so a resumed search draws exactly what an uninterrupted one would have,
+whichever other problems are active beside it.
+
+A problem whose step or judge prompt no longer fits the model's context stops there (stop_reason "context",
+counted in the summary as `context_stops`): nothing is cut to fit.
 """
 
 from __future__ import annotations
@@ -21,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from psrlm.configs import SearchConfig
-from psrlm.engines.base import Engine, GenParams
+from psrlm.engines.base import Engine, GenParams, seed_of
 from psrlm.judge import Judgment, parse_verdict, plan_pairs, score_candidates, unique_candidates
 from psrlm.prompts import Prompts, judge_target_tag
-from psrlm.records import PreferencePair, Problem, ProblemLog, SearchTrace
+from psrlm.records import PreferencePair, Problem, ProblemLog, SearchTrace, check_unique_ids
 from psrlm.steps import STEP_STOP, clean_candidate, final_answer, is_final
 
 
@@ -59,6 +64,7 @@ class SearchResult:
             "no_verdict_rate": sum(x.no_verdicts for x in t) / max(1, calls),
             "gen_tokens": sum(x.gen_tokens for x in t),
             "round_cap_hits": sum(x.stop_reason == "round_cap" for x in t),
+            "context_stops": sum(x.stop_reason == "context" for x in t),
         }
 
 
@@ -76,6 +82,7 @@ def run_search(
     """Search every problem; with `out_dir`, results are committed as problems finish and a rerun resumes."""
     judge_engine = judge_engine or engine
     _check(cfg)
+    check_unique_ids(problems, "search problems")
     log = ProblemLog(out_dir, SearchTrace, PreferencePair) if out_dir is not None else None
     done_ids = log.done if log else set()
     queue = deque(p for p in problems if p.id not in done_ids)
@@ -83,14 +90,12 @@ def run_search(
     new_pairs: list[PreferencePair] = []
     bar = _progress(len(problems), len(problems) - len(queue), progress)
     active: list[_State] = []
-    round_no = 0
     try:
         while queue or active:
             while queue and len(active) < cfg.max_active:
                 p = queue.popleft()
                 active.append(_State(p, SearchTrace(problem_id=p.id, steps=[])))
-            _advance(active, engine, judge_engine, prompts, cfg, iteration, cfg.seed + 100_003 * round_no)
-            round_no += 1
+            _advance(active, engine, judge_engine, prompts, cfg, iteration)
             for st in [s for s in active if s.done]:
                 st.trace.steps = list(st.steps)
                 st.trace.final_answer = final_answer(st.steps)
@@ -136,10 +141,11 @@ def _advance(
     prompts: Prompts,
     cfg: SearchConfig,
     iteration: int,
-    seed: int,
 ) -> None:
     """One round for every state: expand, judge (one batched call each), then select or roll back."""
     step_prompts = [prompts.step_prompt(st.problem.question, st.steps) for st in states]
+    # the round's draws belong to (problem, step, attempt), not to the batch they happen to share
+    seeds = tuple(seed_of(cfg.seed, st.problem.id, len(st.steps) + 1, st.trace.rounds_used) for st in states)
     gen = engine.generate(
         step_prompts,
         GenParams(
@@ -148,30 +154,59 @@ def _advance(
             top_p=cfg.top_p,
             max_new_tokens=cfg.max_step_tokens,
             stop=(STEP_STOP,),
-            seed=seed,
+            seeds=seeds,
         ),
     )
-    plans = []  # per state: (unique candidates, [(a, b)], offset into judge prompts)
+    plans = []  # per state: (unique candidates, [(a, b)], offset into judge prompts) or None (context stop)
     judge_prompts: list[str] = []
-    for st, outs in zip(states, gen, strict=True):
+    judge_seeds: list[int] = []
+    for st, outs, seed in zip(states, gen, seeds, strict=True):
         st.trace.gen_tokens += sum(c.tokens for c in outs)
+        if any(o.finish_reason == "context" for o in outs):
+            plans.append(None)
+            continue
         cands = [c for c in (clean_candidate(o.text) for o in outs) if c]
         uniques, _ = unique_candidates(cands)
         pairs = plan_pairs(len(uniques), cfg.judge_mode, cfg.cyclic_k) if len(uniques) > 1 else []
         plans.append((cands, uniques, pairs, len(judge_prompts)))
         q = st.problem.question
         judge_prompts += [prompts.judge_prompt(q, st.steps, uniques[a], uniques[b]) for a, b in pairs]
-    judged = judge_all(judge_engine, judge_prompts, cfg, seed + 1) if judge_prompts else []
-    for st, (cands, uniques, pairs, offset) in zip(states, plans, strict=True):
+        judge_seeds += [seed_of(seed, "judge", k) for k in range(len(pairs))]
+    judged = judge_all(judge_engine, judge_prompts, cfg, tuple(judge_seeds)) if judge_prompts else []
+    for st, plan in zip(states, plans, strict=True):
+        if plan is None:
+            _stop_for_context(st)
+            continue
+        cands, uniques, pairs, offset = plan
         outs = judged[offset : offset + len(pairs)]
-        judgments = [Judgment(a, b, verdict, p_a=p_a) for (a, b), (verdict, p_a, _) in zip(pairs, outs, strict=True)]
-        st.trace.gen_tokens += sum(tokens for _, _, tokens in outs)
+        st.trace.gen_tokens += sum(j.tokens for j in outs)
         st.trace.judge_calls += len(pairs)
+        if any(j.skipped for j in outs):
+            _stop_for_context(st)
+            continue
+        judgments = [Judgment(a, b, j.verdict, p_a=j.p_a) for (a, b), j in zip(pairs, outs, strict=True)]
         _select(st, cands, uniques, judgments, prompts, cfg, iteration)
 
 
-def judge_all(engine: Engine, judge_prompts: list[str], cfg: SearchConfig, seed: int) -> list[tuple]:
-    """(verdict, P(A), generated tokens) per judge prompt, in one batched call.
+def _stop_for_context(st: _State) -> None:
+    """The step or judge prompt no longer fits the context: the problem ends here, its earlier pairs kept."""
+    st.trace.rounds_used += 1
+    st.trace.rounds.append({"step": len(st.steps) + 1, "action": "context"})
+    st.done, st.trace.stop_reason = True, "context"
+
+
+@dataclass
+class Verdict:
+    verdict: str | None  # "A", "B" or None (no verdict)
+    p_a: float | None  # P(A is better), read from the logits ("logits" / "soft")
+    tokens: int  # generated tokens (explanations)
+    skipped: bool = False  # the judge prompt does not fit the model's context
+
+
+def judge_all(
+    engine: Engine, judge_prompts: list[str], cfg: SearchConfig, seeds: tuple[int, ...] | int
+) -> list[Verdict]:
+    """One Verdict per judge prompt, in one batched call.
 
     verdict=generate: the judge writes its explanation and `[[A]]`/`[[B]]` (paper); P(A) is None.
     verdict=logits / soft: no explanation; P(A) = softmax over log p(" [[A]]") and log p(" [[B]]") right after the
@@ -180,18 +215,23 @@ def judge_all(engine: Engine, judge_prompts: list[str], cfg: SearchConfig, seed:
     cancels over both orders of a pair) instead of tying every round.
     """
     if cfg.verdict == "generate":
-        params = GenParams(n=1, temperature=cfg.judge_temperature, max_new_tokens=cfg.judge_max_tokens, seed=seed)
+        per_prompt = dict(seeds=seeds) if isinstance(seeds, tuple) else dict(seed=seeds)
+        params = GenParams(n=1, temperature=cfg.judge_temperature, max_new_tokens=cfg.judge_max_tokens, **per_prompt)
         outs = [o[0] for o in engine.generate(judge_prompts, params)]
-        return [(parse_verdict(o.text), None, o.tokens) for o in outs]
+        return [Verdict(parse_verdict(o.text), None, o.tokens, o.finish_reason == "context") for o in outs]
     out = []
     for d in verdict_log_odds(engine, judge_prompts):
+        if d is None:
+            out.append(Verdict(None, None, 0, skipped=True))
+            continue
         verdict = "A" if d > 0 else "B" if d < 0 else None
-        out.append((verdict, sigmoid(d) if cfg.verdict == "soft" else None, 0))
+        out.append(Verdict(verdict, sigmoid(d) if cfg.verdict == "soft" else None, 0))
     return out
 
 
-def verdict_log_odds(engine: Engine, judge_prompts: list[str]) -> list[float]:
-    """log p(" [[A]]") - log p(" [[B]]") right after each judge prompt (in-process engine only)."""
+def verdict_log_odds(engine: Engine, judge_prompts: list[str]) -> list[float | None]:
+    """log p(" [[A]]") - log p(" [[B]]") right after each judge prompt (in-process engine only); None where the
+    prompt does not fit the model's context."""
     from psrlm.engines.hf import continuation_logprobs
 
     if not hasattr(engine, "tokenizer"):
@@ -199,7 +239,7 @@ def verdict_log_odds(engine: Engine, judge_prompts: list[str]) -> list[float]:
     n = len(judge_prompts)
     tags = [judge_target_tag("A")] * n + [judge_target_tag("B")] * n
     lp = continuation_logprobs(engine, judge_prompts * 2, tags)
-    return [a - b for a, b in zip(lp[:n], lp[n:], strict=True)]
+    return [None if a is None or b is None else a - b for a, b in zip(lp[:n], lp[n:], strict=True)]
 
 
 def sigmoid(x: float) -> float:

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from psrlm.configs import SRLMConfig
-from psrlm.engines.base import Engine, GenParams
+from psrlm.engines.base import Engine, GenParams, seed_of
 from psrlm.prompts import Prompts
-from psrlm.records import PreferencePair, Problem, ProblemLog, SearchTrace
+from psrlm.records import PreferencePair, Problem, ProblemLog, SearchTrace, check_unique_ids
 from psrlm.steps import final_answer, is_final, split_steps
 
 _SCORE = re.compile(r"Score\s*:\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
@@ -48,6 +48,7 @@ class SRLMResult:
             "judge_calls": calls,
             "unparsed_score_rate": sum(x.no_verdicts for x in t) / max(1, calls),
             "gen_tokens": sum(x.gen_tokens for x in t),
+            "context_stops": sum(x.stop_reason == "context" for x in t),
         }
 
 
@@ -63,22 +64,21 @@ def run_srlm(
 ) -> SRLMResult:
     from tqdm.auto import tqdm
 
+    check_unique_ids(problems, "srlm problems")
     log = ProblemLog(out_dir, SearchTrace, PreferencePair) if out_dir is not None else None
     queue = deque(p for p in problems if not log or p.id not in log.done)
     traces: list[SearchTrace] = []
     pairs: list[PreferencePair] = []
     bar = tqdm(total=len(problems), initial=len(problems) - len(queue), desc="srlm", disable=not progress)
-    batch_no = 0
     try:
         while queue:
             batch = [queue.popleft() for _ in range(min(cfg.max_active, len(queue)))]
-            for trace, new in _score_batch(batch, engine, prompts, cfg, iteration, cfg.seed + 100_003 * batch_no):
+            for trace, new in _score_batch(batch, engine, prompts, cfg, iteration):
                 if log:
                     log.commit(trace, new)
                 traces.append(trace)
                 pairs += new
                 bar.update(1)
-            batch_no += 1
     finally:
         bar.close()
         if log:
@@ -88,7 +88,9 @@ def run_srlm(
     return SRLMResult(traces, pairs)
 
 
-def _score_batch(batch: list[Problem], engine: Engine, prompts: Prompts, cfg: SRLMConfig, iteration: int, seed: int):
+def _score_batch(batch: list[Problem], engine: Engine, prompts: Prompts, cfg: SRLMConfig, iteration: int):
+    """Samples and scores seeded by problem id (not by batch), so a resumed run draws what an uninterrupted one
+    would have. A solve prompt that does not fit the context ends its problem with stop_reason "context"."""
     solve = [prompts.solve_prompt(p.question) for p in batch]
     gen = engine.generate(
         solve,
@@ -97,24 +99,31 @@ def _score_batch(batch: list[Problem], engine: Engine, prompts: Prompts, cfg: SR
             temperature=cfg.temperature,
             top_p=cfg.top_p,
             max_new_tokens=cfg.max_solution_tokens,
-            seed=seed,
+            seeds=tuple(seed_of(cfg.seed, p.id, "solve") for p in batch),
         ),
     )
     solutions = [[o.text.strip() for o in outs] for outs in gen]
-    score_prompts = [
-        prompts.score_prompt(p.question, s) for p, sols in zip(batch, solutions, strict=True) for s in sols
-    ]
+    score_prompts, score_seeds = [], []
+    for p, sols in zip(batch, solutions, strict=True):
+        for j, sol in enumerate(sols):
+            score_prompts.append(prompts.score_prompt(p.question, sol))
+            score_seeds.append(seed_of(cfg.seed, p.id, "score", j))
     judge_params = GenParams(
         n=cfg.n_judgments,
         temperature=cfg.judge_temperature if cfg.n_judgments > 1 else 0.0,
         top_p=1.0,
         max_new_tokens=cfg.judge_max_tokens,
-        seed=seed + 1,
+        seeds=tuple(score_seeds),
     )
     judged = engine.generate(score_prompts, judge_params)
     k = 0
     for p, outs, sols in zip(batch, gen, solutions, strict=True):
         trace = SearchTrace(problem_id=p.id, steps=[], gen_tokens=sum(o.tokens for o in outs))
+        if any(o.finish_reason == "context" for o in outs):
+            k += len(sols)
+            trace.stop_reason = "context"
+            yield trace, []
+            continue
         means: list[float | None] = []
         for _ in sols:
             answers = judged[k]

@@ -101,6 +101,20 @@ def load_tokenizer(path: str | Path):
     return tok
 
 
+def saved_dtype(path: str | Path):
+    """The dtype a checkpoint was saved in (config.json `dtype`, older `torch_dtype`); fp32 when not recorded."""
+    import torch
+
+    cfg_file = Path(path) / "config.json"
+    name = None
+    if cfg_file.exists():
+        from psrlm.records import read_json
+
+        cfg = read_json(cfg_file)
+        name = cfg.get("dtype") or cfg.get("torch_dtype")
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(str(name), torch.float32)
+
+
 def load_model(path: str | Path, device: str = "cpu", dtype: str = "float32"):
     import torch
     from transformers import AutoModelForCausalLM

@@ -72,10 +72,10 @@ def dpo_rows(pairs: list[PreferencePair]) -> list[dict]:
 def _device_args(tc: TrainConfig) -> dict:
     import torch
 
-    cuda = torch.cuda.is_available()
-    bf16 = cuda if tc.bf16 == "auto" else tc.bf16 == "true"
-    # Explicit on every path: TRL's bf16 default fails on CPU.
-    return {"bf16": bf16, "fp16": False, "use_cpu": not cuda}
+    from psrlm.hardware import train_bf16
+
+    # Explicit on every path: TRL's bf16 default fails on CPU, and emulated bf16 on a CPU without it is ~30x slower.
+    return {"bf16": train_bf16(tc.bf16), "fp16": False, "use_cpu": not torch.cuda.is_available()}
 
 
 def _common_args(tc: TrainConfig, out_dir: Path) -> dict:
@@ -112,12 +112,15 @@ def _length_plan(lengths: list[int], tc: TrainConfig, model_max: int) -> tuple[i
     return limit, sum(n > limit for n in lengths)
 
 
-def _finish(trainer, tokenizer, out_dir: Path, info: dict, lora: bool) -> dict:
+def _finish(trainer, tokenizer, out_dir: Path, info: dict, lora: bool, save_dtype=None) -> dict:
     from psrlm.tiny import save_model
 
     model = trainer.model
     if lora:
         model = model.merge_and_unload()
+    if save_dtype is not None:  # trained in fp32 (master weights), saved as the source checkpoint was
+        model = model.to(save_dtype)
+        info = {**info, "saved_dtype": str(save_dtype).removeprefix("torch.")}
     history = [h for h in trainer.state.log_history if "loss" in h]
     info = {
         **info,
@@ -131,11 +134,17 @@ def _finish(trainer, tokenizer, out_dir: Path, info: dict, lora: bool) -> dict:
 
 
 def _load(model_dir: Path):
+    """The model in fp32 whatever dtype it was saved in, its tokenizer, and the saved dtype.
+
+    fp32 master weights are what make small updates land: AdamW steps at the paper's lr (5e-7) applied to bf16
+    weights round away almost entirely. bf16 compute comes from autocast (`bf16` in the trainer args)."""
+    import torch
     from transformers import AutoModelForCausalLM
 
-    from psrlm.tiny import load_tokenizer
+    from psrlm.tiny import load_tokenizer, saved_dtype
 
-    return AutoModelForCausalLM.from_pretrained(str(model_dir)), load_tokenizer(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    return model, load_tokenizer(model_dir), saved_dtype(model_dir)
 
 
 # --------------------------------------------------------------------------------------------- stages
@@ -155,7 +164,7 @@ def _run_sft(stage: str, model_dir: Path, rows: list[dict], tc: TrainConfig, out
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    model, tok = _load(model_dir)
+    model, tok, save_dtype = _load(model_dir)
     lengths = [len(tok(r.get("text") or r["prompt"] + r["completion"])["input_ids"]) + 1 for r in rows]
     max_length, cut = _length_plan(lengths, tc, model.config.max_position_embeddings)
     args = SFTConfig(**_common_args(tc, Path(out_dir)), max_length=max_length, **sft_args)
@@ -171,7 +180,7 @@ def _run_sft(stage: str, model_dir: Path, rows: list[dict], tc: TrainConfig, out
     info = {"stage": stage, "examples": len(rows), "max_length": max_length, "truncated": cut}
     info["wall_s"] = time.time() - start
     info["tokens"] = sum(lengths)
-    return _finish(trainer, tok, Path(out_dir), info, tc.lora)
+    return _finish(trainer, tok, Path(out_dir), info, tc.lora, save_dtype)
 
 
 def make_step_dpo_trainer_class():
@@ -199,14 +208,18 @@ def dpo(
     model_dir: Path, pairs: list[PreferencePair], tc: TrainConfig, out_dir: Path, ref_dir: Path | None = None
 ) -> dict:
     """Step-wise DPO of the model at `model_dir` against the reference at `ref_dir` (default: the same weights)."""
+    import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig
 
     if not pairs:
         raise ValueError("DPO needs at least one preference pair")
-    model, tok = _load(model_dir)
-    ref = None if tc.lora else AutoModelForCausalLM.from_pretrained(str(ref_dir or model_dir))
+    model, tok, save_dtype = _load(model_dir)
+    ref = None
+    if not tc.lora:  # the reference is never updated: it may stay in its saved dtype where bf16 compute is native
+        ref_dtype = save_dtype if _device_args(tc)["bf16"] else torch.float32
+        ref = AutoModelForCausalLM.from_pretrained(str(ref_dir or model_dir), dtype=ref_dtype)
     rows = dpo_rows(pairs)
     lengths = [len(tok(r["prompt"] + max(r["chosen"], r["rejected"], key=len))["input_ids"]) + 1 for r in rows]
     max_length, cut = _length_plan(lengths, tc, model.config.max_position_embeddings)
@@ -239,7 +252,7 @@ def dpo(
         "reward_accuracy": rewards[-1]["rewards/accuracies"] if rewards else None,
         "reward_margin": rewards[-1].get("rewards/margins") if rewards else None,
     }
-    return _finish(trainer, tok, Path(out_dir), info, tc.lora)
+    return _finish(trainer, tok, Path(out_dir), info, tc.lora, save_dtype)
 
 
 def prm(model_dir: Path, rows: list[dict], tc: TrainConfig, out_dir: Path, separator: str = "\n") -> dict:
@@ -249,6 +262,7 @@ def prm(model_dir: Path, rows: list[dict], tc: TrainConfig, out_dir: Path, separ
     in huggingface/trl#7133). Otherwise transformers' `Trainer` on the same rows tokenized exactly as PRMTrainer
     tokenizes them (prm.prm_token_row), with the same collator, so either way the checkpoint reads the same in
     prm.TokenClassificationPRM. The backbone starts from `model_dir` (a causal LM), the two-label head is new."""
+    import torch
     from datasets import Dataset
     from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
 
@@ -258,7 +272,7 @@ def prm(model_dir: Path, rows: list[dict], tc: TrainConfig, out_dir: Path, separ
     tok = load_tokenizer(model_dir)
     tok.padding_side = "right"  # in memory only: the causal backbone reads positions from the left edge
     model = AutoModelForTokenClassification.from_pretrained(
-        str(model_dir), num_labels=2, id2label={0: "-", 1: "+"}, label2id={"-": 0, "+": 1}
+        str(model_dir), dtype=torch.float32, num_labels=2, id2label={0: "-", 1: "+"}, label2id={"-": 0, "+": 1}
     )
     model.config.pad_token_id = tok.pad_token_id
     tokenized = [prm_token_row(tok, r["prompt"], r["completions"], r["labels"], separator) for r in rows]

@@ -20,6 +20,15 @@ class GenParams:
     max_new_tokens: int = 128
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # One seed per prompt: sample k of prompt i then depends on (seeds[i], k) only, not on which other prompts share
+    # the call or the batch, so a resumed search draws exactly what an uninterrupted one would have drawn.
+    seeds: tuple[int, ...] | None = None
+
+    def row_seed(self, index: int) -> int | None:
+        """The seed of the prompt at `index` in the call: its own when given, else call seed + index."""
+        if self.seeds is not None:
+            return self.seeds[index]
+        return None if self.seed is None else self.seed + index
 
     @property
     def greedy(self) -> bool:
@@ -30,7 +39,16 @@ class GenParams:
 class Completion:
     text: str  # stop text removed
     tokens: int  # generated tokens, counted up to and including the stop / EOS
-    finish_reason: str = "stop"  # "stop" | "length" | "error"
+    # "stop" | "length" (hit max_new_tokens, or the context end) | "error" (request failed) | "context" (the prompt
+    # alone does not fit the model's context: not generated at all, never cut to fit)
+    finish_reason: str = "stop"
+
+
+def seed_of(*parts: object) -> int:
+    """A 31-bit seed from any labels (problem id, step, attempt): stable across processes and Python versions."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
 @dataclass
@@ -40,7 +58,8 @@ class EngineStats:
     completions: int = 0
     gen_tokens: int = 0
     prompt_tokens: int = 0
-    truncated_prompts: int = 0
+    skipped_prompts: int = 0  # did not fit the context at all: answered with finish_reason "context"
+    clamped_prompts: int = 0  # fit, but prompt + max_new_tokens did not: generation capped at the context end
     errors: int = 0
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)

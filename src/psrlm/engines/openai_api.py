@@ -5,9 +5,13 @@
       base_urls: [http://127.0.0.1:8000/v1, http://127.0.0.1:8001/v1]   # several servers = data parallelism
       model_name: Qwen/Qwen2.5-Math-7B
 
-Requests run on a bounded thread pool, spread round-robin over the base URLs. 429 and 5xx answers and
-connection errors are retried with exponential backoff and jitter. A server that ignores `n` (returns fewer
-choices) is asked again until each prompt has its `n` completions. The API key is read only from the
+Requests run on a bounded pool of daemon threads, spread round-robin over the base URLs, so Ctrl-C stops a
+stage at once even while requests hang (what finished is already committed by the stage). 429 and 5xx answers,
+connection errors and answers that are not a JSON object (or not UTF-8) are retried with exponential backoff and
+jitter, then count as failed requests naming the URL. A server that ignores `n` (returns fewer choices) is asked
+again until each prompt has its `n` completions. A prompt longer than the server's context (its 400 says so) is
+answered with finish_reason "context" and counted, never cut; one that fits but leaves less room than
+`max_new_tokens` is asked again with `max_tokens` clamped to the room left. The API key is read only from the
 environment variable named by `api_key_env` and never appears in logs or errors. Standard library only.
 """
 
@@ -19,21 +23,86 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 
 from psrlm.engines.base import Completion, EngineStats, GenParams, cut_at_stop
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+# vLLM / SGLang / OpenAI wordings of "prompt + max_tokens exceed the context"
+_CONTEXT_LIMIT = re.compile(r"maximum context length is (\d+)", re.IGNORECASE)
+_PROMPT_TOKENS = re.compile(r"(\d+) in the (?:messages|prompt)|request has (\d+) input tokens|(\d+) input tokens",
+                            re.IGNORECASE)  # fmt: skip
 
 
 class EngineError(RuntimeError):
     """A request that failed for good (after retries, or with a non-retryable status)."""
+
+
+class _ContextOverflow(Exception):
+    def __init__(self, limit: int | None, prompt_tokens: int | None):
+        super().__init__(f"context {limit}, prompt {prompt_tokens}")
+        self.limit, self.prompt_tokens = limit, prompt_tokens
+
+
+def _context_overflow(status: int, detail: str) -> _ContextOverflow | None:
+    """A 400 that says the request does not fit the model's context, with the numbers it gives."""
+    if status != 400:
+        return None
+    limit = _CONTEXT_LIMIT.search(detail)
+    if not limit and "context length" not in detail.lower() and "too long" not in detail.lower():
+        return None
+    prompt = _PROMPT_TOKENS.search(detail)
+    n_prompt = next((int(g) for g in prompt.groups() if g), None) if prompt else None
+    return _ContextOverflow(int(limit.group(1)) if limit else None, n_prompt)
+
+
+def _run_all(fn, items: list, workers: int) -> list:
+    """fn over items on daemon threads; the caller's wait can be interrupted (Ctrl-C) without waiting for
+    requests in flight: daemon threads do not hold the interpreter at exit, unlike ThreadPoolExecutor's."""
+    results: list = [None] * len(items)
+    errors: list[BaseException] = []
+    todo = iter(range(len(items)))
+    lock = threading.Lock()
+    done = threading.Event()
+    remaining = [len(items)]
+
+    def worker() -> None:
+        while not done.is_set():
+            with lock:
+                i = next(todo, None)
+            if i is None:
+                return
+            try:
+                results[i] = fn(items[i], i)
+            except BaseException as e:  # handed to the caller's thread
+                with lock:
+                    errors.append(e)
+                done.set()
+                return
+            with lock:
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    done.set()
+
+    if not items:
+        return results
+    for _ in range(min(workers, len(items))):
+        threading.Thread(target=worker, daemon=True).start()
+    try:
+        while not done.wait(0.2):
+            pass
+    except BaseException:
+        done.set()  # workers take no new item; the ones in flight die with the process
+        raise
+    if errors:
+        raise errors[0]
+    return results
 
 
 class OpenAIEngine:
@@ -85,10 +154,21 @@ class OpenAIEngine:
             req = urllib.request.Request(url, data=data, headers=headers, method="POST")
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                    return json.loads(resp.read().decode())
+                    raw = resp.read()
+                try:
+                    answer = json.loads(raw.decode("utf-8"))
+                except UnicodeDecodeError:
+                    last = f"an answer that is not UTF-8 from {url} ({len(raw)} bytes)"
+                else:
+                    if isinstance(answer, dict):
+                        return answer
+                    last = f"an answer that is not a JSON object from {url}: {self._redact(str(answer))[:120]}"
             except urllib.error.HTTPError as e:
-                detail = self._redact(e.read(4096).decode(errors="replace"))[:200]
-                last = f"HTTP {e.code} from {url}: {detail}"
+                detail = self._redact(e.read(4096).decode(errors="replace"))
+                overflow = _context_overflow(e.code, detail)
+                if overflow is not None:
+                    raise overflow from None
+                last = f"HTTP {e.code} from {url}: {detail[:200]}"
                 if e.code not in RETRY_STATUS:
                     raise EngineError(last) from None
             except (
@@ -119,8 +199,8 @@ class OpenAIEngine:
             body["top_p"] = params.top_p
         if params.stop:
             body["stop"] = list(params.stop)
-        if params.seed is not None:
-            body["seed"] = params.seed + index
+        if params.row_seed(index) is not None:
+            body["seed"] = params.row_seed(index)
         body.update(self.extra_body)
         got: list[Completion] = []
         while len(got) < params.n:  # servers that ignore `n` answer with one choice: ask again
@@ -130,6 +210,16 @@ class OpenAIEngine:
                 choices = resp.get("choices") or []
                 if not choices:
                     raise EngineError(self._redact(f"server answered without choices: {str(resp)[:200]}"))
+            except _ContextOverflow as over:
+                room = None if over.limit is None or over.prompt_tokens is None else over.limit - over.prompt_tokens
+                if room is not None and 0 < room < body["max_tokens"]:  # fits, with less room: ask for the room
+                    body["max_tokens"] = room
+                    with self._lock:
+                        self.stats.clamped_prompts += 1
+                    continue
+                with self._lock:
+                    self.stats.skipped_prompts += 1
+                return [Completion("", 0, "context") for _ in range(params.n)]
             except EngineError:
                 with self._lock:
                     self.stats.errors += 1
@@ -150,8 +240,7 @@ class OpenAIEngine:
 
     def generate(self, prompts: list[str], params: GenParams) -> list[list[Completion]]:
         start = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            out = list(pool.map(lambda ip: self._complete(ip[1], params, ip[0]), enumerate(prompts)))
+        out = _run_all(lambda prompt, i: self._complete(prompt, params, i), prompts, self.concurrency)
         self.stats.calls += 1
         self.stats.prompts += len(prompts)
         self.stats.completions += sum(len(r) for r in out)

@@ -1,0 +1,173 @@
+"""Bad input at the command line: one line naming the file, key or path and what to do; no traceback, nothing
+lost, and never hours spent on a default behind a typo."""
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from psrlm.cli import main
+from psrlm.records import Problem, write_jsonl
+
+from .conftest import SMALL
+from .test_folders import read_only_disk, tiny_disk  # noqa: F401 (fixtures)
+
+
+def _sets(run: Path, *extra: str) -> list[str]:
+    return sum((["--set", s] for s in [*SMALL, f"paths.run_dir={run}", *extra]), [])
+
+
+def _error(capsys, argv: list[str]) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and err.startswith("psrlm: error: ") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.fixture
+def problems_file(tmp_path) -> Path:
+    path = tmp_path / "problems.jsonl"
+    write_jsonl(
+        path, [Problem(f"p{i}", f"Mia has {i} pens. How many pens does Mia have?", str(i), "t") for i in range(3)]
+    )
+    return path
+
+
+# ----------------------------------------------------------------------------------------------- models
+
+
+@pytest.mark.parametrize("model", ["runs/nowhere/psrlm-M1", "Qwen2.5-Math-7B", "./typo", "~/no-such-model"])
+def test_missing_model_path_fails_at_once_without_a_hub(capsys, tmp_path, problems_file, model):
+    start = time.time()
+    err = _error(capsys, ["search", *_sets(tmp_path / "run"), "--model", model, "--problems", str(problems_file),
+                          "--out", str(tmp_path / "out")])  # fmt: skip
+    assert "--model: model folder not found" in err
+    assert time.time() - start < 5  # no network retries
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_hub_id_must_already_be_downloaded(capsys, tmp_path, problems_file, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    start = time.time()
+    err = _error(capsys, ["eval", *_sets(tmp_path / "run"), "--model", "Qwen/Qwen2.5-Math-7B"])
+    assert "not in the local Hugging Face cache" in err and "hf download Qwen/Qwen2.5-Math-7B" in err
+    assert time.time() - start < 5
+
+
+def test_truncated_weights_are_named(capsys, tmp_path, tiny_model_dir, problems_file):
+    model = tmp_path / "cut"
+    shutil.copytree(tiny_model_dir, model)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    err = _error(capsys, ["search", *_sets(tmp_path / "run"), "--model", str(model), "--problems", str(problems_file),
+                          "--out", str(tmp_path / "out")])  # fmt: skip
+    assert f"{weights}: truncated or corrupt safetensors file" in err
+
+
+def test_model_folder_without_tokenizer(capsys, tmp_path, tiny_model_dir, problems_file):
+    model = tmp_path / "notok"
+    shutil.copytree(tiny_model_dir, model)
+    for f in model.glob("tokenizer*"):
+        f.unlink()
+    err = _error(capsys, ["search", *_sets(tmp_path / "run"), "--model", str(model), "--problems", str(problems_file),
+                          "--out", str(tmp_path / "out")])  # fmt: skip
+    assert f"{model}: no tokenizer files" in err and "sentencepiece" not in err
+
+
+# ----------------------------------------------------------------------------------------- data files
+
+
+def test_problems_file_not_utf8_names_file_and_line(capsys, tmp_path, tiny_model_dir):
+    bad = tmp_path / "latin1.jsonl"
+    good = json.dumps({"id": "a", "question": "q", "answer": "1", "source": "t"})
+    bad.write_bytes((good + "\n").encode() + b'{"id": "b", "question": "caf\xe9", "answer": "1", "source": "t"}\n')
+    err = _error(capsys, ["search", *_sets(tmp_path / "run"), "--model", str(tiny_model_dir), "--problems", str(bad),
+                          "--out", str(tmp_path / "out")])  # fmt: skip
+    assert f"{bad}:2: not UTF-8" in err
+
+
+def test_duplicate_problem_ids_name_both_lines(capsys, tmp_path, tiny_model_dir):
+    path = tmp_path / "dup.jsonl"
+    write_jsonl(path, [Problem("a", "q1", "1", "t"), Problem("b", "q2", "2", "t"), Problem("a", "q3", "3", "t")])
+    err = _error(capsys, ["search", *_sets(tmp_path / "run"), "--model", str(tiny_model_dir), "--problems", str(path),
+                          "--out", str(tmp_path / "out")])  # fmt: skip
+    assert f"{path}:3: problem id 'a' is also on line 1" in err
+
+
+def test_corrupt_run_files_are_named(capsys, tmp_path):
+    run = tmp_path / "run"
+    (run / "manifests").mkdir(parents=True)
+    (run / "manifests" / "psrlm-M2.json").write_text('{"iteration": 2, "method": ')
+    err = _error(capsys, ["report", str(run)])
+    assert f"{run / 'manifests' / 'psrlm-M2.json'}: corrupt JSON" in err
+    (run / "manifests" / "psrlm-M2.json").unlink()
+    (run / "summary.json").write_bytes(b"\xff\xfe{}")
+    err = _error(capsys, ["report", str(run)])
+    assert f"{run / 'summary.json'}" in err and "not UTF-8" in err
+
+
+# ------------------------------------------------------------------------------------------- arguments
+
+
+@pytest.mark.parametrize("flag", ["--limit", "--tts", "--max-tokens"])
+def test_negative_counts_are_rejected(capsys, tmp_path, flag):
+    with pytest.raises(SystemExit) as done:
+        main(["eval", *_sets(tmp_path / "run"), "--model", "x", flag, "-1"])
+    assert done.value.code == 2
+    assert f"argument {flag}: must be >= 0, got -1" in capsys.readouterr().err
+
+
+def test_empty_benchmark_list_is_an_error(capsys, tmp_path, tiny_model_dir):
+    err = _error(capsys, ["eval", *_sets(tmp_path / "run"), "--model", str(tiny_model_dir), "--benchmarks", " , "])
+    assert "--benchmarks is empty" in err
+
+
+def test_m0_path_typo_stops_before_any_work(capsys, tmp_path):
+    start = time.time()
+    err = _error(capsys, ["iterate", *_sets(tmp_path / "run", "iterate.m0_path=checkpoints/arith-m9")])
+    assert "iterate.m0_path: checkpoints/arith-m9 does not exist" in err
+    assert time.time() - start < 10
+    assert not (tmp_path / "run" / "models").exists()
+
+
+def test_full_or_read_only_output_folder_is_named_before_a_model_loads(
+    capsys, tmp_path, tiny_model_dir, problems_file, tiny_disk, read_only_disk
+):  # noqa: F811
+    for disk, why in ((tiny_disk, "no space left|MiB free"), (read_only_disk, "read-only")):
+        err = _error(capsys, ["search", *_sets(tmp_path / "run"), "--model", str(tiny_model_dir),
+                              "--problems", str(problems_file), "--out", str(disk / "out")])  # fmt: skip
+        assert "cannot write to" in err
+        import re
+
+        assert re.search(why, err)
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def test_report_shows_what_a_standalone_eval_wrote(capsys, tmp_path, tiny_model_dir):
+    run = tmp_path / "run"
+    args = ["eval", *_sets(run, "iterate.eval_max_tokens=8", "iterate.eval_eft=2"), "--model", str(tiny_model_dir),
+            "--name", "mine", "--limit", "2"]  # fmt: skip
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["report", str(run), "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    assert "| mine |" in out and "arith_test (n=2)" in out
+
+
+def test_search_resume_with_another_width_is_refused_then_fresh(capsys, tmp_path, tiny_model_dir, problems_file):
+    """The reported mix: width-2 and width-3 traces in one folder. A resume with another width now stops with
+    the key that differs; --fresh starts the folder over (old results moved aside)."""
+    base = ["search", "--model", str(tiny_model_dir), "--problems", str(problems_file), "--limit", "2",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    small = ["search.max_steps=1", "search.max_rounds=1", "search.max_step_tokens=4", "search.verdict=logits"]
+    assert main([*base, *_sets(tmp_path / "run", *small, "search.width=2")]) == 0
+    capsys.readouterr()
+    err = _error(capsys, [*base, *_sets(tmp_path / "run", *small, "search.width=3")])
+    assert "search.width: 2 -> 3" in err and "--fresh" in err
+    assert main([*base, *_sets(tmp_path / "run", *small, "search.width=3"), "--fresh"]) == 0
+    assert list(tmp_path.glob("replaced/*/out/traces.jsonl"))
