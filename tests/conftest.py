@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,27 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def stepping_model_dir(tmp_path_factory) -> Path:
+    """The tiny model after a few seconds of SFT on arith step solutions (compact prompts): it writes steps that
+    end (about half its sampled steps stop before 24 tokens), where the random one runs into every token cap, and a
+    step cut at the cap is never judged."""
+    from psrlm import train
+    from psrlm.configs import TrainConfig
+    from psrlm.initdata.build import init_tiny_model
+    from psrlm.prompts import get_prompts
+    from psrlm.records import StepSolution, read_jsonl
+
+    cfg = small_config(tmp_path_factory.mktemp("stepping") / "run")
+    init = init_tiny_model(cfg)
+    rows = train.ift_rows(
+        read_jsonl(Path(cfg.paths.run_dir) / "data" / "ift.jsonl", StepSolution), get_prompts("compact")
+    )
+    out = Path(cfg.paths.run_dir) / "models" / "stepping"
+    train.sft(init, rows * 3, TrainConfig(epochs=2, lr=0.01, batch_size=16, bf16=False), out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def server(tiny_model_dir: Path, tmp_path_factory):
     """`transformers serve` pinned to the tiny model on 127.0.0.1 (tests/serving.py), one per session."""
     for mod in ("fastapi", "uvicorn", "openai"):
@@ -52,3 +74,37 @@ def server(tiny_model_dir: Path, tmp_path_factory):
     from .serving import start_server
 
     yield from start_server(tiny_model_dir, tmp_path_factory)
+
+
+def _mount_tmpfs(path, options: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    return (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode
+        == 0
+    )
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 1 MiB file system (tmpfs), filled up: needs root and mount, else the test is skipped."""
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, "size=1m"):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        with open(disk / "filler", "wb") as fh:
+            try:
+                fh.write(b"\0" * (2 << 20))
+            except OSError:
+                pass
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.fixture
+def read_only_disk(tmp_path):
+    disk = tmp_path / "ro"
+    if not _mount_tmpfs(disk, "size=1m,ro"):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -201,6 +201,13 @@ class FlakyProxy:
 def start_server(tiny_model_dir: Path, tmp_path_factory) -> Iterator[Server]:
     """`transformers serve` pinned to the tiny model, on a free port; the model loads before it listens."""
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
+    # /v1/chat/completions needs a chat template; the tiny tokenizer has none of its own: a plain one (user text,
+    # then a newline where the answer starts), so the engine's chat mode meets a real chat endpoint
+    template = Path(tiny_model_dir) / "chat_template.jinja"
+    if not template.exists():
+        template.write_text(
+            "{% for m in messages %}{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}\n{% endif %}"
+        )
     port = free_port()
     root = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(tiny_model_dir)]

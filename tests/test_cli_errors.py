@@ -12,7 +12,6 @@ from psrlm.cli import main
 from psrlm.records import Problem, write_jsonl
 
 from .conftest import SMALL
-from .test_folders import read_only_disk, tiny_disk  # noqa: F401 (fixtures)
 
 
 def _sets(run: Path, *extra: str) -> list[str]:
@@ -135,7 +134,7 @@ def test_m0_path_typo_stops_before_any_work(capsys, tmp_path):
 
 def test_full_or_read_only_output_folder_is_named_before_a_model_loads(
     capsys, tmp_path, tiny_model_dir, problems_file, tiny_disk, read_only_disk
-):  # noqa: F811
+):
     for disk, why in ((tiny_disk, "no space left|MiB free"), (read_only_disk, "read-only")):
         err = _error(capsys, ["search", *_sets(tmp_path / "run"), "--model", str(tiny_model_dir),
                               "--problems", str(problems_file), "--out", str(disk / "out")])  # fmt: skip

@@ -184,3 +184,18 @@ def test_demo_recipe_leaves_precision_to_the_machine():
     cfg = load_config(REPO / "configs" / "demo.yaml")
     assert cfg.engine.dtype == "auto" and cfg.engine.static_cache == "auto"
     assert cfg.pretrain.bf16 == cfg.sft.bf16 == cfg.dpo.bf16 == "auto"
+
+
+@pytest.mark.parametrize("recipe", ["paper-7b.yaml", "paper-72b.yaml"])
+def test_paper_recipes_have_the_papers_settings_and_room_to_answer(recipe):
+    cfg = load_config(REPO / "configs" / recipe)
+    assert cfg.prompts.variant == "paper" and cfg.data.source == "files"
+    assert (cfg.sft.epochs, cfg.sft.lr, cfg.sft.batch_size * cfg.sft.grad_accum) == (3, 1e-6, 32)
+    assert (cfg.dpo.epochs, cfg.dpo.lr) == (1, 5e-7)
+    s = cfg.search
+    assert (s.width, s.temperature, s.top_p, s.judge_mode, s.max_rounds) == (6, 0.5, 0.95, "all_ordered", 20)
+    assert cfg.iterate.questions == [400, 800, 1200] and cfg.iterate.eval_benchmarks == ["paper"]
+    # caps that leave a real model room to finish (Qwen2.5-Math has a 4,096-token context)
+    assert cfg.iterate.eval_max_tokens >= 2048 and s.max_steps >= 20
+    assert cfg.srlm.max_solution_tokens >= 1024 and cfg.srlm.judge_max_tokens >= 256
+    assert cfg.initdata.segment_max_tokens >= 2048 and cfg.initdata.judge_max_tokens >= 2048

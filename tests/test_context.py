@@ -67,9 +67,19 @@ def test_a_judge_prompt_that_outgrows_the_context_stops_its_problem(tiny_model_d
     question = words
     while _tokens(eng, PROMPTS.step_prompt(question, [])) < 490:
         question += words
+    from psrlm.engines.base import Completion, EngineStats
+
+    class Steps:  # whole, short candidate steps (a random model would run into the token cap instead)
+        stats = EngineStats()
+
+        def generate(self, prompts, params):
+            return [[Completion(f" {k} + {k} = {2 * k} more pens and more pens.", 12) for k in range(params.n)]
+                    for _ in prompts]  # fmt: skip
+
     cfg = SearchConfig(width=2, max_step_tokens=16, max_steps=2, max_rounds=2, verdict="soft", judge_mode="one_order")
-    [trace] = run_search([Problem("long", question, "1", "t")], eng, PROMPTS, cfg, progress=False).traces
-    assert trace.stop_reason == "context"
+    [trace] = run_search([Problem("long", question, "1", "t")], Steps(), PROMPTS, cfg, judge_engine=eng,
+                         progress=False).traces  # fmt: skip
+    assert trace.stop_reason == "context" and trace.judge_calls == 1 and eng.stats.skipped_prompts == 2
 
 
 def test_evaluation_counts_a_question_longer_than_the_context(tiny_model_dir, tmp_path):

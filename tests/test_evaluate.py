@@ -46,8 +46,9 @@ def test_benchmark_results_are_written_per_problem_and_resume(engine, tmp_path):
     assert {"accuracy", "mean_steps", "mean_step_tokens", "no_answer_rate"} <= set(summary["a"])
 
 
-def test_tts_vs_greedy_reports_compute(engine, small_cfg, tmp_path):
-    cfg = dataclasses.replace(small_cfg.search, width=2, max_steps=2, max_rounds=3, max_step_tokens=8,
+def test_tts_vs_greedy_reports_compute(stepping_model_dir, small_cfg, tmp_path):
+    engine = HFEngine(stepping_model_dir, device="cpu", dtype="float32", batch_size=16)
+    cfg = dataclasses.replace(small_cfg.search, width=2, max_steps=2, max_rounds=3, max_step_tokens=24,
                               judge_max_tokens=6)  # fmt: skip
     r = tts_vs_greedy(_problems(2), engine, PROMPTS, cfg, tmp_path, max_tokens=16, progress=False)
     assert r["n"] == 2 and 0 <= r["greedy"]["accuracy"] <= 1 and 0 <= r["tts"]["accuracy"] <= 1
@@ -144,3 +145,22 @@ def test_eval_results_belong_to_their_model_and_settings(tiny_model_dir, tmp_pat
     few = ev("--few-shot")
     assert few != second
     assert len(list(run.glob("replaced/*/eval/M/arith_test.jsonl"))) == 3  # every replaced version kept
+
+
+def test_a_few_shot_judge_stops_where_the_next_example_would_begin():
+    from psrlm.engines.base import Completion, EngineStats
+    from psrlm.evaluate import FEW_SHOT_SEP, judge_accuracy
+
+    class Recorder:
+        stats = EngineStats()
+
+        def generate(self, prompts, params):
+            self.stop = params.stop
+            return [[Completion("A is right. [[A]]", 5)] for _ in prompts]
+
+    item = JudgeExample("q", [], "1 + 1 = 2.", "1 + 1 = 3.", "2 is right.", "A")
+    eng = Recorder()
+    judge_accuracy([item], eng, PROMPTS, few_shot=[item] * 3)
+    assert eng.stop == (FEW_SHOT_SEP,)
+    judge_accuracy([item], eng, PROMPTS)
+    assert eng.stop == ()

@@ -130,40 +130,6 @@ def test_model_identity_follows_content_not_name(tiny_model_dir, tmp_path):
     assert model_identity(copy) != model_identity(tiny_model_dir)
 
 
-def _mount_tmpfs(path, options: str) -> bool:
-    path.mkdir(parents=True, exist_ok=True)
-    return (
-        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode
-        == 0
-    )
-
-
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A real 1 MiB file system (tmpfs), filled up: needs root and mount, else the test is skipped."""
-    disk = tmp_path / "disk"
-    if not _mount_tmpfs(disk, "size=1m"):
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
-        with open(disk / "filler", "wb") as fh:
-            try:
-                fh.write(b"\0" * (2 << 20))
-            except OSError:
-                pass
-        yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
-
-
-@pytest.fixture
-def read_only_disk(tmp_path):
-    disk = tmp_path / "ro"
-    if not _mount_tmpfs(disk, "size=1m,ro"):
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=False)
-
-
 def test_full_and_read_only_folders_are_named_before_any_work(tiny_disk, read_only_disk):
     with pytest.raises(FolderError, match="no space left|MiB free"):
         check_writable(tiny_disk / "run")

@@ -332,3 +332,24 @@ def test_perturbed_numeric_answers_grade_wrong(benchmark, grader):
     assert pairs, f"no plain-number gold answers in {benchmark}"
     verdicts = grader.grade(pairs)
     assert not any(verdicts), [p for p, v in zip(pairs, verdicts, strict=True) if v]
+
+
+PERCENT_RULE = [  # (gold, pred, with Qwen's 100x rule, strict)
+    ("25", "2500", True, False),  # the rule also passes this wrong answer
+    ("1", "100", True, False),
+    ("1", r"\$100", True, False),
+    ("50", "0.5", True, False),
+    (r"50\%", "50", True, True),  # a percent sign is read as the number either way
+    ("25", "25", True, True),
+    ("25", "26", False, False),
+]
+
+
+@pytest.mark.parametrize(("gold", "pred", "loose", "strict"), PERCENT_RULE)
+def test_the_percentage_rule_is_a_named_switch(gold, pred, loose, strict):
+    from psrlm.grading import Grader
+
+    assert is_equiv(gold, pred, include_percentage=True) is loose
+    assert is_equiv(gold, pred, include_percentage=False) is strict
+    with Grader(include_percentage=False) as g:
+        assert g.grade_one(gold, pred) is strict

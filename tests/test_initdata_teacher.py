@@ -58,7 +58,7 @@ GOOD = (C("B miscounts. [[A]]", 5), C("A miscounts. [[B]]", 5))
         ((C("", 0, "error"), GOOD[1]), "error"),
         ((C("Step A is wrong because", 5, "length"), GOOD[1]), "truncated"),
         ((C("[[A]]", 1), GOOD[1]), "no_explanation"),
-        ((C("[[A]] or [[B]]", 3), GOOD[1]), "no_verdict"),
+        ((C("[[A]] or [[B]]", 3), GOOD[1]), "removed_inconsistent"),  # the last tag is the verdict: B, then B
     ],
 )
 def test_each_filter_removes_what_it_should(answers, removed_by):

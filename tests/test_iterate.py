@@ -25,8 +25,8 @@ LOOP = SMALL + [
     "pretrain.epochs=1",
     "pretrain.lr=0.003",
     "pretrain.batch_size=32",
-    "sft.epochs=1",
-    "sft.lr=0.003",
+    "sft.epochs=4",  # enough for M1 to end most steps within max_step_tokens (a cut step is never judged)
+    "sft.lr=0.01",
     "sft.batch_size=16",
     "dpo.lr=0.001",
     "dpo.batch_size=4",
@@ -35,7 +35,8 @@ LOOP = SMALL + [
     "search.verdict=logits",
     "search.max_steps=3",
     "search.max_rounds=4",
-    "search.max_step_tokens=12",
+    "search.max_step_tokens=32",
+    "search.temperature=1.0",
     "search.judge_max_tokens=6",
     "search.max_active=1",
     "srlm.n_samples=3",
@@ -169,7 +170,7 @@ def test_a_finished_rerun_keeps_the_stage_timings(finished_run):
 
 
 @pytest.mark.parametrize("change,key", [("search.width=3", "search.width: 4 -> 3"), ("dpo.beta=0.2", "dpo.beta: 0.1 -> 0.2"),
-                                        ("sft.lr=0.002", "sft.lr: 0.003 -> 0.002")])  # fmt: skip
+                                        ("sft.lr=0.002", "sft.lr: 0.01 -> 0.002")])  # fmt: skip
 def test_a_rerun_with_other_settings_is_refused_naming_the_keys(finished_run, change, key):
     from psrlm.folders import FolderError
 

@@ -8,7 +8,9 @@ VERDICTS = [
     ("B is wrong: 3 * 4 is 12. [[ a ]]", "A"),
     ("verdict: [[b]]", "B"),
     ("[[A]] ... on reflection [[A]]", "A"),
-    ("[[A]] no wait [[B]]", None),  # contradictory: no verdict, never a silent win
+    ("[[A]] no wait [[B]]", "B"),  # the last tag is the verdict (the paper's note on Fig. 5)
+    ('Format: "[[A]]" if A is better, "[[B]]" if B is better. A slips in step 2, so: [[B]]', "B"),
+    ('I must answer "[[A]]" or "[[B]]". Step A is right. [[A]]', "A"),
     ("A is better", None),
     ("[A]", None),
     ("[[C]]", None),

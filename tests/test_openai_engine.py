@@ -280,3 +280,16 @@ def test_ctrl_c_during_hung_requests_stops_at_once_with_one_line(server: Server,
     assert proc.returncode == 130
     assert "interrupted" in err and "Traceback" not in err
     assert not (tmp_path / "out" / ".psrlm-lock").exists()  # released on the way out
+
+
+def test_chat_api_sends_messages_to_the_real_chat_endpoint(server: Server):
+    """engine.api=chat (a chat model as teacher or Appendix B judge): /v1/chat/completions with the prompt as one
+    user message; the server applies the chat template; the answer is read from choices[].message.content."""
+    with FlakyProxy(server.root) as proxy:
+        eng = make_engine([proxy.base_url], server.model, api="chat")
+        [[c]] = eng.generate(["Split this solution into steps: 1 + 1 = 2."], GenParams(max_new_tokens=6))
+        body = proxy.seen[0]["body"]
+    assert proxy.statuses == [200]
+    assert body["messages"] == [{"role": "user", "content": "Split this solution into steps: 1 + 1 = 2."}]
+    assert "prompt" not in body
+    assert isinstance(c.text, str) and 0 < c.tokens <= 6 and c.finish_reason in ("stop", "length")

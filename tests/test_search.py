@@ -42,16 +42,53 @@ def test_pairs_and_batching():
 def test_tie_at_step_one_resamples():
     calls = {"n": 0}
 
+    def judge(a, b):  # the first round's verdicts are missing: every candidate scores 0, a judged tie
+        return "no idea" if a.startswith("s1") and calls["n"] == 1 else prefer_higher_quality(a, b)
+
     def policy(q, prev, params):
         calls["n"] += 1
-        if calls["n"] == 1:
-            return ["same q1"] * params.n  # identical candidates: judged once, no preference
+        return three_step_policy(q, prev, params)
+
+    eng = ScriptedEngine(policy, judge)
+    (t,) = run_search(PROBLEMS[:1], eng, PROMPTS, cfg(), progress=False).traces
+    assert t.ties == 1 and t.rollbacks == 0 and t.rounds[0]["action"] == "resample"
+    assert t.rounds[0]["judge_calls"] == 6 and t.finished and len(t.steps) == 3
+
+
+def test_identical_candidates_are_accepted_without_a_pair_or_a_rollback():
+    """Every candidate the same text (a confident model on a short step): nothing was judged, so it is not a tie.
+    The step is taken, no pair is made, the previous step is kept."""
+
+    def policy(q, prev, params):
+        if len(prev) == 1:
+            return ["s2 same"] * params.n
         return three_step_policy(q, prev, params)
 
     eng = ScriptedEngine(policy, prefer_higher_quality)
-    (t,) = run_search(PROBLEMS[:1], eng, PROMPTS, cfg(), progress=False).traces
-    assert t.ties == 1 and t.rollbacks == 0 and t.rounds[0]["action"] == "resample"
-    assert t.rounds[0]["judge_calls"] == 0 and t.finished and len(t.steps) == 3
+    res = run_search(PROBLEMS[:1], eng, PROMPTS, cfg(), progress=False)
+    (t,) = res.traces
+    assert [r["action"] for r in t.rounds] == ["accept", "accept_unanimous", "accept"]
+    assert t.ties == 0 and t.rollbacks == 0 and t.steps[1] == "s2 same" and t.rounds[1]["judge_calls"] == 0
+    assert [p.meta["step"] for p in res.pairs] == [1, 3]
+    assert res.summary()["unanimous_rounds"] == 1
+
+
+def test_candidates_cut_at_the_token_cap_are_dropped_and_counted():
+    from psrlm.engines.base import Completion
+
+    class CapEngine(ScriptedEngine):  # the step-1 candidates q0 and q1 ran into max_step_tokens
+        def generate(self, prompts, params):
+            out = super().generate(prompts, params)
+            if self.calls[-1][0] == "step":
+                out = [[Completion(c.text, c.tokens, "length" if (" q0" in c.text or " q1" in c.text) and
+                                   "s1" in c.text else "stop") for c in row] for row in out]  # fmt: skip
+            return out
+
+    res = run_search(PROBLEMS[:1], CapEngine(three_step_policy, prefer_higher_quality), PROMPTS, cfg(width=4),
+                     progress=False)  # fmt: skip
+    (t,) = res.traces
+    assert t.capped == 2 and t.rounds[0]["candidates"] == ["s1 q2", "s1 q3"] and t.rounds[0]["judge_calls"] == 2
+    assert res.summary()["capped_candidates"] == 2
 
 
 def test_tie_rolls_back_previous_step_and_its_pair():
@@ -76,7 +113,7 @@ def test_tie_rolls_back_previous_step_and_its_pair():
 
 
 def test_round_cap_stops_endless_ties():
-    eng = ScriptedEngine(lambda q, prev, params: ["x q1"] * params.n, prefer_higher_quality)
+    eng = ScriptedEngine(lambda q, prev, params: [f"x q{k}" for k in range(params.n)], lambda a, b: "no idea")
     (t,) = run_search(PROBLEMS[:1], eng, PROMPTS, cfg(max_rounds=7), progress=False).traces
     assert t.rounds_used == 7 and t.stop_reason == "round_cap" and not t.finished and t.steps == []
 

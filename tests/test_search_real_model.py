@@ -39,12 +39,12 @@ def test_continuation_logprobs_match_a_manual_forward_pass(tiny_model_dir):
         assert abs(manual - value) < 1e-3
 
 
-def test_search_end_to_end_with_logit_verdicts(tiny_model_dir, small_cfg):
+def test_search_end_to_end_with_logit_verdicts(stepping_model_dir, small_cfg):
     problems = arith_splits(small_cfg)["test"][:3]
-    eng = HFEngine(tiny_model_dir, device="cpu", dtype="float32", batch_size=64)
-    # a random model is position-biased: under all_ordered every candidate ties; one_order with w=4 does not
+    eng = HFEngine(stepping_model_dir, device="cpu", dtype="float32", batch_size=64)
+    # a barely trained model is position-biased: under all_ordered every candidate ties; one_order with w=4 does not
     cfg = SearchConfig(
-        width=4, max_step_tokens=12, max_steps=2, max_rounds=4, verdict="logits", judge_mode="one_order"
+        width=4, max_step_tokens=24, max_steps=2, max_rounds=4, verdict="logits", judge_mode="one_order"
     )
     res = run_search(problems, eng, PROMPTS, cfg, progress=False)
     assert len(res.traces) == 3
@@ -68,7 +68,7 @@ class _KilledAfter:
         return getattr(self.inner, name)
 
 
-def test_a_resumed_search_draws_exactly_what_an_uninterrupted_one_draws(tiny_model_dir, small_cfg, tmp_path):
+def test_a_resumed_search_draws_exactly_what_an_uninterrupted_one_draws(stepping_model_dir, small_cfg, tmp_path):
     """Seeds belong to (problem, step, attempt), not to the round counter or the batch: after a kill, the rerun
     (with fewer problems active) reproduces every trace and pair of the run that was never interrupted."""
     import pytest
@@ -76,8 +76,8 @@ def test_a_resumed_search_draws_exactly_what_an_uninterrupted_one_draws(tiny_mod
     from psrlm.records import PreferencePair, SearchTrace, read_jsonl
 
     problems = arith_splits(small_cfg)["test"][:8]
-    eng = HFEngine(tiny_model_dir, device="cpu", dtype="float32", batch_size=16)
-    cfg = SearchConfig(width=3, temperature=0.9, max_step_tokens=10, max_steps=3, max_rounds=4, verdict="logits",
+    eng = HFEngine(stepping_model_dir, device="cpu", dtype="float32", batch_size=16)
+    cfg = SearchConfig(width=3, temperature=0.9, max_step_tokens=24, max_steps=3, max_rounds=4, verdict="logits",
                        judge_mode="one_order", max_active=3)  # fmt: skip
     run_search(problems, eng, PROMPTS, cfg, out_dir=tmp_path / "whole", progress=False)
     with pytest.raises(KeyboardInterrupt):
@@ -97,3 +97,4 @@ def test_a_resumed_search_draws_exactly_what_an_uninterrupted_one_draws(tiny_mod
     for pid, t in whole_traces.items():
         assert resumed_traces[pid].rounds == t.rounds and resumed_traces[pid].steps == t.steps, pid
     assert by_problem("whole", PreferencePair) == by_problem("resumed", PreferencePair)
+    assert len(read_jsonl(tmp_path / "whole" / "pairs.jsonl", PreferencePair)) >= 4  # real judging happened

@@ -81,7 +81,8 @@ class ScriptedTeacherEngine:
         self.sent += len(prompts)
         out = []
         for p in prompts:
-            solution = p.split("[Solution]\n", 1)[1].split("\n\n[Steps]", 1)[0]
+            # the paper's Fig. 3 layout
+            solution = p.split("[The Start of Solution Provided]\n", 1)[1].split("\n[The End of Solution", 1)[0]
             out.append([self.answer(solution, params.seed)])
         return out
 

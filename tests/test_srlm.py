@@ -63,3 +63,20 @@ def test_unparsed_scores_are_counted_and_ties_dropped():
     # sol 0 scores 0, sol 1 is unparseable: one scored solution is no pair
     assert res.pairs == [] and res.traces[0].no_verdicts == 1 and res.traces[0].ties == 1
     assert res.summary()["unparsed_score_rate"] == 0.5
+
+
+def test_solutions_cut_at_the_token_cap_are_dropped_and_final_flags_come_from_the_text():
+    class Capped(SolutionEngine):
+        def generate(self, prompts, params):
+            out = super().generate(prompts, params)
+            if not prompts[0].startswith("Score 1-5."):  # sol 3 ran out of tokens; sol 0 never wrote an answer
+                out = [[Completion("Step 1: sol 0 no answer", 5), out[0][1], out[0][2],
+                        Completion("Step 1: sol 3 \\boxed{", 9, "length")]]  # fmt: skip
+            return out
+
+    problems = [Problem(id="p", question="q", answer="1", source="t")]
+    res = run_srlm(problems, Capped(), PROMPTS, SRLMConfig(n_samples=4, n_judgments=1), progress=False)
+    (pair,) = res.pairs
+    assert res.traces[0].capped == 1 and res.summary()["capped_solutions"] == 1
+    assert "sol 2" in pair.chosen and "sol 0" in pair.rejected  # sol 3 was never scored
+    assert pair.meta["chosen_final"] is True and pair.meta["rejected_final"] is False

@@ -100,3 +100,86 @@ def test_lora_is_merged(tiny_model_dir, tmp_path, stage):
         train.dpo(tiny_model_dir, _pairs(), cfg, tmp_path / "out")
     assert not (tmp_path / "out" / "adapter_config.json").exists()  # merged: a plain model
     assert _changed(_params(tiny_model_dir), _params(tmp_path / "out"))
+
+
+def _bf16_copy(tiny_model_dir, out):
+    import shutil
+
+    shutil.copytree(tiny_model_dir, out)
+    model = load_model(tiny_model_dir).to(torch.bfloat16)
+    model.save_pretrained(out)  # config.json now says bfloat16, as every Qwen2.5 release does
+    return out
+
+
+def test_a_bf16_checkpoint_trains_fp32_master_weights_and_is_saved_as_bf16(tiny_model_dir, tmp_path, caplog):
+    """The reported near no-op: 4 DPO steps at lr 5e-7 on a bf16 copy changed 0.65 % of the weights (pure bf16
+    AdamW), against 99.99 % on the fp32 copy. Trained from fp32 master weights, both now move nearly every
+    weight; the bf16 copy is saved in bf16, which rounds most of such small moves away (reported, and warned)."""
+    import json
+    import logging
+
+    from psrlm.train import dpo
+
+    tiny_cfg = TrainConfig(epochs=1, lr=5e-7, batch_size=2, logging_steps=1, bf16=False)
+    bf16_dir = _bf16_copy(tiny_model_dir, tmp_path / "bf16")
+    assert json.loads((bf16_dir / "config.json").read_text())["dtype"] == "bfloat16"
+    with caplog.at_level(logging.WARNING):
+        from_bf16 = dpo(bf16_dir, _pairs(), tiny_cfg, tmp_path / "M2-bf16")
+    from_fp32 = dpo(tiny_model_dir, _pairs(), tiny_cfg, tmp_path / "M2-fp32")
+    assert from_bf16["steps"] == from_fp32["steps"] == 4
+    for info in (from_bf16, from_fp32):
+        assert info["weights"]["changed"] > 0.95  # fp32 master weights: every small update lands
+    assert from_fp32["weights"]["changed_as_saved"] > 0.95
+    assert from_bf16["saved_dtype"] == "bfloat16" and from_fp32["saved_dtype"] == "float32"
+    assert json.loads((tmp_path / "M2-bf16" / "config.json").read_text())["dtype"] == "bfloat16"
+    assert from_bf16["weights"]["changed_as_saved"] < 0.5 and "round away" in caplog.text
+
+
+def test_save_dtype_float32_keeps_small_updates(tiny_model_dir, tmp_path):
+    from psrlm.train import dpo
+
+    bf16_dir = _bf16_copy(tiny_model_dir, tmp_path / "bf16")
+    info = dpo(bf16_dir, _pairs(), TrainConfig(epochs=1, lr=5e-7, batch_size=2, save_dtype="float32"),
+               tmp_path / "M2")  # fmt: skip
+    assert info["saved_dtype"] == "float32" and info["weights"]["changed_as_saved"] > 0.95
+    before, after = load_model(bf16_dir).state_dict(), load_model(tmp_path / "M2").state_dict()
+    moved = sum(int((before[k].float() != after[k].float()).sum()) for k in before)
+    assert moved / sum(v.numel() for v in before.values()) > 0.9
+
+
+def test_psrlm_train_commands_write_a_model_and_its_manifest(tiny_model_dir, tmp_path, capsys):
+    """`psrlm train sft|dpo`: the same train_stage the loop uses, from files, into a folder with its manifest."""
+    import json
+
+    from psrlm.cli import main
+    from psrlm.records import StepSolution, sha256_file, write_jsonl
+
+    from .conftest import SMALL
+
+    ift = tmp_path / "ift.jsonl"
+    write_jsonl(ift, [StepSolution("a", ["2 + 1 = 3.", "\\boxed{3}"], "3", {"question": "Mia has 2 pens."})] * 8)
+    pairs = tmp_path / "pairs.jsonl"
+    write_jsonl(pairs, _pairs())
+    sets = sum((["--set", s] for s in SMALL + [f"paths.run_dir={tmp_path / 'run'}", "sft.lr=0.001", "sft.batch_size=4",
+                                              "dpo.lr=0.001", "dpo.batch_size=4"]), [])  # fmt: skip
+    assert main(["train", "sft", *sets, "--model", str(tiny_model_dir), "--ift", str(ift), "--out",
+                 str(tmp_path / "M1")]) == 0  # fmt: skip
+    assert main(["train", "dpo", *sets, "--model", str(tmp_path / "M1"), "--pairs", str(pairs), "--out",
+                 str(tmp_path / "M2"), "--iteration", "2"]) == 0  # fmt: skip
+    for name, data, stage in (("M1", ift, "sft"), ("M2", pairs, "dpo")):
+        manifest = json.loads((tmp_path / name / "psrlm_manifest.json").read_text())
+        assert manifest["data_files"] == {str(data): sha256_file(data)}
+        assert manifest["metrics"]["train"]["stage"] == stage and manifest["metrics"]["train"]["steps"] > 0
+    assert json.loads((tmp_path / "M2" / "psrlm_manifest.json").read_text())["parent_model"] == str(tmp_path / "M1")
+    assert _changed(_params(tmp_path / "M1"), _params(tmp_path / "M2"))
+
+
+def test_dpo_max_length_counts_tokens_of_both_sides(tiny_model_dir, tmp_path):
+    from psrlm.train import dpo
+
+    long_rejected = _pairs()[1]
+    long_rejected = PreferencePair(long_rejected.prompt, " ok.", " " + "7 + 7 = 14, " * 12, long_rejected.meta)
+    info = dpo(tiny_model_dir, [long_rejected] * 4, FAST, tmp_path / "M2")
+    tok = load_tokenizer(tiny_model_dir)
+    assert info["max_length"] == len(tok(long_rejected.prompt + long_rejected.rejected)["input_ids"]) + 1
+    assert info["truncated"] == 0

@@ -219,6 +219,30 @@ def cmd_iterate(cfg: Config, args: argparse.Namespace) -> dict:
     return {"wall_s": summary["wall_s"], "timings_s": summary["timings_s"]}
 
 
+def cmd_train(cfg: Config, args: argparse.Namespace) -> dict:
+    """One training stage from files into a model folder with its manifest (the code path `iterate` uses)."""
+    from psrlm.checkpoints import resolve_model
+    from psrlm.folders import check_writable
+    from psrlm.train import MANIFEST_NAME, train_stage
+
+    model = resolve_model(args.model)
+    ref = resolve_model(args.ref, "--ref") if getattr(args, "ref", None) else None
+    out = Path(args.out)
+    check_writable(out.parent)  # before a model loads
+    if args.what == "sft":
+        data = {"ift": args.ift, "eft": args.eft, "score": args.score}
+    elif args.what == "dpo":
+        data = {"pairs": args.pairs}
+    else:
+        data = {"rows": args.rows}
+    data = {k: [Path(f) for f in v] for k, v in data.items() if v}
+    manifest = train_stage(args.what, model, out, cfg, data, ref_dir=ref, iteration=args.iteration)
+    info = manifest.metrics["train"]
+    print(f"  {args.what}: {info.get('steps')} steps, final loss {info.get('final_loss')}, "
+          f"{info.get('truncated', 0)} examples truncated -> {out} ({MANIFEST_NAME} beside the weights)")  # fmt: skip
+    return {"model": str(out), "train": info}
+
+
 def cmd_model_pretrain(cfg: Config, args: argparse.Namespace) -> dict:
     """Pre-train M0 and (with --out) publish it as a prebuilt checkpoint folder."""
     import shutil
@@ -281,8 +305,8 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
         generation_settings,
         tts_search_cfg,  # fmt: skip
     )
-    from psrlm.records import StepSolution, read_jsonl, sha256_file
-    from psrlm.tasks.benchmarks import ARITH_SPLITS, load_benchmark, parse_benchmarks
+    from psrlm.records import sha256_file
+    from psrlm.tasks.benchmarks import ARITH_SPLITS, parse_benchmarks
 
     run = Run(cfg)
     names = parse_benchmarks(args.benchmarks)
@@ -297,19 +321,20 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
     else:
         scorer = args.appendix_b
     check_writable(run.dir / "eval")  # before a model is loaded
-    if any(n in ARITH_SPLITS for n in names) or (args.judge and not args.eft) or args.tts or args.appendix_b:
+    needs_arith = any(n in ARITH_SPLITS for n in names) or (args.judge and not args.eft) or args.tts or args.appendix_b
+    if run.arith and needs_arith:
         from psrlm.initdata.build import build_arith_data
 
         build_arith_data(cfg)
     name = args.result_name or Path(args.model).name
-    data_dir = cfg.paths.resolved_data_dir()
-    benchmarks = {n: load_benchmark(n, data_dir, limit=args.limit, run_data=run.data) for n in names}
-    shots = read_jsonl(run.data / "ift.jsonl", StepSolution)[:3] if args.few_shot else None
+    benchmarks = run.benchmarks(names, args.limit)
+    shots = run.ift()[:3] if args.few_shot else None
     max_tokens = args.max_tokens or cfg.iterate.eval_max_tokens
     result: dict = {"name": name}
     with eval_folder(run, name, model, max_tokens, shots) as out_dir:
         engine = make_engine(cfg.engine, model)
-        summaries = evaluate_benchmarks(benchmarks, engine, run.prompts, out_dir, max_tokens, few_shot=shots)
+        summaries = evaluate_benchmarks(benchmarks, engine, run.prompts, out_dir, max_tokens, few_shot=shots,
+                                        include_percentage=cfg.grading.include_percentage)  # fmt: skip
         print("| benchmark | n | accuracy | steps | tokens/step | no answer | skipped (context) | hit token cap |\n"
               "|---|---|---|---|---|---|---|---|")  # fmt: skip
         for b, s in summaries.items():
@@ -317,7 +342,7 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
                   f"| {s['no_answer_rate']:.3f} | {s['context_skipped']} | {s['hit_token_cap']} |")  # fmt: skip
         result["benchmarks"] = summaries
         if args.judge:
-            eft = Path(args.eft) if args.eft else run.data / "eft_test.jsonl"
+            eft = Path(args.eft) if args.eft else run.eft_test_file()
             judge_settings = {"eft_file": sha256_file(eft), "n": cfg.iterate.eval_eft, "few_shot": args.few_shot,
                               "judge_max_tokens": cfg.search.judge_max_tokens}  # fmt: skip
             judged = cached(out_dir / "judge.json", judge_settings,
@@ -326,16 +351,18 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
             result.update(judged)
         if args.tts:
             search_cfg = tts_search_cfg(run)
-            tts_settings = {"n": args.tts, "search": generation_settings(search_cfg)}
+            bench = run.tts_benchmark()
+            tts_settings = {"n": args.tts, "benchmark": bench, "search": generation_settings(search_cfg)}
 
             def run_tts() -> dict:
-                problems = load_benchmark("arith_test", run_data=run.data, limit=args.tts)
+                problems = run.benchmarks([bench], args.tts)[bench]
                 tts = tts_vs_greedy(problems, engine, run.prompts, search_cfg, out_dir, max_tokens,
-                                    settings=tts_settings, root=run.dir)  # fmt: skip
+                                    settings=tts_settings, root=run.dir,
+                                    include_percentage=cfg.grading.include_percentage)  # fmt: skip
                 return {"model": name, **tts}
 
             tts = cached(out_dir / "tts.json", tts_settings, run_tts)
-            print(f"TTS vs greedy on {tts['n']} arith test problems: accuracy {tts['greedy']['accuracy']:.3f} -> "
+            print(f"TTS vs greedy on {tts['n']} {bench} problems: accuracy {tts['greedy']['accuracy']:.3f} -> "
                   f"{tts['tts']['accuracy']:.3f} at {tts['token_ratio']:.1f}x the tokens")  # fmt: skip
             result["tts"] = tts
     if args.appendix_b:
@@ -439,6 +466,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(q)
     q.add_argument("--out", help="copy the finished M0 here with its build config (e.g. checkpoints/arith-m0)")
     q.set_defaults(func=cmd_model_pretrain, name="model pretrain", wants_args=True)
+
+    p = sub.add_parser("train", help="train one stage from files: sft, dpo or prm (what `iterate` runs per model)")
+    train_sub = p.add_subparsers(dest="what", required=True, metavar="STAGE")
+    for stage, help_text in (
+        ("sft", "SFT (M0 -> M1) on IFT solutions, EFT judgments and/or SRLM scoring examples; settings from sft.*"),
+        ("dpo", "step-wise DPO on preference pairs (EOS only after final steps); settings from dpo.*"),
+        ("prm", "a token-classification PRM on stepwise-supervision rows; settings from initdata.prm_train.*"),
+    ):
+        q = train_sub.add_parser(stage, help=help_text, description=help_text + ". Writes the model folder (temp "
+                                 "folder + rename) with psrlm_manifest.json: parent, data files + sha256, config, "
+                                 "metrics, seeds.")  # fmt: skip
+        _add_config_args(q)
+        q.add_argument("--model", required=True, help="the model to train from (folder, or a cached hub id)")
+        q.add_argument("--out", required=True, help="the trained model's folder")
+        q.add_argument("--iteration", type=int, default=0, help="iteration number recorded in the manifest")
+        if stage == "sft":
+            q.add_argument("--ift", action="append", default=[], help="StepSolution JSONL (repeatable)")
+            q.add_argument("--eft", action="append", default=[], help="JudgeExample JSONL (repeatable)")
+            q.add_argument("--score", action="append", default=[], help="ScoreExample JSONL for an SRLM scorer")
+        elif stage == "dpo":
+            q.add_argument("--pairs", action="append", required=True, help="PreferencePair JSONL (repeatable)")
+            q.add_argument("--ref", help="reference model (default: --model, as the loop does)")
+        else:
+            q.add_argument("--rows", action="append", required=True, help="{prompt, completions, labels} JSONL")
+        q.set_defaults(func=cmd_train, name=f"train {stage}", wants_args=True)
 
     p = sub.add_parser(
         "iterate",
@@ -575,7 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Stages that load a model and compute: they print the precision chosen for this machine when they start.
-_COMPUTES = {"iterate", "demo", "search", "eval", "bench", "model pretrain", "data eft", "data ift"}
+_COMPUTES = {"iterate", "demo", "search", "eval", "bench", "model pretrain", "data eft", "data ift", "train sft",
+             "train dpo", "train prm"}  # fmt: skip
 
 
 def _errors() -> tuple[type[BaseException], ...]:

@@ -75,18 +75,46 @@ class ArithConfig:
 
 @dataclass
 class DataConfig:
-    """Building the initialisation data (IFT + EFT) for the embedded domain.
+    """What a run trains and searches on.
 
+    source: "arith" = the embedded domain, generated from `arith:` and the four counts below; "files" = a real run
+        on the files named below (what `psrlm data ift|eft` write, or your own), with `model.path` as M0.
+
+    arith only:
     ift_problems: arith training-pool problems whose gold solutions become IFT examples.
     eft_train: EFT (judge) examples for training; eft_test: held-out EFT examples for judge accuracy
         (the paper holds out 500).
     gsm8k_ift: GSM8K train solutions added to IFT (0 = none; -1 = all). They need no teacher: one line per step.
+
+    files only (a path given here must exist; relative paths are read from the current folder):
+    ift_files: StepSolution JSONL files with meta.question (`psrlm data ift` writes
+        <run>/initdata/ift_segmented.jsonl, or ift_gsm8k.jsonl).
+    eft_train_file / eft_test_file: JudgeExample JSONL (`psrlm data eft` writes <run>/initdata/eft_train.jsonl and
+        eft_test.jsonl); the test file gives the judge accuracy of Table 3 and the Appendix B items.
+    srlm_eft_file: ScoreExample JSONL (question, response, explanation, score 0-5) that teaches the SRLM baseline's
+        M1 to score solutions; needed when iterate.methods has srlm.
+    questions: the pool of fresh questions the iterations draw from: "math" (MATH train under paths.data_dir),
+        "gsm8k" (GSM8K train), or a JSONL path holding Problem records or rows with question_field / answer_field
+        (/ id_field, else the line number). Overlaps with the evaluated test sets and with the IFT/EFT questions
+        are removed and counted (initdata/pool.py).
+    question_field / answer_field / id_field: column names of such a JSONL (NuminaMath-style: problem / answer).
+    seed: shuffles the pool before `iterate.questions` cuts it into disjoint blocks.
     """
 
+    source: str = "arith"
     ift_problems: int = 2000
     eft_train: int = 2000
     eft_test: int = 500
     gsm8k_ift: int = 0
+    ift_files: list[str] = field(default_factory=list)
+    eft_train_file: str = ""
+    eft_test_file: str = ""
+    srlm_eft_file: str = ""
+    questions: str = "math"
+    question_field: str = "question"
+    answer_field: str = "answer"
+    id_field: str = "id"
+    seed: int = 0
 
 
 @dataclass
@@ -136,6 +164,9 @@ class EngineConfig:
     api_key_env: environment variable holding the API key (never logged).   (openai)
     concurrency / timeout_s / max_retries: in-flight requests, per-request timeout, retries on 429/5xx.  (openai)
     extra_body: extra JSON fields sent with every request (e.g. {"generation_config": "..."}).   (openai)
+    api: "completions" (raw prompt in, text out: what the search needs) or "chat" (/v1/chat/completions: the prompt
+        as one user message, the server applies the model's chat template; for a chat model as the IFT/EFT teacher
+        or the Appendix B judge).   (openai)
     """
 
     kind: str = "hf"
@@ -150,6 +181,7 @@ class EngineConfig:
     timeout_s: float = 120.0
     max_retries: int = 5
     extra_body: dict = field(default_factory=dict)
+    api: str = "completions"
 
 
 @dataclass
@@ -229,7 +261,11 @@ class TrainConfig:
     precompute_ref_log_probs: compute the reference log-probs once up front (faster on CPU).   (dpo)
     lora: train a LoRA adapter (peft) and merge it at the end; lora_r / lora_alpha: its rank and scale.
     bf16: bf16 autocast: "auto" = on with CUDA, and on a CPU only where it has native bf16 (else fp32: emulated
-        bf16 is ~30x slower); true / false force it.
+        bf16 is ~30x slower); true / false force it. Whatever it says, the weights being trained are fp32 (master
+        weights), whatever dtype the checkpoint was saved in.
+    save_dtype: the trained model's saved dtype: "source" (as the checkpoint it started from), "float32" or
+        "bfloat16". train_log.json reports the share of sampled weights that moved and the share still moved once
+        rounded to this dtype (small updates round away in bf16; a warning says when most did).
     logging_steps: loss logging interval. seed: data order and init.
     """
 
@@ -247,6 +283,7 @@ class TrainConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     bf16: bool | str = "auto"
+    save_dtype: str = "source"
     logging_steps: int = 10
     seed: int = 0
 
@@ -266,8 +303,9 @@ class IterateConfig:
         `paths.data_dir` (gsm8k, math, math500, gaokao2023en, olympiadbench, aime24, amc23; "paper" = all but
         math500). Empty for the tiny model, which was never taught this text.
     eval_benchmark_limit: problems per math benchmark (0 = all).
-    eval_tts: problems of the arith test split solved with test-time search vs greedy (Table 5) for each
-        method's M1 and last model; 0 = skip.
+    eval_tts: problems solved with test-time search vs greedy (Table 5) for PSRLM's M1 and last model; 0 = skip.
+    eval_tts_benchmark: where those problems come from; empty = arith_test (arith) or the first of
+        eval_benchmarks (files).
     eval_appendix_b: EFT test items for the Appendix B comparison (psrlm-M1 judging step pairs vs srlm-M1
         scoring solutions); 0 = skip.
     seed: offsets the seeds of every training and sampling stage (for repeated runs); data stays the same.
@@ -283,6 +321,7 @@ class IterateConfig:
     eval_benchmarks: list[str] = field(default_factory=list)
     eval_benchmark_limit: int = 0
     eval_tts: int = 0
+    eval_tts_benchmark: str = ""
     eval_appendix_b: int = 0
     seed: int = 0
 
@@ -381,6 +420,19 @@ class InitDataConfig:
 
 
 @dataclass
+class GradingConfig:
+    """How answers are graded (grading.py: Qwen2.5-Math answer parsing + math-verify).
+
+    include_percentage: Qwen2.5-Math's rule that a plain-number answer of 100x or 1/100x the gold also counts as
+        right. It is meant for percentages (gold 25 vs "25%" written as 0.25), but it also passes wrong answers
+        (gold 25, answer 2500; gold 1, answer "$100"). true: numbers comparable with the paper's (which used
+        Qwen's evaluation); false: strict grading. Every evaluation summary records which was used.
+    """
+
+    include_percentage: bool = True
+
+
+@dataclass
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     arith: ArithConfig = field(default_factory=ArithConfig)
@@ -394,6 +446,7 @@ class Config:
     sft: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=1e-6, batch_size=32))
     dpo: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, lr=5e-7, batch_size=32))
     iterate: IterateConfig = field(default_factory=IterateConfig)
+    grading: GradingConfig = field(default_factory=GradingConfig)
     initdata: InitDataConfig = field(default_factory=InitDataConfig)
 
 
@@ -548,6 +601,7 @@ def _engine_rules(e: EngineConfig) -> list[tuple[str, bool, str]]:
         ("concurrency", e.concurrency >= 1, "must be >= 1"),
         ("timeout_s", e.timeout_s > 0, "must be > 0"),
         ("max_retries", e.max_retries >= 0, "must be >= 0"),
+        ("api", e.api in ("completions", "chat"), "choose completions or chat"),
     ]
 
 
@@ -567,6 +621,7 @@ def _train_rules(t: TrainConfig) -> list[tuple[str, bool, str]]:
         ("lora_r", t.lora_r >= 1, "must be >= 1"),
         ("lora_alpha", t.lora_alpha > 0, "must be > 0"),
         ("bf16", _parse_bool_setting(t.bf16) in (True, False, "auto"), "choose auto, true or false"),
+        ("save_dtype", t.save_dtype in ("source", "float32", "bfloat16"), "choose source, float32 or bfloat16"),
         ("logging_steps", t.logging_steps >= 1, "must be >= 1"),
     ]
 
@@ -591,9 +646,20 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
             ("hard_max_number", a.hard_max_number >= 2, "must be >= 2"),
         ],
         "data": [
+            ("source", d.source in ("arith", "files"), "choose arith (the embedded domain) or files (a real run)"),
             *((k, getattr(d, k) >= 0, "must be >= 0") for k in ("ift_problems", "eft_train", "eft_test")),
             ("gsm8k_ift", d.gsm8k_ift >= -1, "must be >= 0, or -1 for all"),
-        ],
+            *(
+                (k, d.source != "files" or bool(getattr(d, k)), "must name a file when data.source=files")
+                for k in ("ift_files", "eft_train_file", "eft_test_file", "questions")
+            ),
+            ("source", d.source != "files" or bool(cfg.model.path), "needs model.path (the M0 of a real run)"),
+            (
+                "srlm_eft_file",
+                d.source != "files" or "srlm" not in cfg.iterate.methods or bool(d.srlm_eft_file),
+                "must name the SRLM scorer's training data (ScoreExample JSONL) when iterate.methods has srlm",
+            ),
+        ],  # fmt: skip
         "model": [
             *(
                 (k, getattr(m, k) >= 1, "must be >= 1")
@@ -655,6 +721,16 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
             ),
             ("eval_max_tokens", it.eval_max_tokens >= 1, "must be >= 1"),
             ("eval_benchmarks", _benchmarks_ok(it.eval_benchmarks), _benchmarks_hint()),
+            (
+                "eval_tts_benchmark",
+                not it.eval_tts_benchmark or _benchmarks_ok([it.eval_tts_benchmark]),
+                _benchmarks_hint(),
+            ),
+            (
+                "eval_benchmarks",
+                d.source != "files" or bool(it.eval_benchmarks),
+                "must name the test sets of a files run (e.g. [paper]): it has no arith splits",
+            ),
         ],  # fmt: skip
         "initdata": [
             ("teacher", i.teacher in ("engine", "oracle"), "choose engine or oracle"),

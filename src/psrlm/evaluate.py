@@ -118,7 +118,9 @@ def judge_accuracy(
     for e in examples:
         asks.append(prefix + prompts.judge_prompt(e.question, e.prev_steps, e.step_a, e.step_b))
         asks.append(prefix + prompts.judge_prompt(e.question, e.prev_steps, e.step_b, e.step_a))
-    outs = engine.generate(asks, GenParams(n=1, temperature=0.0, max_new_tokens=max_tokens))
+    # a few-shot judge stops where it would start another example (or it parses the next example's verdict)
+    stop = (FEW_SHOT_SEP,) if few_shot else ()
+    outs = engine.generate(asks, GenParams(n=1, temperature=0.0, max_new_tokens=max_tokens, stop=stop))
     verdicts = [parse_verdict(o[0].text) for o in outs]
     right = consistent = missing = 0
     for i, e in enumerate(examples):
@@ -195,13 +197,14 @@ def evaluate_benchmarks(
     chunk: int = 64,
     progress: bool = True,
     desc: str = "eval",
+    include_percentage: bool = True,
 ) -> dict[str, dict]:
     """Greedy accuracy and step statistics per benchmark; resumable.
 
     Writes `<out_dir>/<benchmark>.jsonl` (one SolveResult per problem: prompt, response, extracted answer, gold,
     correct, steps, tokens), appended a chunk at a time, and `<out_dir>/summary.json` (over every result on disk,
     rewritten atomically after each benchmark). A rerun skips the problems already on disk. Returns the summary
-    of exactly the problems passed in."""
+    of exactly the problems passed in. Every summary records the grading rule used (`include_percentage`)."""
     from tqdm.auto import tqdm
 
     from psrlm.folders import move_aside
@@ -214,7 +217,7 @@ def evaluate_benchmarks(
     total = sum(len(v) for v in benchmarks.values())
     bar = tqdm(total=total, desc=desc, unit="problem", disable=not progress)
     asked: dict[str, dict] = {}
-    with Grader() as grader:
+    with Grader(include_percentage=include_percentage) as grader:
         for name, problems in benchmarks.items():
             path = out_dir / f"{name}.jsonl"
             if path.exists() and _stale_rows(path, problems, prompts):
@@ -233,10 +236,11 @@ def evaluate_benchmarks(
                     done.update((r.problem_id, r) for r in results)
                     bar.update(len(batch))
                     bar.set_postfix_str(f"{name} acc {sum(r.correct for r in done.values()) / len(done):.3f}")
-            asked[name] = accuracy_summary([done[p.id] for p in problems])
+            grading = {"include_percentage": include_percentage}
+            asked[name] = {**accuracy_summary([done[p.id] for p in problems]), "grading": grading}
             # summary.json describes every result on disk, so a quick rerun with a smaller --limit never
             # shrinks what the report shows; the return value describes exactly the problems asked for
-            summaries[name] = accuracy_summary(list(done.values()))
+            summaries[name] = {**accuracy_summary(list(done.values())), "grading": grading}
             write_json(summary_path, summaries)
     bar.close()
     return asked
@@ -254,7 +258,7 @@ def _stale_rows(path: Path, problems: list[Problem], prompts: Prompts) -> bool:
 
 
 def eval_settings(
-    engine_cfg, model: str | Path, prompts_variant: str, max_tokens: int, few_shot, known: dict
+    engine_cfg, model: str | Path, prompts_variant: str, max_tokens: int, few_shot, known: dict, grading=None
 ) -> tuple:
     """(settings, extra) that decide an evaluation folder's results: the model's identity (a hash of its weights,
     config and tokenizer; for a served model its name and URLs, which is all a client can know), the engine and
@@ -275,6 +279,8 @@ def eval_settings(
     if few_shot:
         shots = fingerprint({"shots": [[s.meta.get("question"), s.steps] for s in few_shot]})
     settings = {"model": ident, "engine": eng, "prompts": prompts_variant, "max_tokens": max_tokens, "few_shot": shots}
+    if grading is not None:
+        settings["grading"] = grading
     return settings, extra
 
 
@@ -291,6 +297,7 @@ def tts_vs_greedy(
     progress: bool = True,
     settings: dict | None = None,
     root: Path | None = None,
+    include_percentage: bool = True,
 ) -> dict:
     """Paper Table 5/9: the step search with self-judging at inference vs greedy decoding, on the same problems,
     with the compute each spends (generated tokens, judge calls, wall time). The search commits to
@@ -303,7 +310,7 @@ def tts_vs_greedy(
     from psrlm.search import run_tts
 
     tts_dir = Path(out_dir) / "tts"
-    with FolderLock(tts_dir, "tts"), Grader() as grader:
+    with FolderLock(tts_dir, "tts"), Grader(include_percentage=include_percentage) as grader:
         claim_settings(tts_dir, settings or {}, replace=True, root=root)
         start = time.perf_counter()
         greedy = solve_greedy(problems, engine, prompts, max_tokens, grader=grader)
@@ -336,6 +343,7 @@ def tts_vs_greedy(
             "mean_steps": statistics.mean(len(t.steps) for t in ordered) if ordered else 0.0,
             "seconds": tts_s,
         },
+        "grading": {"include_percentage": include_percentage},
         "token_ratio": tts_tokens / max(1, greedy_tokens),
         "time_ratio": tts_s / max(1e-9, greedy_s),
     }

@@ -398,12 +398,12 @@ def _worker_ping() -> bool:
     return True
 
 
-def _grade_chunk(pairs: list[tuple[str, str | None]]) -> list[bool]:
+def _grade_chunk(pairs: list[tuple[str, str | None]], include_percentage: bool = True) -> list[bool]:
     out = []
     for gold, pred in pairs:
         if pred == TEST_SLEEP_SENTINEL:
             time.sleep(60)  # test hook, see TEST_SLEEP_SENTINEL
-        out.append(is_equiv(gold, pred))
+        out.append(is_equiv(gold, pred, include_percentage=include_percentage))
     return out
 
 
@@ -418,10 +418,19 @@ class Grader:
 
     Use as a context manager (or call `close`) so the worker processes are stopped. One `grade` call at a time:
     an instance is not meant to be shared between threads.
+
+    `include_percentage`: Qwen2.5-Math's rule that a plain-number answer of 100x or 1/100x the gold is also right
+    (meant for percentages; it also passes wrong answers: gold 25, answer 2500). On for numbers comparable with
+    the paper's, off for strict grading (`grading.include_percentage`).
     """
 
     def __init__(
-        self, workers: int = 2, timeout_s: float = 5.0, chunk_size: int = 16, startup_timeout_s: float = 120.0
+        self,
+        workers: int = 2,
+        timeout_s: float = 5.0,
+        chunk_size: int = 16,
+        startup_timeout_s: float = 120.0,
+        include_percentage: bool = True,
     ):
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
@@ -431,6 +440,7 @@ class Grader:
         self.timeout_s = timeout_s
         self.chunk_size = max(1, chunk_size)
         self.startup_timeout_s = startup_timeout_s
+        self.include_percentage = include_percentage
         self.timeouts = 0
         self._ctx = multiprocessing.get_context("spawn")
         self._pool: multiprocessing.pool.Pool | None = None
@@ -481,7 +491,7 @@ class Grader:
         pending: list[int] = []
         for i, (gold, pred) in enumerate(pairs):
             try:
-                fast = _fast_equiv(gold, pred)
+                fast = _fast_equiv(gold, pred, self.include_percentage)
             except Exception:  # same contract as is_equiv
                 fast = False
             if fast is None or pred == TEST_SLEEP_SENTINEL:
@@ -501,7 +511,8 @@ class Grader:
         )
         while jobs:
             pool = self._ensure_pool()
-            inflight = [(job, pool.apply_async(_grade_chunk, ([pairs[i] for i in job],))) for job in jobs]
+            inflight = [(job, pool.apply_async(_grade_chunk, ([pairs[i] for i in job], self.include_percentage)))
+                        for job in jobs]  # fmt: skip
             jobs.clear()
             # Waiting in submission order keeps each budget honest: when job k is waited for, jobs before it are
             # done, so it is already running or is the next one an idle worker takes.

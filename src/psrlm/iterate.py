@@ -38,10 +38,12 @@ from psrlm.records import (
     from_dict,
     read_json,
     read_jsonl,
+    read_problems,
     sha256_file,
     write_json,
     write_jsonl,
 )
+from psrlm.tasks.benchmarks import parse_benchmarks
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,34 @@ class Run:
         self.prompts = get_prompts(cfg.prompts.variant)
         self.seed = cfg.iterate.seed
         self.timings_path = self.dir / "timings.json"
+
+    # ------------------------------------------------------------------ the data this run reads (data.source)
+
+    @property
+    def arith(self) -> bool:
+        return self.cfg.data.source == "arith"
+
+    def ift_files(self) -> list[Path]:
+        return [self.data / "ift.jsonl"] if self.arith else [Path(f) for f in self.cfg.data.ift_files]
+
+    def eft_train_file(self) -> Path:
+        return self.data / "eft_train.jsonl" if self.arith else Path(self.cfg.data.eft_train_file)
+
+    def eft_test_file(self) -> Path:
+        return self.data / "eft_test.jsonl" if self.arith else Path(self.cfg.data.eft_test_file)
+
+    def ift(self) -> list[StepSolution]:
+        return [s for f in self.ift_files() for s in read_jsonl(f, StepSolution)]
+
+    def tts_benchmark(self) -> str:
+        it = self.cfg.iterate
+        return it.eval_tts_benchmark or ("arith_test" if self.arith else parse_benchmarks(it.eval_benchmarks)[0])
+
+    def benchmarks(self, names: list[str], limit: int) -> dict[str, list[Problem]]:
+        from psrlm.tasks.benchmarks import load_benchmark
+
+        data_dir = self.cfg.paths.resolved_data_dir()
+        return {b: load_benchmark(b, data_dir, limit=limit, run_data=self.data) for b in names}
 
     def manifest_path(self, name: str) -> Path:
         return self.manifests / f"{name}.json"
@@ -157,13 +187,42 @@ def reuse_model(run: Run, name: str, settings: dict) -> Path | None:
 
 
 def check_paths(cfg: Config) -> None:
-    """Paths given explicitly must exist: a typo must not start hours of work on a default."""
+    """Paths given explicitly must exist, and data files must read as their records, before any model loads: a
+    typo must not start hours of work on a default, nor fail an hour in."""
+    from psrlm.records import JudgeExample, ScoreExample, validate_jsonl
+
     if cfg.model.path:
         from psrlm.checkpoints import resolve_model
 
         resolve_model(cfg.model.path, key="model.path")
     if cfg.iterate.m0_path:
         prebuilt_m0(cfg)
+    d = cfg.data
+    if d.source != "files":
+        return
+    from psrlm.initdata.pool import pool_path
+    from psrlm.tasks.benchmarks import benchmark_path, parse_benchmarks
+
+    files = [(f"data.ift_files[{i}]", f, StepSolution) for i, f in enumerate(d.ift_files)]
+    files += [("data.eft_train_file", d.eft_train_file, JudgeExample), ("data.eft_test_file", d.eft_test_file,
+                                                                           JudgeExample)]  # fmt: skip
+    if "srlm" in cfg.iterate.methods:
+        files.append(("data.srlm_eft_file", d.srlm_eft_file, ScoreExample))
+    for key, path, cls in files:
+        if not Path(path).is_file():
+            raise ConfigError(f"{key}: {path} does not exist")
+        if validate_jsonl(Path(path), cls) == 0:
+            raise ConfigError(f"{key}: {path} is empty")
+    for sol in (s for f in d.ift_files for s in read_jsonl(Path(f), StepSolution)):
+        if not sol.meta.get("question"):
+            raise ConfigError(f"data.ift_files: solution {sol.problem_id!r} has no meta.question (what `psrlm data "
+                              "ift` writes has it)")  # fmt: skip
+    if not pool_path(cfg).is_file():
+        raise ConfigError(f"data.questions: {pool_path(cfg)} does not exist")
+    for name in parse_benchmarks(cfg.iterate.eval_benchmarks):
+        path = benchmark_path(name, cfg.paths.resolved_data_dir())
+        if not path.is_file():
+            raise ConfigError(f"iterate.eval_benchmarks: {name} needs {path} (paths.data_dir / $PSRLM_DATA)")
 
 
 def prebuilt_m0(cfg: Config) -> Path:
@@ -198,15 +257,19 @@ def m0_texts(run: Run) -> list[str]:
     return [f"{p.question} {free_form_solution(p)}" for p in mixed]
 
 
+M0_RECIPE_KEYS = ("epochs", "lr", "batch_size", "grad_accum", "warmup_steps", "weight_decay", "lr_scheduler",
+                  "max_length", "lora", "lora_r", "lora_alpha", "seed")  # fmt: skip
+
+
 def m0_key(cfg: Config) -> str:
     from psrlm.tiny import config_key
 
     a = cfg.arith  # only what shapes the training pool M0 reads
     pool = [a.seed, a.n_train, a.n_test, a.min_ops, a.max_ops, a.max_number, a.n_pretrain, a.hard_min_ops,
             a.hard_max_ops, a.hard_max_number]  # fmt: skip
-    # precision and logging are how a machine runs the recipe, not what it builds: a prebuilt M0 must serve a CPU
-    # with native bf16 and one without alike
-    recipe = {k: v for k, v in dataclasses.asdict(cfg.pretrain).items() if k not in ("bf16", "logging_steps")}
+    # only what decides what pre-training learns: not precision or logging (how a machine runs the recipe: a
+    # prebuilt M0 must serve a CPU with native bf16 and one without alike), nor fields added to TrainConfig later
+    recipe = {k: getattr(cfg.pretrain, k) for k in M0_RECIPE_KEYS}
     return config_key(dataclasses.asdict(cfg.model), pool, recipe)
 
 
@@ -249,6 +312,8 @@ def srlm_eft_file(run: Run) -> Path:
     from psrlm.initdata.build import arith_splits, pool_blocks
     from psrlm.initdata.eft import build_srlm_eft
 
+    if not run.arith:
+        return Path(run.cfg.data.srlm_eft_file)
     path = run.data / "srlm_eft_train.jsonl"
     if not path.exists():
         blocks = pool_blocks(run.cfg, arith_splits(run.cfg)["train"])
@@ -268,17 +333,15 @@ def m0_identity(m0: Path) -> dict:
 
 
 def m1_settings(run: Run, method: str, m0: Path) -> dict:
-    ift_file = run.data / "ift.jsonl"
-    eft_file = run.data / "eft_train.jsonl" if method == "psrlm" else srlm_eft_file(run)
+    eft_file = run.eft_train_file() if method == "psrlm" else srlm_eft_file(run)
     return {"method": method, "m0": m0_identity(m0), "prompts": {"variant": run.cfg.prompts.variant},
-            "data": {"ift": sha256_file(ift_file), "eft": sha256_file(eft_file)},
+            "data": {"ift": [sha256_file(f) for f in run.ift_files()], "eft": sha256_file(eft_file)},
             "sft": train_settings(run.seeded(run.cfg.sft))}  # fmt: skip
 
 
 def ensure_m1(run: Run, method: str, m0: Path) -> Path:
-    from psrlm import train
-    from psrlm.prompts import score_target
-    from psrlm.records import ScoreExample
+    """M1 = SFT of M0 on IFT + EFT (PSRLM: step-pair judging; SRLM: solution scoring), through train_stage."""
+    from psrlm.train import train_stage
 
     name = f"{method}-M1"
     out = run.models / name
@@ -286,36 +349,11 @@ def ensure_m1(run: Run, method: str, m0: Path) -> Path:
     if reuse_model(run, name, settings):
         return out
     start = time.time()
-    ift_file = run.data / "ift.jsonl"
-    rows = train.ift_rows(read_jsonl(ift_file, StepSolution), run.prompts)
-    if method == "psrlm":
-        eft_file = run.data / "eft_train.jsonl"
-        rows += train.eft_rows(read_jsonl(eft_file, JudgeExample), run.prompts)
-    else:
-        eft_file = srlm_eft_file(run)
-        rows += [
-            {
-                "prompt": run.prompts.score_prompt(e.question, e.response),
-                "completion": score_target(e.explanation, e.score),
-            }
-            for e in read_jsonl(eft_file, ScoreExample)
-        ]
-    info = train.sft(m0, rows, run.seeded(run.cfg.sft), out)
-    run.write_manifest(
-        name,
-        Manifest(
-            iteration=1,
-            method=method,
-            parent_model=str(m0),
-            model_path=str(out),
-            data_files={str(p): sha256_file(p) for p in (ift_file, eft_file)},
-            config=config_to_dict(run.cfg),
-            metrics={"train": info},
-            seeds={"sft": run.cfg.sft.seed + run.seed},
-            wall_time_s=time.time() - start,
-            settings=flatten(settings),
-        ),
-    )
+    data = {"ift": run.ift_files(), "eft" if method == "psrlm" else "score": [
+        run.eft_train_file() if method == "psrlm" else srlm_eft_file(run)]}  # fmt: skip
+    manifest = train_stage("sft", m0, out, run.cfg, data, iteration=1, method=method, seed_offset=run.seed,
+                           settings=settings)  # fmt: skip
+    run.write_manifest(name, manifest)
     run.timed(f"{method} M1 SFT", start, name)
     return out
 
@@ -323,16 +361,48 @@ def ensure_m1(run: Run, method: str, m0: Path) -> Path:
 # ----------------------------------------------------------------------------------------- iterations
 
 
-def question_blocks(run: Run) -> list[list[Problem]]:
-    from psrlm.records import read_problems
+def prepare_data(run: Run) -> None:
+    """`<run>/data/`: the embedded domain's files (arith), or the cleaned question pool of a real run (files); and
+    `questions.json`, what the pool lost to test-set overlaps, initialisation data and repeats."""
+    from psrlm.initdata.build import build_arith_data
+    from psrlm.initdata.pool import clean_pool, read_pool
 
+    cfg = run.cfg
+    if run.arith:
+        build_arith_data(cfg)
+    counts_path = run.data / "questions.json"
+    settings = {"source": cfg.data.source, "questions": cfg.data.questions, "seed": cfg.data.seed,
+                "benchmarks": cfg.iterate.eval_benchmarks,
+                "files": [sha256_file(f) for f in (*run.ift_files(), run.eft_train_file())]}  # fmt: skip
+    if not run.arith and counts_path.exists() and read_json(counts_path).get("settings") == flatten(settings):
+        return  # (arith rewrites its pool on every run above, so it is always checked again)
+    tests = run.benchmarks(parse_benchmarks(cfg.iterate.eval_benchmarks), limit=0)
+    if run.arith:  # generated disjoint from its own splits and blocks by construction; checked against any other
+        pool, read = read_problems(run.data / "fresh_questions.jsonl"), {}
+        tests.update(run.benchmarks(["arith_test", "arith_hard"], limit=0))
+        kept, counts = clean_pool(pool, tests, [], seed=None)
+        if len(kept) != len(pool):
+            write_jsonl(run.data / "fresh_questions.jsonl", kept)
+    else:
+        used = [s.meta["question"] for s in run.ift()]
+        used += [e.question for e in read_jsonl(run.eft_train_file(), JudgeExample)]
+        pool, read = read_pool(cfg)
+        kept, counts = clean_pool(pool, tests, used, seed=cfg.data.seed)
+        write_jsonl(run.data / "fresh_questions.jsonl", kept)
+    write_json(counts_path, {**read, **counts, "settings": flatten(settings)})
+    removed = sum(counts["test_overlap"].values())
+    if removed:
+        log.warning("removed %d questions from the pool that are in an evaluated test set: %s", removed,
+                    counts["test_overlap"])  # fmt: skip
+
+
+def question_blocks(run: Run) -> list[list[Problem]]:
     fresh = read_problems(run.data / "fresh_questions.jsonl")
     sizes = run.cfg.iterate.questions
     if sum(sizes) > len(fresh):
-        raise ValueError(
-            f"iterate.questions={sizes} needs {sum(sizes)} fresh questions but the pool has {len(fresh)}; "
-            "raise arith.n_train or lower the counts"
-        )
+        hint = "raise arith.n_train" if run.arith else "use a larger data.questions pool"
+        raise ValueError(f"iterate.questions={sizes} needs {sum(sizes)} fresh questions but the pool has "
+                         f"{len(fresh)} (see {run.data / 'questions.json'}); {hint} or lower the counts")  # fmt: skip
     blocks, start = [], 0
     for n in sizes:
         blocks.append(fresh[start : start + n])
@@ -378,7 +448,7 @@ def iteration_settings(run: Run, method: str, it: int, parent: str, questions: l
 
 
 def run_iteration(run: Run, method: str, it: int, parent: Path, questions: list[Problem]) -> Path:
-    from psrlm import train
+    from psrlm.train import train_stage
 
     name = f"{method}-M{it}"
     out = run.models / name
@@ -404,10 +474,14 @@ def run_iteration(run: Run, method: str, it: int, parent: Path, questions: list[
     run.timed(f"{method} search", start, name)
     pairs = result.pairs
     summary = result.summary()
-    precision = pair_precision(pairs, {p.id: p for p in questions}) if method == "psrlm" else {}
+    precision = pair_precision(pairs, {p.id: p for p in questions}) if method == "psrlm" and run.arith else {}
     start_train = time.time()
+    metrics = {"search": summary, "pair_precision": precision,
+               "questions": {"block": len(questions), "pool": read_json(run.data / "questions.json")}}  # fmt: skip
     if pairs:
-        info = train.dpo(parent, pairs, run.seeded(cfg.dpo), out, ref_dir=parent)
+        manifest = train_stage("dpo", parent, out, cfg, {"pairs": [search_dir / "pairs.jsonl"]}, ref_dir=parent,
+                               iteration=it, method=method, seed_offset=run.seed, settings=settings,
+                               metrics=metrics)  # fmt: skip
     else:  # no preference at all: the model carries over unchanged, and the manifest says so
         log.warning("%s: search produced no pairs; %s is a copy of its parent", name, name)
         import shutil
@@ -416,24 +490,13 @@ def run_iteration(run: Run, method: str, it: int, parent: Path, questions: list[
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(parent, tmp)
         tmp.rename(out)
-        info = {"stage": "dpo", "pairs": 0, "skipped": True}
+        manifest = Manifest(iteration=it, method=method, parent_model=str(parent), model_path=str(out),
+                            config=config_to_dict(cfg), settings=flatten(settings),
+                            metrics={**metrics, "train": {"stage": "dpo", "pairs": 0, "skipped": True}})  # fmt: skip
     run.timed(f"{method} DPO", start_train, name)
-    pairs_file = search_dir / "pairs.jsonl"
-    run.write_manifest(
-        name,
-        Manifest(
-            iteration=it,
-            method=method,
-            parent_model=str(parent),
-            model_path=str(out),
-            data_files={str(pairs_file): sha256_file(pairs_file)} if pairs_file.exists() else {},
-            config=config_to_dict(cfg),
-            metrics={"search": summary, "pair_precision": precision, "train": info},
-            seeds={"search": cfg.search.seed + 1000 * it + run.seed, "dpo": cfg.dpo.seed + run.seed},
-            wall_time_s=time.time() - start,
-            settings=flatten(settings),
-        ),
-    )
+    manifest.seeds["search"] = _search_cfg(run, method, it).seed
+    manifest.wall_time_s = time.time() - start
+    run.write_manifest(name, manifest)
     return out
 
 
@@ -451,7 +514,7 @@ def eval_folder(run: Run, name: str, model: Path | str, max_tokens: int, shots=N
     out = run.dir / "eval" / name
     with FolderLock(out, "eval"):
         settings, extra = eval_settings(run.cfg.engine, model, run.cfg.prompts.variant, max_tokens, shots,
-                                        recorded_extra(out))  # fmt: skip
+                                        recorded_extra(out), dataclasses.asdict(run.cfg.grading))  # fmt: skip
         claim_settings(out, settings, replace=True, root=run.dir, extra=extra)
         yield out
 
@@ -474,27 +537,23 @@ def evaluate_model(run: Run, name: str, model_dir: Path, few_shot: bool = False)
     from psrlm.evaluate import evaluate_benchmarks
     from psrlm.steps import split_steps
     from psrlm.tasks.arith import label_solution
-    from psrlm.tasks.benchmarks import load_benchmark
 
     cfg = run.cfg.iterate
-    shots = read_jsonl(run.data / "ift.jsonl", StepSolution)[:3] if few_shot else None
+    shots = run.ift()[:3] if few_shot else None
     settings = {"limit": cfg.eval_limit, "eft": cfg.eval_eft, "judge_max_tokens": run.cfg.search.judge_max_tokens,
                 "benchmarks": cfg.eval_benchmarks, "benchmark_limit": cfg.eval_benchmark_limit,
-                "eft_file": sha256_file(run.data / "eft_test.jsonl")}  # fmt: skip
+                "eft_file": sha256_file(run.eft_test_file())}  # fmt: skip
 
     def compute() -> dict:
         start = time.time()
         engine = run.engine(model_dir)
         metrics: dict = {"model": str(model_dir), "few_shot": few_shot}
-        benchmarks = {
-            s: load_benchmark(s, run_data=run.data, limit=cfg.eval_limit) for s in ("arith_test", "arith_hard")
-        }
-        data_dir = run.cfg.paths.resolved_data_dir()
-        for b in cfg.eval_benchmarks:
-            benchmarks[b] = load_benchmark(b, data_dir, limit=cfg.eval_benchmark_limit)
+        benchmarks = run.benchmarks(["arith_test", "arith_hard"], cfg.eval_limit) if run.arith else {}
+        benchmarks.update(run.benchmarks(parse_benchmarks(cfg.eval_benchmarks), cfg.eval_benchmark_limit))
         summaries = evaluate_benchmarks(benchmarks, engine, run.prompts, out, cfg.eval_max_tokens, few_shot=shots,
-                                        desc=f"eval {name}")  # fmt: skip
-        for split in ("test", "hard"):
+                                        desc=f"eval {name}",
+                                        include_percentage=run.cfg.grading.include_percentage)  # fmt: skip
+        for split in ("test", "hard") if run.arith else ():  # step precision: the arith oracle labels each step
             problems = benchmarks[f"arith_{split}"]
             by_id = {r["problem_id"]: r for r in read_jsonl(out / f"arith_{split}.jsonl")}
             labels = [label_solution(p, split_steps(by_id[p.id]["response"])) for p in problems]
@@ -516,9 +575,9 @@ def evaluate_judge(run: Run, engine, few_shot: bool = False, eft_file: Path | No
     from psrlm.evaluate import judge_metrics
 
     cfg = run.cfg.iterate
-    eft = read_jsonl(Path(eft_file) if eft_file else run.data / "eft_test.jsonl", JudgeExample)
+    eft = read_jsonl(Path(eft_file) if eft_file else run.eft_test_file(), JudgeExample)
     eft = eft[: cfg.eval_eft] if cfg.eval_eft else eft
-    few = read_jsonl(run.data / "eft_train.jsonl", JudgeExample)[:3] if few_shot else None
+    few = read_jsonl(run.eft_train_file(), JudgeExample)[:3] if few_shot else None
     return judge_metrics(eft, engine, run.prompts, run.cfg.search.judge_max_tokens, few_shot=few)
 
 
@@ -527,21 +586,22 @@ def tts_search_cfg(run: Run):
 
 
 def evaluate_tts(run: Run, name: str, model_dir: Path) -> dict:
-    """Table 5: test-time search vs greedy on the first `iterate.eval_tts` arith test problems; cached with the
-    search settings it was run with."""
+    """Table 5: test-time search vs greedy on the first `iterate.eval_tts` problems of the TTS benchmark
+    (arith_test, or `iterate.eval_tts_benchmark`); cached with the search settings it was run with."""
     from psrlm.evaluate import tts_vs_greedy
-    from psrlm.tasks.benchmarks import load_benchmark
 
     search_cfg = tts_search_cfg(run)
-    settings = {"n": run.cfg.iterate.eval_tts, "search": generation_settings(search_cfg)}
+    bench = run.tts_benchmark()
+    settings = {"n": run.cfg.iterate.eval_tts, "benchmark": bench, "search": generation_settings(search_cfg)}
 
     def compute() -> dict:
         start = time.time()
-        problems = load_benchmark("arith_test", run_data=run.data, limit=run.cfg.iterate.eval_tts)
-        result = tts_vs_greedy(problems, run.engine(model_dir), run.prompts, search_cfg, out, run.cfg.iterate.eval_max_tokens,
-                               settings=settings, root=run.dir)  # fmt: skip
+        problems = run.benchmarks([bench], run.cfg.iterate.eval_tts)[bench]
+        result = tts_vs_greedy(problems, run.engine(model_dir), run.prompts, search_cfg, out,
+                               run.cfg.iterate.eval_max_tokens, settings=settings, root=run.dir,
+                               include_percentage=run.cfg.grading.include_percentage)  # fmt: skip
         run.timed("tts evaluation", start, name)
-        return {"model": name, **result}
+        return {"model": name, "benchmark": bench, **result}
 
     with eval_folder(run, name, model_dir, run.cfg.iterate.eval_max_tokens) as out:
         return cached(out / "tts.json", settings, compute)
@@ -560,11 +620,11 @@ def evaluate_appendix_b(run: Run, pair_model: Path, score_model: Path, n: int = 
                 "judge_max_tokens": run.cfg.search.judge_max_tokens, "prompts": run.cfg.prompts.variant,
                 "score_max_tokens": s.judge_max_tokens, "score_temperature": s.judge_temperature,
                 "seed": s.seed + run.seed, "engine": engine_settings(run),
-                "eft_file": sha256_file(run.data / "eft_test.jsonl")}  # fmt: skip
+                "eft_file": sha256_file(run.eft_test_file())}  # fmt: skip
 
     def compute() -> dict:
         start = time.time()
-        items = read_jsonl(run.data / "eft_test.jsonl", JudgeExample)[:n]
+        items = read_jsonl(run.eft_test_file(), JudgeExample)[:n]
         result = compare_judging(items, run.engine(pair_model), run.engine(score_model), run.prompts,
                                  run.cfg.search.judge_max_tokens, s.judge_max_tokens, s.judge_temperature,
                                  seed=s.seed + run.seed)  # fmt: skip
@@ -582,14 +642,13 @@ def run_all(cfg: Config, progress: bool = True, fresh: bool = False) -> dict:
     """Every stage of the configured run, resumable; returns {model name: metrics} and prints the table. `fresh`:
     rebuild what was made with other settings instead of stopping (see Run)."""
     from psrlm.folders import FolderLock
-    from psrlm.initdata.build import build_arith_data
 
     check_paths(cfg)
     run = Run(cfg, fresh=fresh)
     start = time.time()
     with FolderLock(run.dir, "iterate"):
         t = time.time()
-        build_arith_data(cfg)
+        prepare_data(run)
         run.timed("data", t)
         m0 = ensure_m0(run)
         models: dict[str, Path] = {"M0": m0}
@@ -622,20 +681,20 @@ def run_all(cfg: Config, progress: bool = True, fresh: bool = False) -> dict:
 
 
 def format_table(results: dict) -> str:
-    head = (
-        "| model | test acc | hard acc | judge acc (generated) | consistency | judge acc (soft, both orders) "
-        "| steps | step chars | pairs | pair precision |"
-    )
-    lines = [head, "|" + "---|" * 10]
+    """The run's closing table: accuracy per evaluated benchmark, judge accuracy, pairs."""
+    benches = list(dict.fromkeys(b for r in results.values() for b in r.get("benchmarks", {})))
+    head = ["model", *(f"{b} acc" for b in benches), "judge acc (generated)", "consistency",
+            "judge acc (soft, both orders)", "steps", "pairs", "pair precision"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in results.items():
         man = r.get("manifest") or {}
         search = man.get("search") or {}
         prec = (man.get("pair_precision") or {}).get("precision")
         soft = f"{r['judge_soft']['accuracy']:.3f}" if r.get("judge_soft") else "-"
-        lines.append(
-            f"| {name} | {r['test']['accuracy']:.3f} | {r['hard']['accuracy']:.3f} | {r['judge']['judge_accuracy']:.3f} "
-            f"| {r['judge']['consistency']:.3f} | {soft} | {r['test']['mean_steps']:.2f} "
-            f"| {r['test']['mean_step_chars']:.1f} "
-            f"| {search.get('pairs', '-')} | {'-' if prec is None else f'{prec:.3f}'} |"
-        )
+        accs = [f"{r['benchmarks'][b]['accuracy']:.3f}" if b in r.get("benchmarks", {}) else "-" for b in benches]
+        first = r.get("benchmarks", {}).get(benches[0], {}) if benches else {}
+        cells = [name, *accs, f"{r['judge']['judge_accuracy']:.3f}", f"{r['judge']['consistency']:.3f}", soft,
+                 f"{first.get('mean_steps', 0):.2f}", str(search.get("pairs", "-")),
+                 "-" if prec is None else f"{prec:.3f}"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

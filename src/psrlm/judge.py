@@ -27,10 +27,16 @@ JUDGE_MODES = ("all_ordered", "one_order", "cyclic")
 SCORINGS = ("wins", "position_a")
 
 
+def verdict_tags(text: str) -> list[re.Match]:
+    return list(_VERDICT.finditer(text or ""))
+
+
 def parse_verdict(text: str) -> str | None:
-    """ "A", "B", or None when there is no tag or tags that disagree (never a silent win)."""
-    tags = {m.upper() for m in _VERDICT.findall(text or "")}
-    return tags.pop() if len(tags) == 1 else None
+    """The judge output's last `[[A]]` / `[[B]]` ("A" or "B"), or None when it has none. The last one: the paper's
+    instruction (Fig. 5) names both tags, and a judge that quotes the format before deciding ends with its
+    verdict. Only the judge's own output is parsed, never the prompt."""
+    tags = verdict_tags(text)
+    return tags[-1].group(1).upper() if tags else None
 
 
 def unique_candidates(candidates: list[str]) -> tuple[list[str], list[int]]:

@@ -85,6 +85,7 @@ class SearchTrace:
     judge_calls: int = 0
     no_verdicts: int = 0
     gen_tokens: int = 0  # candidate + judge tokens generated for this problem
+    capped: int = 0  # candidates (or SRLM solutions) dropped unjudged: cut at the token cap, or a failed request
     rounds_used: int = 0
     finished: bool = False  # reached a step with a \boxed{} answer
     stop_reason: str = ""  # "answer" | "max_steps" | "round_cap"

@@ -4,9 +4,10 @@
 
 Per problem, until a step holds a `\\boxed{}` answer or `max_steps`: sample `width` candidate next steps, let the
 same model judge pairs of them (judge.py), append the best; (best, worst) with prompt = question + previous steps
-is one PreferencePair. If every candidate scores the same, the step carries no preference: the previous step and
-its pair are discarded and the search resumes one step earlier (at step 1 it simply resamples). `max_rounds`
-caps the rounds per problem.
+is one PreferencePair. If the judged candidates all score the same, the step carries no preference: the previous step and
+its pair are discarded and the search resumes one step earlier (at step 1 it simply resamples). Candidates that all
+have the same text are not a tie (nothing was judged): that step is accepted with no pair. Candidates cut at
+`max_step_tokens` are dropped and counted (`capped`), never judged. `max_rounds` caps the rounds per problem.
 
 All active problems advance together: one engine call generates every active problem's candidates, one engine
 call runs every judgment. That batching is where the speed comes from (see `psrlm bench`). Finished problems are
@@ -38,7 +39,7 @@ class _State:
     problem: Problem
     trace: SearchTrace
     steps: list[str] = field(default_factory=list)
-    pairs: list[PreferencePair] = field(default_factory=list)  # pairs[k] belongs to steps[k]
+    pairs: list[PreferencePair | None] = field(default_factory=list)  # pairs[k] belongs to steps[k] (None: no pair)
     done: bool = False
 
 
@@ -65,6 +66,9 @@ class SearchResult:
             "gen_tokens": sum(x.gen_tokens for x in t),
             "round_cap_hits": sum(x.stop_reason == "round_cap" for x in t),
             "context_stops": sum(x.stop_reason == "context" for x in t),
+            "capped_candidates": sum(x.capped for x in t),  # cut at max_step_tokens (or failed): never judged
+            "unanimous_rounds": sum(r.get("action") == "accept_unanimous" for x in t for r in x.rounds),
+            "empty_rounds": sum(r.get("action") == "resample_empty" for x in t for r in x.rounds),
         }
 
 
@@ -99,10 +103,11 @@ def run_search(
             for st in [s for s in active if s.done]:
                 st.trace.steps = list(st.steps)
                 st.trace.final_answer = final_answer(st.steps)
+                made = [p for p in st.pairs if p is not None]
                 if log:
-                    log.commit(st.trace, st.pairs)
+                    log.commit(st.trace, made)
                 new_traces.append(st.trace)
-                new_pairs += st.pairs
+                new_pairs += made
                 bar.update(1)
             active = [s for s in active if not s.done]
             _postfix(bar, new_traces, new_pairs)
@@ -165,7 +170,10 @@ def _advance(
         if any(o.finish_reason == "context" for o in outs):
             plans.append(None)
             continue
-        cands = [c for c in (clean_candidate(o.text) for o in outs) if c]
+        # a candidate cut at the token cap is half a step, a failed request none: counted, never judged
+        whole = [o for o in outs if o.finish_reason not in ("length", "error")]
+        st.trace.capped += len(outs) - len(whole)
+        cands = [c for c in (clean_candidate(o.text) for o in whole) if c]
         uniques, _ = unique_candidates(cands)
         pairs = plan_pairs(len(uniques), cfg.judge_mode, cfg.cyclic_k) if len(uniques) > 1 else []
         plans.append((cands, uniques, pairs, len(judge_prompts)))
@@ -267,7 +275,13 @@ def _select(
         "judge_calls": len(judgments),
         "no_verdicts": scored.no_verdicts,
     }
-    if len(uniques) < 2 or scored.tie:
+    if not uniques:  # every candidate empty, cut or failed: nothing was judged, so draw again at this step
+        record["action"] = "resample_empty"
+    elif len(uniques) == 1:  # every candidate the same text: nothing to prefer, nothing wrong with it either
+        st.pairs.append(None)
+        st.steps.append(uniques[0])
+        record["action"] = "accept_unanimous"
+    elif scored.tie:
         tr.ties += 1
         if st.steps:  # no preference at step l: discard step l-1 and its pair, search again from there
             st.steps.pop()

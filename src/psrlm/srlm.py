@@ -49,6 +49,7 @@ class SRLMResult:
             "unparsed_score_rate": sum(x.no_verdicts for x in t) / max(1, calls),
             "gen_tokens": sum(x.gen_tokens for x in t),
             "context_stops": sum(x.stop_reason == "context" for x in t),
+            "capped_solutions": sum(x.capped for x in t),  # cut at max_solution_tokens (or failed): never scored
         }
 
 
@@ -90,7 +91,8 @@ def run_srlm(
 
 def _score_batch(batch: list[Problem], engine: Engine, prompts: Prompts, cfg: SRLMConfig, iteration: int):
     """Samples and scores seeded by problem id (not by batch), so a resumed run draws what an uninterrupted one
-    would have. A solve prompt that does not fit the context ends its problem with stop_reason "context"."""
+    would have. A solve prompt that does not fit the context ends its problem with stop_reason "context"; a
+    solution cut at `max_solution_tokens` (or a failed request) is dropped and counted (`capped`), never scored."""
     solve = [prompts.solve_prompt(p.question) for p in batch]
     gen = engine.generate(
         solve,
@@ -102,9 +104,9 @@ def _score_batch(batch: list[Problem], engine: Engine, prompts: Prompts, cfg: SR
             seeds=tuple(seed_of(cfg.seed, p.id, "solve") for p in batch),
         ),
     )
-    solutions = [[o.text.strip() for o in outs] for outs in gen]
+    whole = [[o.text.strip() for o in outs if o.finish_reason not in ("length", "error", "context")] for outs in gen]
     score_prompts, score_seeds = [], []
-    for p, sols in zip(batch, solutions, strict=True):
+    for p, sols in zip(batch, whole, strict=True):
         for j, sol in enumerate(sols):
             score_prompts.append(prompts.score_prompt(p.question, sol))
             score_seeds.append(seed_of(cfg.seed, p.id, "score", j))
@@ -115,15 +117,15 @@ def _score_batch(batch: list[Problem], engine: Engine, prompts: Prompts, cfg: SR
         max_new_tokens=cfg.judge_max_tokens,
         seeds=tuple(score_seeds),
     )
-    judged = engine.generate(score_prompts, judge_params)
+    judged = engine.generate(score_prompts, judge_params) if score_prompts else []
     k = 0
-    for p, outs, sols in zip(batch, gen, solutions, strict=True):
+    for prompt, p, outs, sols in zip(solve, batch, gen, whole, strict=True):
         trace = SearchTrace(problem_id=p.id, steps=[], gen_tokens=sum(o.tokens for o in outs))
         if any(o.finish_reason == "context" for o in outs):
-            k += len(sols)
             trace.stop_reason = "context"
             yield trace, []
             continue
+        trace.capped = len(outs) - len(sols)
         means: list[float | None] = []
         for _ in sols:
             answers = judged[k]
@@ -135,7 +137,7 @@ def _score_batch(batch: list[Problem], engine: Engine, prompts: Prompts, cfg: SR
             ok = [v for v in values if v is not None]
             means.append(sum(ok) / len(ok) if ok else None)
         scored = [(m, i) for i, m in enumerate(means) if m is not None]
-        trace.rounds.append({"candidates": sols, "scores": means})
+        trace.rounds.append({"candidates": sols, "scores": means, "capped": trace.capped})
         trace.rounds_used = 1
         new: list[PreferencePair] = []
         if len(scored) >= 2 and max(scored)[0] > min(scored)[0]:
@@ -143,7 +145,7 @@ def _score_batch(batch: list[Problem], engine: Engine, prompts: Prompts, cfg: SR
             worst = min(scored, key=lambda t: (t[0], t[1]))[1]
             new.append(
                 PreferencePair(
-                    prompt=solve[batch.index(p)],
+                    prompt=prompt,
                     chosen=sols[best],
                     rejected=sols[worst],
                     meta={
@@ -152,8 +154,9 @@ def _score_batch(batch: list[Problem], engine: Engine, prompts: Prompts, cfg: SR
                         "method": "srlm",
                         "chosen_score": means[best],
                         "rejected_score": means[worst],
-                        "chosen_final": True,
-                        "rejected_final": True,
+                        # EOS stays after a solution that states its answer (steps.is_final), as in step DPO
+                        "chosen_final": _ends_with_answer(sols[best]),
+                        "rejected_final": _ends_with_answer(sols[worst]),
                     },
                 )
             )
@@ -165,3 +168,8 @@ def _score_batch(batch: list[Problem], engine: Engine, prompts: Prompts, cfg: SR
         trace.finished = bool(trace.steps) and is_final(trace.steps[-1])
         trace.stop_reason = "answer" if trace.finished else "no_answer"
         yield trace, new
+
+
+def _ends_with_answer(solution: str) -> bool:
+    steps = split_steps(solution)
+    return bool(steps) and is_final(steps[-1])

@@ -1,7 +1,13 @@
-"""Training through TRL: pre-training M0, SFT init (M0 -> M1 on EFT + IFT) and step-wise DPO (M_n -> M_n+1).
+"""Training through TRL: pre-training M0, SFT init (M0 -> M1 on EFT + IFT), step-wise DPO (M_n -> M_n+1), PRMs.
 
-    psrlm train sft --config configs/demo.yaml --model runs/demo/models/M0 --out runs/demo/models/M1
-    psrlm train dpo --config configs/demo.yaml --model M1 --pairs runs/demo/psrlm/it2/search/pairs.jsonl --out M2
+    psrlm train sft -c configs/demo.yaml --model checkpoints/arith-m0 --ift runs/demo/data/ift.jsonl \
+        --eft runs/demo/data/eft_train.jsonl --out runs/demo/models/my-M1
+    psrlm train dpo -c configs/demo.yaml --model runs/demo/models/psrlm-M1 --pairs runs/demo/psrlm/it2/pairs.jsonl \
+        --out runs/demo/models/my-M2
+    psrlm train prm -c configs/initdata-arith.yaml --model M --rows prm_rows.jsonl --out my-prm
+
+`psrlm iterate` trains through the same `train_stage` as these commands. Every path trains fp32 master weights
+(bf16 compute by autocast where the hardware has it) and saves in the checkpoint's own dtype.
 
 Nothing here writes a loss. SFT is TRL's `SFTTrainer` on prompt/completion rows (loss on the completion only, EOS
 appended). Step-wise DPO (paper Eq. 6-8) is TRL's `DPOTrainer` on rows whose prompt is question + accepted steps
@@ -21,7 +27,7 @@ from pathlib import Path
 
 from psrlm.configs import TrainConfig
 from psrlm.prompts import Prompts, judge_target
-from psrlm.records import JudgeExample, PreferencePair, StepSolution
+from psrlm.records import JudgeExample, Manifest, PreferencePair, StepSolution
 from psrlm.steps import render_steps
 
 log = logging.getLogger(__name__)
@@ -109,16 +115,60 @@ def _peft_config(tc: TrainConfig):
 def _length_plan(lengths: list[int], tc: TrainConfig, model_max: int) -> tuple[int, int]:
     """max_length (from the data unless set) and how many examples exceed it and will be truncated."""
     limit = tc.max_length or min(max(lengths, default=1), model_max)
-    return limit, sum(n > limit for n in lengths)
+    cut = sum(n > limit for n in lengths)
+    if cut:  # reported in train_log.json too; a silent cut would train on examples that lost their ends
+        log.warning("%d of %d examples are longer than max_length %d (model limit %d) and will be truncated",
+                    cut, len(lengths), limit, model_max)  # fmt: skip
+    return limit, cut
 
 
-def _finish(trainer, tokenizer, out_dir: Path, info: dict, lora: bool, save_dtype=None) -> dict:
+class ChangeProbe:
+    """Did training move the weights, and does the move survive saving? A fixed sample of up to `per_tensor`
+    elements of every trainable tensor, read before and after training: `changed` is the share that moved in the
+    fp32 master weights, `changed_as_saved` the share still different once both are rounded to the saved dtype.
+    (In bf16 an update smaller than half a unit in the last place rounds away: at the paper's DPO lr, 5e-7, a few
+    hundred steps move a weight of 0.02 by less than that.) Cheap at any scale: a few hundred numbers per tensor."""
+
+    def __init__(self, model, per_tensor: int = 256):
+        import torch
+
+        gen = torch.Generator().manual_seed(0)
+        self.samples = []
+        for name, p in model.named_parameters():
+            if p.requires_grad and p.numel():  # (a ZeRO-3 shard can be empty on this rank)
+                idx = torch.randperm(p.numel(), generator=gen)[:per_tensor]
+                self.samples.append((name, idx, p.detach().flatten()[idx.to(p.device)].float().cpu().clone()))
+
+    def measure(self, model, saved_dtype) -> dict:
+        params = dict(model.named_parameters())
+        moved = kept_moved = total = 0
+        for name, idx, before in self.samples:
+            if name not in params:
+                continue
+            after = params[name].detach().flatten()[idx.to(params[name].device)].float().cpu()
+            moved += int((after != before).sum())
+            kept_moved += int((after.to(saved_dtype) != before.to(saved_dtype)).sum())
+            total += len(idx)
+        return {"changed": moved / max(1, total), "changed_as_saved": kept_moved / max(1, total), "sampled": total}
+
+
+def _finish(trainer, tokenizer, out_dir: Path, info: dict, lora: bool, save_dtype=None, probe=None) -> dict:
+    import torch
+
     from psrlm.tiny import save_model
 
     model = trainer.model
+    saved = save_dtype or torch.float32
+    if probe is not None:
+        info = {**info, "weights": probe.measure(model, saved)}
+        w = info["weights"]
+        if w["changed"] > 0.5 and w["changed_as_saved"] < 0.5 * w["changed"]:
+            log.warning("training moved %.0f%% of the sampled weights, but only %.0f%% still differ in %s, the dtype "
+                        "the model is saved in: updates this small round away (train.save_dtype=float32 keeps them)",
+                        100 * w["changed"], 100 * w["changed_as_saved"], saved)  # fmt: skip
     if lora:
         model = model.merge_and_unload()
-    if save_dtype is not None:  # trained in fp32 (master weights), saved as the source checkpoint was
+    if save_dtype is not None:  # trained in fp32 (master weights), saved as asked (by default: as the source was)
         model = model.to(save_dtype)
         info = {**info, "saved_dtype": str(save_dtype).removeprefix("torch.")}
     history = [h for h in trainer.state.log_history if "loss" in h]
@@ -145,6 +195,12 @@ def _load(model_dir: Path):
 
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     return model, load_tokenizer(model_dir), saved_dtype(model_dir)
+
+
+def _save_dtype(tc: TrainConfig, source):
+    import torch
+
+    return {"source": source, "float32": torch.float32, "bfloat16": torch.bfloat16}[tc.save_dtype]
 
 
 # --------------------------------------------------------------------------------------------- stages
@@ -175,12 +231,13 @@ def _run_sft(stage: str, model_dir: Path, rows: list[dict], tc: TrainConfig, out
         processing_class=tok,
         peft_config=_peft_config(tc),
     )
+    probe = ChangeProbe(trainer.model)
     start = time.time()
     trainer.train()
     info = {"stage": stage, "examples": len(rows), "max_length": max_length, "truncated": cut}
     info["wall_s"] = time.time() - start
     info["tokens"] = sum(lengths)
-    return _finish(trainer, tok, Path(out_dir), info, tc.lora, save_dtype)
+    return _finish(trainer, tok, Path(out_dir), info, tc.lora, _save_dtype(tc, save_dtype), probe)
 
 
 def make_step_dpo_trainer_class():
@@ -221,7 +278,8 @@ def dpo(
         ref_dtype = save_dtype if _device_args(tc)["bf16"] else torch.float32
         ref = AutoModelForCausalLM.from_pretrained(str(ref_dir or model_dir), dtype=ref_dtype)
     rows = dpo_rows(pairs)
-    lengths = [len(tok(r["prompt"] + max(r["chosen"], r["rejected"], key=len))["input_ids"]) + 1 for r in rows]
+    # in tokens, the longer of the two sides (+1 for EOS): characters say little about tokens
+    lengths = [max(len(tok(r["prompt"] + r[side])["input_ids"]) for side in ("chosen", "rejected")) + 1 for r in rows]
     max_length, cut = _length_plan(lengths, tc, model.config.max_position_embeddings)
     args = DPOConfig(
         **_common_args(tc, Path(out_dir)),
@@ -237,6 +295,7 @@ def dpo(
         processing_class=tok,
         peft_config=_peft_config(tc),
     )
+    probe = ChangeProbe(trainer.model)
     start = time.time()
     trainer.train()
     rewards = [h for h in trainer.state.log_history if "rewards/accuracies" in h]
@@ -252,7 +311,7 @@ def dpo(
         "reward_accuracy": rewards[-1]["rewards/accuracies"] if rewards else None,
         "reward_margin": rewards[-1].get("rewards/margins") if rewards else None,
     }
-    return _finish(trainer, tok, Path(out_dir), info, tc.lora, save_dtype)
+    return _finish(trainer, tok, Path(out_dir), info, tc.lora, _save_dtype(tc, save_dtype), probe)
 
 
 def prm(model_dir: Path, rows: list[dict], tc: TrainConfig, out_dir: Path, separator: str = "\n") -> dict:
@@ -304,6 +363,7 @@ def prm(model_dir: Path, rows: list[dict], tc: TrainConfig, out_dir: Path, separ
             processing_class=tok,
         )
         used = "transformers.Trainer in PRMTrainer's data format (this TRL has no PRMTrainer)"
+    probe = ChangeProbe(trainer.model)
     start = time.time()
     trainer.train()
     info = {
@@ -317,4 +377,89 @@ def prm(model_dir: Path, rows: list[dict], tc: TrainConfig, out_dir: Path, separ
         "separator": separator,
         "wall_s": time.time() - start,
     }
-    return _finish(trainer, tok, Path(out_dir), info, lora=False)
+    return _finish(trainer, tok, Path(out_dir), info, lora=False, probe=probe)
+
+
+# ------------------------------------------------------------------------------- stages from files (CLI + driver)
+
+MANIFEST_NAME = "psrlm_manifest.json"
+
+
+def rows_from_files(ift: list[Path], eft: list[Path], score: list[Path], prompts: Prompts) -> list[dict]:
+    """SFT rows: IFT solutions (StepSolution, meta.question), EFT judgments (JudgeExample), SRLM scoring examples
+    (ScoreExample)."""
+    from psrlm.prompts import score_target
+    from psrlm.records import ScoreExample, read_jsonl
+
+    rows = ift_rows([s for f in ift for s in read_jsonl(f, StepSolution)], prompts)
+    rows += eft_rows([e for f in eft for e in read_jsonl(f, JudgeExample)], prompts)
+    rows += [{"prompt": prompts.score_prompt(e.question, e.response), "completion": score_target(e.explanation, e.score)}
+             for f in score for e in read_jsonl(f, ScoreExample)]  # fmt: skip
+    if not rows:
+        raise ValueError("no training rows: give --ift, --eft and/or --score files")
+    return rows
+
+
+def train_stage(
+    stage: str,
+    model_dir: Path,
+    out_dir: Path,
+    cfg,
+    data: dict[str, list[Path]],
+    *,
+    ref_dir: Path | None = None,
+    iteration: int = 0,
+    method: str = "",
+    seed_offset: int = 0,
+    settings: dict | None = None,
+    metrics: dict | None = None,
+) -> Manifest:
+    """One training stage from files, the same for `psrlm train sft|dpo|prm` and for `psrlm iterate`: train, save
+    the model (temp folder + rename) and write `<out>/psrlm_manifest.json` (parent, data files with sha256,
+    config, metrics, seeds, wall time, settings). Returns the manifest.
+
+    data keys: sft: "ift", "eft", "score"; dpo: "pairs" (PreferencePair JSONL); prm: "rows" ({prompt, completions,
+    labels} JSONL, TRL's stepwise-supervision format)."""
+    import dataclasses
+    import time
+
+    from psrlm.configs import config_to_dict
+    from psrlm.folders import FolderLock, flatten
+    from psrlm.prompts import get_prompts
+    from psrlm.records import Manifest, read_jsonl, sha256_file, write_json
+
+    out_dir = Path(out_dir)
+    files = [Path(f) for fs in data.values() for f in fs]
+    for f in files:
+        if not f.is_file():
+            raise FileNotFoundError(f"training data not found: {f}")
+    tc = {"sft": cfg.sft, "dpo": cfg.dpo, "prm": cfg.initdata.prm_train}[stage]
+    tc = dataclasses.replace(tc, seed=tc.seed + seed_offset)
+    start = time.time()
+    with FolderLock(out_dir.with_name(out_dir.name + ".trainer"), f"train {stage}"):  # one trainer per output
+        if stage == "sft":
+            rows = rows_from_files(data.get("ift", []), data.get("eft", []), data.get("score", []),
+                                   get_prompts(cfg.prompts.variant))  # fmt: skip
+            info = sft(model_dir, rows, tc, out_dir)
+        elif stage == "dpo":
+            pairs = [p for f in data["pairs"] for p in read_jsonl(f, PreferencePair)]
+            info = dpo(model_dir, pairs, tc, out_dir, ref_dir=ref_dir or model_dir)
+        elif stage == "prm":
+            rows = [r for f in data["rows"] for r in read_jsonl(f)]
+            info = prm(model_dir, rows, tc, out_dir, separator=cfg.initdata.prm_step_separator)
+        else:
+            raise ValueError(f"unknown training stage {stage!r}; choose sft, dpo or prm")
+    manifest = Manifest(
+        iteration=iteration,
+        method=method or stage,
+        parent_model=str(model_dir),
+        model_path=str(out_dir),
+        data_files={str(f): sha256_file(f) for f in files},
+        config=config_to_dict(cfg),
+        metrics={**(metrics or {}), "train": info},
+        seeds={stage: tc.seed},
+        wall_time_s=time.time() - start,
+        settings=flatten(settings or {}),
+    )
+    write_json(out_dir / MANIFEST_NAME, dataclasses.asdict(manifest))
+    return manifest

@@ -33,5 +33,6 @@ def make_engine(cfg: EngineConfig, model_path: str | Path | None = None, on_erro
             max_retries=cfg.max_retries,
             extra_body=cfg.extra_body,
             on_error=on_error,
+            api=cfg.api,
         )
     raise ValueError(f"unknown engine.kind {cfg.kind!r}; choose 'hf' or 'openai'")

@@ -1,9 +1,12 @@
-"""Generation through any OpenAI-compatible `/v1/completions` server: vLLM, SGLang, llama.cpp, a hosted teacher.
+"""Generation through any OpenAI-compatible server: vLLM, SGLang, llama.cpp, `transformers serve`, a hosted API.
 
     engine:
       kind: openai
       base_urls: [http://127.0.0.1:8000/v1, http://127.0.0.1:8001/v1]   # several servers = data parallelism
       model_name: Qwen/Qwen2.5-Math-7B
+      api: completions      # raw text in, text out (the search needs it); "chat": /v1/chat/completions, the prompt
+                            # sent as one user message and the server's chat template applied (a chat model as the
+                            # IFT/EFT teacher or the Appendix B judge)
 
 Requests run on a bounded pool of daemon threads, spread round-robin over the base URLs, so Ctrl-C stops a
 stage at once even while requests hang (what finished is already committed by the stage). 429 and 5xx answers,
@@ -118,11 +121,15 @@ class OpenAIEngine:
         backoff_s: float = 0.5,
         extra_body: dict | None = None,
         on_error: str = "raise",
+        api: str = "completions",
     ):
         if not base_urls:
             raise ValueError("OpenAIEngine needs at least one base URL (engine.base_urls)")
         if on_error not in ("raise", "empty"):
             raise ValueError(f"on_error must be 'raise' or 'empty', got {on_error!r}")
+        if api not in ("completions", "chat"):
+            raise ValueError(f"engine.api must be 'completions' or 'chat', got {api!r}")
+        self.api = api
         self.base_urls = [u.rstrip("/") for u in base_urls]
         self.model_name = model_name
         self._api_key = os.environ.get(api_key_env, "")
@@ -144,7 +151,7 @@ class OpenAIEngine:
 
     def _post(self, body: dict) -> dict:
         with self._lock:
-            url = next(self._urls) + "/completions"
+            url = next(self._urls) + ("/chat/completions" if self.api == "chat" else "/completions")
         data = json.dumps(body).encode()
         headers = {"Content-Type": "application/json"}
         if self._api_key:
@@ -190,7 +197,8 @@ class OpenAIEngine:
     def _complete(self, prompt: str, params: GenParams, index: int) -> list[Completion]:
         body = {
             "model": self.model_name,
-            "prompt": prompt,
+            # chat: the prompt is the user's message and the server applies the model's chat template
+            **({"messages": [{"role": "user", "content": prompt}]} if self.api == "chat" else {"prompt": prompt}),
             "max_tokens": params.max_new_tokens,
             "temperature": 0.0 if params.greedy else params.temperature,
             "n": params.n,
@@ -230,7 +238,8 @@ class OpenAIEngine:
             usage = (resp.get("usage") or {}).get("completion_tokens")
             per_choice = round(usage / len(choices)) if isinstance(usage, int) else None
             for ch in choices[: params.n - len(got)]:
-                text, _ = cut_at_stop(ch.get("text") or "", params.stop)
+                raw = (ch.get("message") or {}).get("content") if self.api == "chat" else ch.get("text")
+                text, _ = cut_at_stop(raw or "", params.stop)
                 tokens = per_choice if per_choice is not None else len(text.split())
                 reason = "length" if ch.get("finish_reason") == "length" else "stop"
                 got.append(Completion(text, tokens, reason))

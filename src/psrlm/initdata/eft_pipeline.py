@@ -120,9 +120,12 @@ def teacher_failure(c: Completion) -> str | None:
 
 
 def explanation_of(text: str) -> str:
-    """The teacher's explanation: its text before the first verdict tag, whitespace collapsed."""
-    cut = text.find("[[")
-    return " ".join((text[:cut] if cut >= 0 else text).split())
+    """The teacher's explanation: its text before its verdict (the last tag, as judge.parse_verdict reads it),
+    whitespace collapsed."""
+    from psrlm.judge import verdict_tags
+
+    tags = verdict_tags(text)
+    return " ".join((text[: tags[-1].start()] if tags else text).split())
 
 
 def judge_and_filter(pairs: list[CandidatePair], teacher) -> tuple[list[JudgeExample], list[dict], dict]:

@@ -118,4 +118,7 @@ def make_teacher(cfg, run_dir: Path, progress: bool = True) -> CachedTeacher:
 
     engine = make_engine(ec, ic.teacher_model, on_error="empty")
     cache = Path(ic.cache_dir) if ic.cache_dir else Path(run_dir) / "initdata" / "cache"
-    return CachedTeacher(engine, cache, ec.model_name or ic.teacher_model, ic.chunk_size, progress)
+    name = ec.model_name or ic.teacher_model
+    if ec.kind == "openai" and ec.api == "chat":  # another prompt format: its answers are cached apart
+        name += " [chat]"
+    return CachedTeacher(engine, cache, name, ic.chunk_size, progress)
