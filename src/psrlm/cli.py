@@ -303,7 +303,7 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
         evaluate_appendix_b,
         evaluate_judge,
         generation_settings,
-        tts_search_cfg,  # fmt: skip
+        tts_search_cfg,
     )
     from psrlm.records import sha256_file
     from psrlm.tasks.benchmarks import ARITH_SPLITS, parse_benchmarks
@@ -398,6 +398,15 @@ def cmd_show_config(cfg: Config) -> dict:
     print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
     print(f"# {one_line(_machine(cfg))}")  # what every `auto` resolves to on this machine
     return {}
+
+
+def _add_fresh_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="rebuild what was made with other settings (the old outputs are moved to <run>/replaced/<time>/) instead "
+        "of stopping with the keys that differ",
+    )
 
 
 def _count(text: str) -> int:
@@ -497,12 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the whole method: M0, M1, PSRLM M2..Mn and SRLM M2..Mn, evaluation, summary table (resumable)",
     )
     _add_config_args(p)
-    p.add_argument(
-        "--fresh",
-        action="store_true",
-        help="rebuild what was made with other settings (the old outputs are moved to <run>/replaced/<time>/) instead "
-        "of stopping with the keys that differ",
-    )
+    _add_fresh_arg(p)
     p.set_defaults(func=cmd_iterate, name="iterate", wants_args=True)
 
     p = sub.add_parser(
@@ -543,12 +547,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-judge", dest="judge", action="store_false", help="skip judge accuracy on the EFT test split (Table 3)"
     )
-    p.add_argument("--eft", help="JudgeExample JSONL for judge accuracy (default: the run's arith eft_test.jsonl)")
+    p.add_argument("--eft", help="JudgeExample JSONL for judge accuracy (default: the run's EFT test file)")
     p.add_argument(
         "--tts",
         type=_count,
         default=0,
-        help="also solve the first N arith test problems with test-time search vs greedy",
+        help="also solve the first N problems of arith_test (iterate.eval_tts_benchmark, or the first evaluated "
+        "benchmark of a files run) with test-time search vs greedy",
     )
     p.add_argument(
         "--appendix-b",
@@ -559,12 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the main job on the embedded default (what `make demo` runs)")
     _add_config_args(p)
-    p.add_argument(
-        "--fresh",
-        action="store_true",
-        help="rebuild what was made with other settings (the old outputs are moved to <run>/replaced/<time>/) instead "
-        "of stopping with the keys that differ",
-    )
+    _add_fresh_arg(p)
     p.set_defaults(func=cmd_demo, name="demo", wants_args=True)
 
     p = sub.add_parser(

@@ -626,6 +626,11 @@ def _train_rules(t: TrainConfig) -> list[tuple[str, bool, str]]:
     ]
 
 
+def _at_least(obj: Any, minimum: int, keys: str) -> list[tuple[str, bool, str]]:
+    """`key >= minimum` for each of the space-separated `keys` of `obj`."""
+    return [(k, getattr(obj, k) >= minimum, f"must be >= {minimum}") for k in keys.split()]
+
+
 def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
     """section -> [(key, holds, what it must be)]: every range and choice checked when a config is built, so
     `show-config` and the first second of a run catch a bad value, not the stage that reads it an hour in."""
@@ -637,7 +642,7 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
     rules = {
         "paths": [("run_dir", bool(cfg.paths.run_dir.strip()), "must name a folder")],
         "arith": [
-            *((k, getattr(a, k) >= 0, "must be >= 0") for k in ("n_train", "n_test", "n_pretrain")),
+            *_at_least(a, 0, "n_train n_test n_pretrain"),
             ("min_ops", a.min_ops >= 1, "must be >= 1"),
             ("min_ops", a.min_ops <= a.max_ops, f"must be <= arith.max_ops ({a.max_ops})"),
             ("hard_min_ops", a.hard_min_ops >= 1, "must be >= 1"),
@@ -647,7 +652,7 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
         ],
         "data": [
             ("source", d.source in ("arith", "files"), "choose arith (the embedded domain) or files (a real run)"),
-            *((k, getattr(d, k) >= 0, "must be >= 0") for k in ("ift_problems", "eft_train", "eft_test")),
+            *_at_least(d, 0, "ift_problems eft_train eft_test"),
             ("gsm8k_ift", d.gsm8k_ift >= -1, "must be >= 0, or -1 for all"),
             *(
                 (k, d.source != "files" or bool(getattr(d, k)), "must name a file when data.source=files")
@@ -661,10 +666,7 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
             ),
         ],  # fmt: skip
         "model": [
-            *(
-                (k, getattr(m, k) >= 1, "must be >= 1")
-                for k in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position")
-            ),
+            *_at_least(m, 1, "vocab_size hidden_size num_layers num_heads intermediate_size max_position"),
             (
                 "hidden_size",
                 m.hidden_size % max(1, m.num_heads) == 0,
@@ -715,10 +717,7 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
                 bool(it.questions) and all(n >= 1 for n in it.questions),
                 "must list one count >= 1 per iteration",
             ),
-            *(
-                (k, getattr(it, k) >= 0, "must be >= 0")
-                for k in ("srlm_eft", "eval_limit", "eval_eft", "eval_benchmark_limit", "eval_tts", "eval_appendix_b")
-            ),
+            *_at_least(it, 0, "srlm_eft eval_limit eval_eft eval_benchmark_limit eval_tts eval_appendix_b"),
             ("eval_max_tokens", it.eval_max_tokens >= 1, "must be >= 1"),
             ("eval_benchmarks", _benchmarks_ok(it.eval_benchmarks), _benchmarks_hint()),
             (
@@ -741,32 +740,17 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
                 i.prm_format in ("token_classification", "next_token"),
                 "choose token_classification or next_token",
             ),
-            *(
-                (k, getattr(i, k) >= 0, "must be >= 0")
-                for k in (
-                    "ift_limit",
-                    "segment_retries",
-                    "prm_problems",
-                    "prm_samples",
-                    "mcts_problems",
-                    "simulation_depth",
-                    "min_margin",
-                    "eft_test",
-                    "uct_c",
-                )
+            *_at_least(
+                i,
+                0,
+                "ift_limit segment_retries prm_problems prm_samples mcts_problems simulation_depth "
+                "min_margin eft_test uct_c",
             ),
-            *(
-                (k, getattr(i, k) >= 1, "must be >= 1")
-                for k in (
-                    "segment_max_tokens",
-                    "iterations",
-                    "expand_width",
-                    "max_depth",
-                    "max_step_tokens",
-                    "max_active",
-                    "pairs_per_problem",
-                    "judge_max_tokens",
-                )
+            *_at_least(
+                i,
+                1,
+                "segment_max_tokens iterations expand_width max_depth max_step_tokens max_active "
+                "pairs_per_problem judge_max_tokens",
             ),
             ("segment_retry_temperature", i.segment_retry_temperature >= 0, "must be >= 0"),
             ("temperature", i.temperature >= 0, "must be >= 0"),

@@ -266,27 +266,16 @@ def read_json(path: Path) -> Any:
 
 def read_problems(path: Path) -> list[Problem]:
     """A Problem JSONL file; an id used twice is an error naming both lines (a rerun would train on duplicates)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"problems file not found: {path}")
     problems: list[Problem] = []
     first_line: dict[str, int] = {}
-    with open(path, "rb") as fh:
-        for i, raw in enumerate(fh, start=1):
-            line = _decode_line(raw, path, i)
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise RecordError(f"{path}:{i}: malformed JSON ({e.msg} at column {e.colno})") from None
-            p = from_dict(Problem, obj, f"{path}:{i}")
-            if p.id in first_line:
-                raise RecordError(
-                    f"{path}:{i}: problem id {p.id!r} is also on line {first_line[p.id]}; ids must be unique"
-                )
-            first_line[p.id] = i
-            problems.append(p)
+    for i, obj in iter_json_rows(path):
+        p = from_dict(Problem, obj, f"{path}:{i}")
+        if p.id in first_line:
+            raise RecordError(
+                f"{path}:{i}: problem id {p.id!r} is also on line {first_line[p.id]}; ids must be unique"
+            )
+        first_line[p.id] = i
+        problems.append(p)
     return problems
 
 
