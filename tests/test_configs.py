@@ -199,3 +199,16 @@ def test_paper_recipes_have_the_papers_settings_and_room_to_answer(recipe):
     assert cfg.iterate.eval_max_tokens >= 2048 and s.max_steps >= 20
     assert cfg.srlm.max_solution_tokens >= 1024 and cfg.srlm.judge_max_tokens >= 256
     assert cfg.initdata.segment_max_tokens >= 2048 and cfg.initdata.judge_max_tokens >= 2048
+
+
+@pytest.mark.parametrize("sets, key", [
+    (["search.judge=oracle", "data.source=files"], "search.judge"),
+    (["search.judge=oracle", "search.judge_flip=1.5"], "search.judge_flip"),
+    (["search.judge=oracle", "search.judge_flip=-0.1"], "search.judge_flip"),
+    (["search.judge_flip=0.2"], "search.judge_flip"),  # flips only the oracle's verdicts
+    (["search.judge=teacher"], "search.judge"),
+])  # fmt: skip
+def test_the_controlled_judge_is_checked(sets, key):
+    with pytest.raises(ConfigError, match=key.replace(".", "[.]")):
+        load_config(None, sets)
+    assert load_config(None, ["search.judge=oracle", "search.judge_flip=0.3"]).search.judge_flip == 0.3

@@ -243,6 +243,23 @@ def cmd_train(cfg: Config, args: argparse.Namespace) -> dict:
     return {"model": str(out), "train": info}
 
 
+def cmd_sweep(cfg: Config, args: argparse.Namespace) -> dict:
+    """The judge-quality sweep (science, arith): M1 -> M2 with an oracle judge of each accuracy, over seeds."""
+    from psrlm.sweep import format_table, run_sweep
+
+    if cfg.data.source != "arith":
+        raise ValueError("psrlm sweep needs the arith domain's step oracle (data.source=arith)")
+    out = Path(args.out)
+    accuracies = [float(a) for a in args.accuracies.split(",") if a.strip()]
+    if not accuracies or any(not 0.0 <= a <= 1.0 for a in accuracies):
+        raise ValueError(f"--accuracies {args.accuracies!r}: give judge accuracies in [0, 1], e.g. 0.5,0.8,1.0")
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    summary = run_sweep(cfg, accuracies, seeds, out)
+    print(format_table(summary))
+    print(f"sweep: {out / 'sweep.md'}, {out / 'sweep.png'}")
+    return {"break_even": summary["break_even"]}
+
+
 def cmd_model_pretrain(cfg: Config, args: argparse.Namespace) -> dict:
     """Pre-train M0 and (with --out) publish it as a prebuilt checkpoint folder."""
     import shutil
@@ -620,6 +637,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_figure_args(p)
     p.set_defaults(func=lambda a: (cmd_figure(a), 0)[1], name="figure2", no_config=True)
 
+    p = sub.add_parser(
+        "sweep",
+        help="science (arith): one iteration with an oracle judge of each accuracy, over seeds; break-even accuracy",
+        description="For each seed, M1 (as iterate builds it) searches the first question block with its own judge "
+        "and with the oracle judge flipped to each accuracy; each search's pairs train an M2 by step-wise DPO; "
+        "the M1 -> M2 accuracy change on the validation, test and hard splits, with 95%% CIs over seeds, goes to "
+        "OUT/sweep.md, sweep.json and sweep.png. Oracle runs are labelled as such and never a default.",
+    )
+    _add_config_args(p)
+    p.add_argument("--accuracies", default="0.5,0.6,0.7,0.8,0.9,1.0", help="judge accuracies (default 0.5..1.0)")
+    p.add_argument("--seeds", default="0,1,2", help="iterate.seed values (default 0,1,2)")
+    p.add_argument("--out", default="runs/sweep", help="output folder (one run folder per seed inside)")
+    p.set_defaults(func=cmd_sweep, name="sweep", wants_args=True)
+
     p = sub.add_parser("show-config", help="print the effective config (defaults + recipe + --set)")
     _add_config_args(p)
     p.set_defaults(func=cmd_show_config, name="show-config")
@@ -627,7 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Stages that load a model and compute: they print the precision chosen for this machine when they start.
-_COMPUTES = {"iterate", "demo", "search", "eval", "bench", "model pretrain", "data eft", "data ift", "train sft",
+_COMPUTES = {"iterate", "demo", "search", "eval", "bench", "sweep", "model pretrain", "data eft", "data ift", "train sft",
              "train dpo", "train prm"}  # fmt: skip
 
 

@@ -85,6 +85,11 @@ class DataConfig:
     eft_train: EFT (judge) examples for training; eft_test: held-out EFT examples for judge accuracy
         (the paper holds out 500).
     gsm8k_ift: GSM8K train solutions added to IFT (0 = none; -1 = all). They need no teacher: one line per step.
+    eft_source: "synthetic" = the gold next step against the same step with a made-up error (arithmetic slip, wrong
+        operand, ...); "policy" = the paper's way: candidate steps sampled from the IFT policy (M0 after IFT) at the
+        search temperature, one right and one wrong per item by the oracle (standing in for PRM + teacher), so the
+        errors are the ones the model makes (initdata/eft.py: build_policy_eft).
+    eft_policy_width: candidates sampled per policy-EFT round.
 
     files only (a path given here must exist; relative paths are read from the current folder):
     ift_files: StepSolution JSONL files with meta.question (`psrlm data ift` writes
@@ -106,6 +111,8 @@ class DataConfig:
     eft_train: int = 2000
     eft_test: int = 500
     gsm8k_ift: int = 0
+    eft_source: str = "synthetic"
+    eft_policy_width: int = 6
     ift_files: list[str] = field(default_factory=list)
     eft_train_file: str = ""
     eft_test_file: str = ""
@@ -205,6 +212,11 @@ class SearchConfig:
     max_rounds: cap on expand-and-judge rounds per problem, rollbacks included (paper: 20 iterations).
     max_active: problems searched together; their generations and judgments share engine calls.
     seed: sampling seed (each round derives its own).
+    judge: "self" (the method: the model judges its own candidates) or "oracle" (science only, arith only: the
+        step oracle compares two candidates: a right step beats a wrong one, two right or two wrong tie). Oracle
+        runs are labelled as such in manifests and reports and are never a default.
+    judge_flip: with judge=oracle, each decided verdict is flipped with this probability (seeded), so the judge's
+        accuracy on pairs with exactly one right step is 1 - judge_flip.
     """
 
     width: int = 6
@@ -222,6 +234,8 @@ class SearchConfig:
     max_rounds: int = 20
     max_active: int = 64
     seed: int = 0
+    judge: str = "self"
+    judge_flip: float = 0.0
 
 
 @dataclass
@@ -654,6 +668,9 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
             ("source", d.source in ("arith", "files"), "choose arith (the embedded domain) or files (a real run)"),
             *_at_least(d, 0, "ift_problems eft_train eft_test"),
             ("gsm8k_ift", d.gsm8k_ift >= -1, "must be >= 0, or -1 for all"),
+            ("eft_source", d.eft_source in ("synthetic", "policy"), "choose synthetic or policy"),
+            ("eft_source", d.eft_source == "synthetic" or d.source == "arith", "policy EFT needs the arith oracle"),
+            ("eft_policy_width", d.eft_policy_width >= 2, "must be >= 2"),
             *(
                 (k, d.source != "files" or bool(getattr(d, k)), "must name a file when data.source=files")
                 for k in ("ift_files", "eft_train_file", "eft_test_file", "questions")
@@ -690,6 +707,18 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
             ("max_steps", s.max_steps >= 1, "must be >= 1"),
             ("max_rounds", s.max_rounds >= 1, "must be >= 1"),
             ("max_active", s.max_active >= 1, "must be >= 1"),
+            ("judge", s.judge in ("self", "oracle"), "choose self (the method) or oracle (science runs only)"),
+            (
+                "judge",
+                s.judge == "self" or cfg.data.source == "arith",
+                "oracle needs the arith domain's step oracle (data.source=arith)",
+            ),
+            ("judge_flip", 0 <= s.judge_flip <= 1, "must be in [0, 1]"),
+            (
+                "judge_flip",
+                s.judge_flip == 0 or s.judge == "oracle",
+                "flips the oracle's verdicts: set search.judge=oracle",
+            ),
             (
                 "verdict",
                 not (cfg.engine.kind == "openai" and s.verdict in ("logits", "soft")),

@@ -79,10 +79,14 @@ class Run:
         return [self.data / "ift.jsonl"] if self.arith else [Path(f) for f in self.cfg.data.ift_files]
 
     def eft_train_file(self) -> Path:
-        return self.data / "eft_train.jsonl" if self.arith else Path(self.cfg.data.eft_train_file)
+        if not self.arith:
+            return Path(self.cfg.data.eft_train_file)
+        return self.data / ("eft_policy_train.jsonl" if self.cfg.data.eft_source == "policy" else "eft_train.jsonl")
 
     def eft_test_file(self) -> Path:
-        return self.data / "eft_test.jsonl" if self.arith else Path(self.cfg.data.eft_test_file)
+        if not self.arith:
+            return Path(self.cfg.data.eft_test_file)
+        return self.data / ("eft_policy_test.jsonl" if self.cfg.data.eft_source == "policy" else "eft_test.jsonl")
 
     def ift(self) -> list[StepSolution]:
         return [s for f in self.ift_files() for s in read_jsonl(f, StepSolution)]
@@ -244,15 +248,10 @@ def m0_texts(run: Run) -> list[str]:
     """Raw domain text: problems with free-form solutions (no step markers, no judge data), from a pre-training
     stream disjoint from the training pool and the test splits, half of it hard-style (more operations, bigger
     numbers): the base model has seen the domain, not these problems."""
-    from psrlm.initdata.build import arith_splits
-    from psrlm.tasks.arith import Difficulty, free_form_solution, generate_split
+    from psrlm.initdata.build import pretrain_stream
+    from psrlm.tasks.arith import free_form_solution
 
-    a = run.cfg.arith
-    seen = {p.meta["hash"] for split in arith_splits(run.cfg).values() for p in split}
-    easy = generate_split(a.seed, a.n_pretrain // 2, Difficulty(a.min_ops, a.max_ops, a.max_number), "arith-pre", seen)
-    seen |= {p.meta["hash"] for p in easy}
-    hard_diff = Difficulty(a.hard_min_ops, a.hard_max_ops, a.hard_max_number)
-    hard = generate_split(a.seed, a.n_pretrain - len(easy), hard_diff, "arith-prehard", seen)
+    easy, hard = pretrain_stream(run.cfg)
     mixed = [p for pair in zip(easy, hard, strict=False) for p in pair] + easy[len(hard) :] + hard[len(easy) :]
     return [f"{p.question} {free_form_solution(p)}" for p in mixed]
 
@@ -320,6 +319,41 @@ def srlm_eft_file(run: Run) -> Path:
         n = run.cfg.iterate.srlm_eft or run.cfg.data.eft_train
         write_jsonl(path, build_srlm_eft(blocks["eft_train"], n, run.cfg.arith.seed))
     return path
+
+
+def ensure_policy_eft(run: Run, m0: Path) -> None:
+    """data.eft_source=policy (arith): EFT train/test items from the IFT policy's own candidate steps, labelled by the
+    oracle (initdata/eft.py: build_policy_eft); built once per settings, counts in data/eft_policy.json."""
+    from psrlm.initdata.build import arith_splits, pool_blocks
+    from psrlm.initdata.eft import build_policy_eft
+    from psrlm.initdata.eft_pipeline import ensure_policy
+
+    cfg = run.cfg
+    if not run.arith or cfg.data.eft_source != "policy":
+        return
+    s = cfg.search
+    stamp = run.data / "eft_policy.json"
+    settings = {"m0": m0_identity(m0), "sft": train_settings(run.seeded(cfg.sft)), "width": cfg.data.eft_policy_width,
+                "temperature": s.temperature, "top_p": s.top_p, "max_step_tokens": s.max_step_tokens,
+                "n": [cfg.data.eft_train, cfg.data.eft_test], "seed": cfg.arith.seed + run.seed,
+                "ift": sha256_file(run.data / "ift.jsonl"), "prompts": cfg.prompts.variant}  # fmt: skip
+    files = (run.eft_train_file(), run.eft_test_file())
+    if stamp.exists() and all(f.exists() for f in files) and read_json(stamp).get("settings") == flatten(settings):
+        return
+    start = time.time()
+    engine = run.engine(ensure_policy(run, m0))
+    blocks = pool_blocks(cfg, arith_splits(cfg)["train"])
+    counts = {}
+    for name, block, n, path in (("train", blocks["eft_train"], cfg.data.eft_train, files[0]),
+                                 ("test", blocks["eft_test"], cfg.data.eft_test, files[1])):  # fmt: skip
+        items, counts[name] = build_policy_eft(block, engine, run.prompts, n, settings["seed"] + len(name),
+                                               cfg.data.eft_policy_width, s.temperature, s.top_p, s.max_step_tokens)  # fmt: skip
+        if len(items) < n:
+            log.warning("policy EFT %s: only %d of %d items (the policy's candidates rarely mix right and wrong)",
+                        name, len(items), n)  # fmt: skip
+        write_jsonl(path, items)
+    write_json(stamp, {"counts": counts, "settings": flatten(settings)})
+    run.timed("policy EFT", start)
 
 
 def m0_identity(m0: Path) -> dict:
@@ -447,16 +481,21 @@ def iteration_settings(run: Run, method: str, it: int, parent: str, questions: l
     return search, {**search, "dpo": train_settings(run.seeded(run.cfg.dpo))}
 
 
-def run_iteration(run: Run, method: str, it: int, parent: Path, questions: list[Problem]) -> Path:
+def run_iteration(
+    run: Run, method: str, it: int, parent: Path, questions: list[Problem], label: str | None = None
+) -> Path:
+    """M_it of `method` from its parent: search (or SRLM sampling) on `questions`, then DPO. `label` names the
+    model and its folders instead of the method (the judge sweep keeps several M2 of one M1 side by side)."""
     from psrlm.train import train_stage
 
-    name = f"{method}-M{it}"
+    label = label or method
+    name = f"{label}-M{it}"
     out = run.models / name
     search_settings, settings = iteration_settings(run, method, it, parent.name, questions)
     if reuse_model(run, name, settings):
         return out
     cfg = run.cfg
-    search_dir = run.dir / method / f"it{it}"
+    search_dir = run.dir / label / f"it{it}"
     claim_settings(search_dir, search_settings, fresh=run.fresh, root=run.dir)
     start = time.time()
     engine = run.engine(parent)
@@ -478,6 +517,8 @@ def run_iteration(run: Run, method: str, it: int, parent: Path, questions: list[
     start_train = time.time()
     metrics = {"search": summary, "pair_precision": precision,
                "questions": {"block": len(questions), "pool": read_json(run.data / "questions.json")}}  # fmt: skip
+    if method == "psrlm":  # an oracle judge is a science run: said in every manifest it makes
+        metrics["judge"] = {"kind": cfg.search.judge, "flip": cfg.search.judge_flip}
     if pairs:
         manifest = train_stage("dpo", parent, out, cfg, {"pairs": [search_dir / "pairs.jsonl"]}, ref_dir=parent,
                                iteration=it, method=method, seed_offset=run.seed, settings=settings,
@@ -531,9 +572,10 @@ def cached(path: Path, settings: dict, compute) -> dict:
     return result
 
 
-def evaluate_model(run: Run, name: str, model_dir: Path, few_shot: bool = False) -> dict:
+def evaluate_model(run: Run, name: str, model_dir: Path, few_shot: bool = False, judge: bool = True) -> dict:
     """Greedy accuracy per held-out split (and any `iterate.eval_benchmarks`) + judge accuracy on the EFT test
-    split; cached in <run>/eval/<name>/metrics.json, per-problem results in <run>/eval/<name>/<benchmark>.jsonl."""
+    split (unless `judge` is off); cached in <run>/eval/<name>/metrics.json, per-problem results in
+    <run>/eval/<name>/<benchmark>.jsonl."""
     from psrlm.evaluate import evaluate_benchmarks
     from psrlm.steps import split_steps
     from psrlm.tasks.arith import label_solution
@@ -542,7 +584,7 @@ def evaluate_model(run: Run, name: str, model_dir: Path, few_shot: bool = False)
     shots = run.ift()[:3] if few_shot else None
     settings = {"limit": cfg.eval_limit, "eft": cfg.eval_eft, "judge_max_tokens": run.cfg.search.judge_max_tokens,
                 "benchmarks": cfg.eval_benchmarks, "benchmark_limit": cfg.eval_benchmark_limit,
-                "eft_file": sha256_file(run.eft_test_file())}  # fmt: skip
+                "eft_file": sha256_file(run.eft_test_file()), "judge": judge}  # fmt: skip
 
     def compute() -> dict:
         start = time.time()
@@ -560,7 +602,8 @@ def evaluate_model(run: Run, name: str, model_dir: Path, few_shot: bool = False)
             flat = [lab.correct for ls in labels for lab in ls]
             metrics[split] = {**summaries[f"arith_{split}"], "step_precision": sum(flat) / len(flat) if flat else 0.0}
         metrics["benchmarks"] = summaries
-        metrics.update(evaluate_judge(run, engine, few_shot))
+        if judge:
+            metrics.update(evaluate_judge(run, engine, few_shot))
         metrics["wall_s"] = time.time() - start
         run.timed("evaluation", start, name)
         return metrics
@@ -651,6 +694,7 @@ def run_all(cfg: Config, progress: bool = True, fresh: bool = False) -> dict:
         prepare_data(run)
         run.timed("data", t)
         m0 = ensure_m0(run)
+        ensure_policy_eft(run, m0)
         models: dict[str, Path] = {"M0": m0}
         blocks = question_blocks(run)
         for method in cfg.iterate.methods:
@@ -666,6 +710,7 @@ def run_all(cfg: Config, progress: bool = True, fresh: bool = False) -> dict:
                 res["manifest"] = {
                     "pair_precision": m.metrics.get("pair_precision"),
                     "search": m.metrics.get("search"),
+                    "judge": m.metrics.get("judge"),
                 }
         summary = {"models": results}
         if cfg.iterate.eval_tts and "psrlm" in cfg.iterate.methods:  # Table 5: PSRLM's first and last model
@@ -686,6 +731,8 @@ def format_table(results: dict) -> str:
     head = ["model", *(f"{b} acc" for b in benches), "judge acc (generated)", "consistency",
             "judge acc (soft, both orders)", "steps", "pairs", "pair precision"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    from psrlm.report import judge_label
+
     for name, r in results.items():
         man = r.get("manifest") or {}
         search = man.get("search") or {}
@@ -693,7 +740,7 @@ def format_table(results: dict) -> str:
         soft = f"{r['judge_soft']['accuracy']:.3f}" if r.get("judge_soft") else "-"
         accs = [f"{r['benchmarks'][b]['accuracy']:.3f}" if b in r.get("benchmarks", {}) else "-" for b in benches]
         first = r.get("benchmarks", {}).get(benches[0], {}) if benches else {}
-        cells = [name, *accs, f"{r['judge']['judge_accuracy']:.3f}", f"{r['judge']['consistency']:.3f}", soft,
+        cells = [judge_label(name, man), *accs, f"{r['judge']['judge_accuracy']:.3f}", f"{r['judge']['consistency']:.3f}", soft,
                  f"{first.get('mean_steps', 0):.2f}", str(search.get("pairs", "-")),
                  "-" if prec is None else f"{prec:.3f}"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")

@@ -159,7 +159,8 @@ def collect(run_dir: Path) -> dict:
         man = run_dir / "manifests" / f"{name}.json"
         if man.exists():
             metrics = read_json(man).get("metrics", {})
-            m["manifest"] = {"pair_precision": metrics.get("pair_precision"), "search": metrics.get("search")}
+            m["manifest"] = {"pair_precision": metrics.get("pair_precision"), "search": metrics.get("search"),
+                             "judge": metrics.get("judge")}  # fmt: skip
         judge = run_dir / "eval" / name / "judge.json"  # written by `psrlm eval`
         if judge.exists():
             m.update(read_json(judge))
@@ -174,6 +175,14 @@ def collect(run_dir: Path) -> dict:
         "timings_s": summary.get("timings_s", {}),
         "wall_s": summary.get("wall_s"),
     }
+
+
+def judge_label(name: str, manifest: dict | None) -> str:
+    """A model's name, marked when its pairs came from the oracle judge (a science run, not the method)."""
+    judge = (manifest or {}).get("judge") or {}
+    if judge.get("kind") != "oracle":
+        return name
+    return f"{name} [ORACLE judge, accuracy {1 - judge.get('flip', 0):.2f}]"
 
 
 def _benchmark_names(models: dict) -> list[str]:
@@ -319,7 +328,7 @@ def table_pairs(models: dict) -> str | None:
         cw, wc, labelled = prec.get("correct_wrong"), prec.get("wrong_correct"), prec.get("labelled")
         own = cw / (cw + wc) if cw is not None and wc is not None and cw + wc else None
         both_wrong = prec["both_wrong"] / labelled if labelled and "both_wrong" in prec else None
-        rows.append([name, str(search.get("problems", "-")), str(search.get("pairs", "-")), _fmt(prec.get("precision")),
+        rows.append([judge_label(name, man), str(search.get("problems", "-")), str(search.get("pairs", "-")), _fmt(prec.get("precision")),
                      _fmt(both_wrong), _fmt(own), _fmt(search.get("tie_rate")), _fmt(search.get("rollback_rate")),
                      _fmt(search.get("no_verdict_rate"))])  # fmt: skip
     if not rows:
@@ -442,7 +451,10 @@ def report_run(run_dir: Path, plots_dir: Path | None = None) -> str:
     where the markdown file is written)."""
     c = collect(run_dir)
     models = c["models"]
-    parts = [f"# Report: {run_dir}\n", "## Table 1: greedy accuracy per benchmark\n", table_accuracy(models),
+    oracle = [judge_label(n, m.get("manifest")) for n, m in models.items() if judge_label(n, m.get("manifest")) != n]
+    warning = (f"**Science run: {len(oracle)} model(s) trained on pairs judged by the arith oracle, not by the model "
+               f"itself: {', '.join(oracle)}. That is not the self-rewarding method.**\n") if oracle else ""  # fmt: skip
+    parts = [f"# Report: {run_dir}\n", warning, "## Table 1: greedy accuracy per benchmark\n", table_accuracy(models),
              "\n## Table 2: M1 → Mn change\n", table_deltas(models),
              "\n## Table 3: judge accuracy on the EFT test split\n", table_judge(models),
              "\n## Table 4: steps per solution / tokens per step\n", table_steps(models)]  # fmt: skip

@@ -162,9 +162,10 @@ def _advance(
             seeds=seeds,
         ),
     )
-    plans = []  # per state: (unique candidates, [(a, b)], offset into judge prompts) or None (context stop)
+    plans = []  # per state: (candidates, uniques, [(a, b)], offset into the judgments) or None (context stop)
     judge_prompts: list[str] = []
     judge_seeds: list[int] = []
+    judged: list[Verdict] = []  # the oracle's verdicts (science runs); the model's come in one batched call below
     for st, outs, seed in zip(states, gen, seeds, strict=True):
         st.trace.gen_tokens += sum(c.tokens for c in outs)
         if any(o.finish_reason == "context" for o in outs):
@@ -176,11 +177,15 @@ def _advance(
         cands = [c for c in (clean_candidate(o.text) for o in whole) if c]
         uniques, _ = unique_candidates(cands)
         pairs = plan_pairs(len(uniques), cfg.judge_mode, cfg.cyclic_k) if len(uniques) > 1 else []
-        plans.append((cands, uniques, pairs, len(judge_prompts)))
+        plans.append((cands, uniques, pairs, len(judged) + len(judge_prompts)))
+        if cfg.judge == "oracle":  # science runs only: the step oracle decides, no prompt is written
+            judged += oracle_verdicts(st, uniques, pairs, cfg.judge_flip, seed)
+            continue
         q = st.problem.question
         judge_prompts += [prompts.judge_prompt(q, st.steps, uniques[a], uniques[b]) for a, b in pairs]
         judge_seeds += [seed_of(seed, "judge", k) for k in range(len(pairs))]
-    judged = judge_all(judge_engine, judge_prompts, cfg, tuple(judge_seeds)) if judge_prompts else []
+    if judge_prompts:
+        judged = judge_all(judge_engine, judge_prompts, cfg, tuple(judge_seeds))
     for st, plan in zip(states, plans, strict=True):
         if plan is None:
             _stop_for_context(st)
@@ -201,6 +206,27 @@ def _stop_for_context(st: _State) -> None:
     st.trace.rounds_used += 1
     st.trace.rounds.append({"step": len(st.steps) + 1, "action": "context"})
     st.done, st.trace.stop_reason = True, "context"
+
+
+def oracle_verdicts(st: _State, uniques: list[str], pairs: list[tuple[int, int]], flip: float, seed: int) -> list:
+    """The controlled judge of the science runs (`search.judge: oracle`): the arith step oracle labels each
+    candidate; of two, the right one wins and two right or two wrong tie (P(A) = 0.5); each decided verdict is
+    flipped with probability `flip`, from a generator seeded by the round, so the judge's accuracy on one-right
+    pairs is exactly 1 - flip in expectation. The self-rewarding loop never comes here unless a recipe asks."""
+    import random
+
+    from psrlm.tasks.arith import label_step
+
+    right = [label_step(st.problem, st.steps, c).correct for c in uniques]
+    rng = random.Random(f"flip:{seed}")
+    out = []
+    for a, b in pairs:
+        if right[a] == right[b]:
+            out.append(Verdict(None, 0.5, 0))
+            continue
+        a_wins = right[a] != (rng.random() < flip)
+        out.append(Verdict("A" if a_wins else "B", 1.0 if a_wins else 0.0, 0))
+    return out
 
 
 @dataclass

@@ -43,6 +43,28 @@ def arith_splits(cfg: Config) -> dict[str, list[Problem]]:
     return {"train": train, "test": test, "hard": hard_test}
 
 
+def pretrain_stream(
+    cfg: Config, splits: dict[str, list[Problem]] | None = None
+) -> tuple[list[Problem], list[Problem]]:
+    """The raw problems M0 is pre-trained on (in-distribution and hard-style), disjoint from the train pool and the
+    test splits by canonical hash."""
+    a = cfg.arith
+    seen = {p.meta["hash"] for split in (splits or arith_splits(cfg)).values() for p in split}
+    easy = generate_split(a.seed, a.n_pretrain // 2, Difficulty(a.min_ops, a.max_ops, a.max_number), "arith-pre", seen)
+    seen |= {p.meta["hash"] for p in easy}
+    hard_diff = Difficulty(a.hard_min_ops, a.hard_max_ops, a.hard_max_number)
+    return easy, generate_split(a.seed, a.n_pretrain - len(easy), hard_diff, "arith-prehard", seen)
+
+
+def arith_valid(cfg: Config, splits: dict[str, list[Problem]]) -> list[Problem]:
+    """A validation split (in-distribution, `arith.n_test` problems) for choices made by experiment, so the test
+    split is never used to choose: disjoint from the train pool, both test splits and M0's pre-training stream."""
+    a = cfg.arith
+    easy, hard = pretrain_stream(cfg, splits)
+    seen = {p.meta["hash"] for ps in (*splits.values(), easy, hard) for p in ps}
+    return generate_split(a.seed, a.n_test, Difficulty(a.min_ops, a.max_ops, a.max_number), "arith-valid", seen)
+
+
 def pool_blocks(cfg: Config, train: list[Problem]) -> dict[str, list[Problem]]:
     d = cfg.data
     n_eft_problems = max(1, min(d.eft_train, len(train) // 4))
@@ -68,7 +90,7 @@ def build_arith_data(cfg: Config) -> dict[str, Path]:
     out = data_dir(cfg)
     paths: dict[str, Path] = {}
     splits = arith_splits(cfg)
-    for name, problems in splits.items():
+    for name, problems in {**splits, "valid": arith_valid(cfg, splits)}.items():
         paths[f"arith_{name}"] = out / f"arith_{name}.jsonl"
         write_jsonl(paths[f"arith_{name}"], problems)
     blocks = pool_blocks(cfg, splits["train"])

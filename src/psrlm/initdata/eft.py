@@ -85,3 +85,63 @@ def build_srlm_eft(problems: list[Problem], n: int, seed: int) -> list[ScoreExam
             ScoreExample(p.question, render_steps(steps), explanation, score, {"problem_id": p.id, "error_kind": kind})
         )
     return out
+
+
+def build_policy_eft(
+    problems: list[Problem],
+    engine,
+    prompts,
+    n: int,
+    seed: int,
+    width: int,
+    temperature: float,
+    top_p: float,
+    max_step_tokens: int,
+    batch: int = 256,
+) -> tuple[list[JudgeExample], dict]:
+    """EFT from the policy's own candidate steps (the paper's way, with the oracle for PRM + teacher): at a gold
+    prefix of a problem, sample `width` next steps from the policy (M0 after IFT) at the search temperature; when
+    the oracle calls at least one right and one wrong, the item is (a right one, a wrong one), A/B positions
+    alternating exactly, explained from the oracle's reason. Returns the items and counts (rounds sampled, rounds
+    with no right or no wrong candidate). Errors are the ones the model itself makes, not synthetic corruptions."""
+    from psrlm.engines.base import GenParams, seed_of
+    from psrlm.steps import STEP_STOP, clean_candidate
+    from psrlm.tasks.arith import explain_label
+
+    if not problems:
+        raise ValueError("build_policy_eft needs at least one problem")
+    rng = random.Random(f"policy-eft:{seed}")
+    out: list[JudgeExample] = []
+    counts = {"rounds": 0, "all_right": 0, "all_wrong": 0, "cut_or_empty": 0}
+    queue = [p for _ in range(50) for p in problems]  # each problem at most 50 times
+    rng.shuffle(queue)
+    while len(out) < n and queue:
+        chunk, queue = queue[:batch], queue[batch:]
+        prefixes = [rng.randrange(len(p.meta["steps"])) for p in chunk]
+        asks = [prompts.step_prompt(p.question, p.meta["steps"][:k]) for p, k in zip(chunk, prefixes, strict=True)]
+        params = GenParams(n=width, temperature=temperature, top_p=top_p, max_new_tokens=max_step_tokens,
+                           stop=(STEP_STOP,), seeds=tuple(seed_of(seed, "policy-eft", len(out), i) for i in range(len(asks))))  # fmt: skip
+        for p, k, outs in zip(chunk, prefixes, engine.generate(asks, params), strict=True):
+            counts["rounds"] += 1
+            prev = list(p.meta["steps"][:k])
+            cands = list(dict.fromkeys(clean_candidate(o.text) for o in outs if o.finish_reason == "stop"))
+            cands = [c for c in cands if c]
+            if not cands:
+                counts["cut_or_empty"] += 1
+                continue
+            labels = {c: label_step(p, prev, c) for c in cands}
+            right = [c for c in cands if labels[c].correct]
+            wrong = [c for c in cands if not labels[c].correct]
+            if not right or not wrong:
+                counts["all_right" if right else "all_wrong"] += 1
+                continue
+            good, bad = rng.choice(right), rng.choice(wrong)
+            correct_first = len(out) % 2 == 0  # exact A/B balance
+            verdict, wrong_label = ("A", "B") if correct_first else ("B", "A")
+            step_a, step_b = (good, bad) if correct_first else (bad, good)
+            out.append(JudgeExample(p.question, prev, step_a, step_b, explain_label(bad, labels[bad], wrong_label),
+                                    verdict, {"problem_id": p.id, "step_index": k, "error_kind": "policy",
+                                              "reason": labels[bad].reason}))  # fmt: skip
+            if len(out) >= n:
+                break
+    return out, {**counts, "items": len(out)}

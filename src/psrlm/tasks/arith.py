@@ -306,6 +306,22 @@ def _replace_equation(step: str, old: Equation, new: Equation, is_last: bool) ->
     return out
 
 
+def explain_label(wrong: str, label: StepLabel, wrong_label: str) -> str:
+    """A judge explanation for a step the oracle called wrong, from its reason; evidence first, as `explain`."""
+    eqs = parse_equations(wrong)
+    if label.reason.startswith("arithmetic") and eqs:
+        bad = next(e for e in eqs if not _eq_is_right(e))
+        if bad.op == "/":  # the right value may not be a whole number (or not exist)
+            return f"{bad.a} / {bad.b} is not {bad.c}, so Step {wrong_label} is wrong."
+        return f"{bad.a} {bad.op} {bad.b} is {OPS[bad.op](bad.a, bad.b)}, so Step {wrong_label} is wrong."
+    reasons = {"uses a value not established": "uses a number that is not known yet",
+               "computes a quantity the solution does not need": "computes something the problem does not ask for",
+               "repeats an earlier result": "repeats an earlier step", "no computation": "computes nothing",
+               "boxes the answer before deriving it": "gives an answer before the problem is finished"}  # fmt: skip
+    what = next((v for k, v in reasons.items() if label.reason.startswith(k)), "gives the wrong answer")
+    return f"Step {wrong_label} {what}, so it is wrong."
+
+
 def explain(problem: Problem, prev_steps: list[str], wrong: str, kind: str, wrong_label: str) -> str:
     """A short judge explanation for an EFT item, naming what is wrong with the wrong step."""
     eqs = parse_equations(wrong)

@@ -28,9 +28,11 @@ QUESTION_FIELD = {
     "aime24": "problem",
     "amc23": "problem",
 }
-# the embedded domain's held-out splits, read from a run's data folder
+# the embedded domain's held-out splits, read from a run's data folder ("arith" = the two test splits; arith_valid
+# is for choosing settings by experiment, never the test splits)
 ARITH_SPLITS = ("arith_test", "arith_hard")
-ALL_BENCHMARKS = ARITH_SPLITS + BENCHMARKS
+ARITH_VALID = "arith_valid"
+ALL_BENCHMARKS = (*ARITH_SPLITS, ARITH_VALID, *BENCHMARKS)
 _META_FIELDS = ("level", "subject", "unique_id", "idx", "id", "answer_type", "subfield")
 
 
@@ -62,7 +64,7 @@ def load_benchmark(
     name: str, data_dir: Path | None = None, limit: int = 0, run_data: Path | None = None
 ) -> list[Problem]:
     """One benchmark's problems in file order (the first `limit` when > 0)."""
-    if name in ARITH_SPLITS:
+    if name in (*ARITH_SPLITS, ARITH_VALID):
         if run_data is None:
             raise BenchmarkError(f"{name} lives in a run's data folder: pass run_data (e.g. runs/demo/data)")
         path = Path(run_data) / f"{name}.jsonl"

@@ -1,0 +1,177 @@
+"""`psrlm sweep`: what one step-wise DPO iteration does with a judge of known accuracy (science; arith only).
+
+    psrlm sweep -c configs/demo.yaml                    # make sweep: judge accuracy 0.5..1.0, seeds 0, 1, 2
+    psrlm sweep -c configs/demo.yaml --accuracies 1.0   # the upper bound: a perfect judge
+
+For each seed, in `<out>/seed<s>/`: the run's M1 (built as `psrlm iterate` builds it, `iterate.seed` = s) searches
+the first block of fresh questions once with its own judge (the method) and once per accuracy a with the oracle
+judge (`search.judge=oracle`, `judge_flip` = 1 - a: on pairs with exactly one right step the judge is right with
+probability a). Each search's pairs train an M2 by step-wise DPO, unchanged; every M2 and M1 are evaluated on the
+validation, test and hard splits. Sampling, selection, rollback and DPO are the method's; only the verdicts differ.
+
+Output `<out>/sweep.json` and `<out>/sweep.md`: the M1 -> M2 accuracy change per judge accuracy and split, mean and
+95 % t-interval over seeds; the break-even judge accuracy (where the mean change crosses 0, interpolated); the
+self-judge's own-pair accuracy (measured by the oracle on the pairs it made) beside it; `<out>/sweep.png`.
+Choices made from a sweep should be read on the validation split, never on the test split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+from psrlm.configs import Config
+
+SPLITS = ("arith_valid", "arith_test", "arith_hard")
+
+
+def _seed_config(cfg: Config, seed: int, out: Path) -> Config:
+    it = dataclasses.replace(cfg.iterate, seed=seed, methods=["psrlm"], questions=cfg.iterate.questions[:1],
+                             eval_benchmarks=["arith_valid"], eval_benchmark_limit=cfg.iterate.eval_limit,
+                             eval_tts=0, eval_appendix_b=0)  # fmt: skip
+    return dataclasses.replace(cfg, iterate=it, paths=dataclasses.replace(cfg.paths, run_dir=str(out / f"seed{seed}")))
+
+
+def _accuracies(metrics: dict) -> dict[str, float]:
+    return {s: metrics["benchmarks"][s]["accuracy"] for s in SPLITS}
+
+
+def own_pair_accuracy(manifest) -> float | None:
+    """Among the pairs a judge made with exactly one right step (oracle-labelled), the share it got right."""
+    pp = manifest.metrics.get("pair_precision") or {}
+    cw, wc = pp.get("correct_wrong", 0), pp.get("wrong_correct", 0)
+    return cw / (cw + wc) if cw + wc else None
+
+
+def run_seed(cfg: Config, seed: int, accuracies: list[float], out: Path) -> dict:
+    """One seed: M1, its self-judged M2, an oracle-judged M2 per accuracy; all evaluated. Resumable."""
+    from psrlm.folders import FolderLock
+    from psrlm.iterate import (
+        Run,
+        ensure_m0,
+        ensure_m1,
+        ensure_policy_eft,
+        evaluate_model,
+        prepare_data,
+        question_blocks,  # fmt: skip
+        run_iteration,
+    )
+
+    scfg = _seed_config(cfg, seed, out)
+    run = Run(scfg)
+    with FolderLock(run.dir, "sweep"):
+        prepare_data(run)
+        m0 = ensure_m0(run)
+        ensure_policy_eft(run, m0)
+        m1 = ensure_m1(run, "psrlm", m0)
+        block = question_blocks(run)[0]
+        result = {"M1": _accuracies(evaluate_model(run, "psrlm-M1", m1, judge=False))}
+        m2 = run_iteration(run, "psrlm", 2, m1, block)
+        manifest = run.load_manifest("psrlm-M2")
+        result["self"] = {"accuracy": _accuracies(evaluate_model(run, "psrlm-M2", m2, judge=False)),
+                          "own_pair_accuracy": own_pair_accuracy(manifest),
+                          "pairs": manifest.metrics["search"]["pairs"]}  # fmt: skip
+        for acc in accuracies:
+            label = f"oracle{acc:.2f}"
+            search = dataclasses.replace(scfg.search, judge="oracle", judge_flip=round(1.0 - acc, 6))
+            arun = Run(dataclasses.replace(scfg, search=search))
+            path = run_iteration(arun, "psrlm", 2, m1, block, label=label)
+            man = arun.load_manifest(f"{label}-M2")
+            result[label] = {"judge_accuracy": acc,
+                             "accuracy": _accuracies(evaluate_model(arun, f"{label}-M2", path, judge=False)),
+                             "own_pair_accuracy": own_pair_accuracy(man), "pairs": man.metrics["search"]["pairs"],
+                             "pair_precision": (man.metrics.get("pair_precision") or {}).get("precision")}  # fmt: skip
+    return result
+
+
+def summarise(per_seed: dict[int, dict], accuracies: list[float]) -> dict:
+    from psrlm.report import mean_ci
+
+    rows = {}
+    for key in ["self"] + [f"oracle{a:.2f}" for a in accuracies]:
+        row: dict = {}
+        for split in SPLITS:
+            deltas = [r[key]["accuracy"][split] - r["M1"][split] for r in per_seed.values()]
+            mean, ci = mean_ci(deltas)
+            row[split] = {"per_seed": deltas, "mean": mean, "ci95": ci}
+        own = [r[key]["own_pair_accuracy"] for r in per_seed.values() if r[key]["own_pair_accuracy"] is not None]
+        row["own_pair_accuracy"] = {"per_seed": own, "mean": mean_ci(own)[0] if own else None}
+        row["pairs"] = [r[key]["pairs"] for r in per_seed.values()]
+        rows[key] = row
+    return {"seeds": sorted(per_seed), "rows": rows,
+            "break_even": {s: break_even(accuracies, [rows[f"oracle{a:.2f}"][s]["mean"] for a in accuracies])
+                           for s in SPLITS}}  # fmt: skip
+
+
+def break_even(accuracies: list[float], means: list[float]) -> float | None:
+    """The lowest judge accuracy at which the mean change reaches 0, linearly interpolated between measured points
+    (None: it never does in the range measured; the lowest accuracy when it is already >= 0 there)."""
+    points = sorted(zip(accuracies, means, strict=True))
+    if points and points[0][1] >= 0:
+        return points[0][0]
+    for (a0, m0), (a1, m1) in zip(points, points[1:], strict=False):
+        if m0 < 0 <= m1:
+            return a0 + (a1 - a0) * (-m0) / (m1 - m0)
+    return None
+
+
+def format_table(summary: dict) -> str:
+    def cell(e):
+        ci = "" if math.isnan(e["ci95"]) else f" ± {e['ci95']:.3f}"
+        return f"{e['mean']:+.3f}{ci}"
+
+    lines = ["| judge | own-pair accuracy (oracle-measured) | pairs per seed | valid Δ | test Δ | hard Δ |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for key, row in summary["rows"].items():
+        own = row["own_pair_accuracy"]["mean"]
+        name = "self (the method)" if key == "self" else f"oracle, accuracy {float(key[6:]):.1f}"
+        lines.append(f"| {name} | {'-' if own is None else f'{own:.3f}'} | {', '.join(map(str, row['pairs']))} | "
+                     + " | ".join(cell(row[s]) for s in SPLITS) + " |")  # fmt: skip
+    be = summary["break_even"]
+    fmt = {s: "not reached" if be[s] is None else f"{be[s]:.2f}" for s in SPLITS}
+    lines += ["", f"Break-even judge accuracy (mean M1 → M2 change reaches 0): valid {fmt['arith_valid']}, "
+                  f"test {fmt['arith_test']}, hard {fmt['arith_hard']}. Δ = M2 − M1 accuracy, mean ± half-width "
+                  f"of the 95 % t-interval over seeds {summary['seeds']}."]  # fmt: skip
+    return "\n".join(lines)
+
+
+def plot(summary: dict, accuracies: list[float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from psrlm.records import save_figure
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    rows = summary["rows"]
+    for split, color in zip(SPLITS, ("tab:green", "tab:blue", "tab:red"), strict=True):
+        means = [rows[f"oracle{a:.2f}"][split]["mean"] for a in accuracies]
+        cis = [0 if math.isnan(rows[f"oracle{a:.2f}"][split]["ci95"]) else rows[f"oracle{a:.2f}"][split]["ci95"]
+               for a in accuracies]  # fmt: skip
+        ax.errorbar(accuracies, means, yerr=cis, marker="o", capsize=3, color=color, label=split.replace("arith_", ""))
+    own = rows["self"]["own_pair_accuracy"]["mean"]
+    if own is not None:
+        ax.axvline(own, color="grey", ls=":", label=f"self-judge own-pair accuracy {own:.2f}")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xlabel("judge accuracy on pairs with exactly one right step")
+    ax.set_ylabel("M1 → M2 accuracy change")
+    ax.set_title("one step-wise DPO iteration vs judge quality")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def run_sweep(cfg: Config, accuracies: list[float], seeds: list[int], out: Path) -> dict:
+    from psrlm.records import atomic_write_text, write_json
+
+    per_seed = {s: run_seed(cfg, s, accuracies, out) for s in seeds}
+    summary = {**summarise(per_seed, accuracies), "per_seed": per_seed, "accuracies": accuracies}
+    write_json(out / "sweep.json", summary)
+    text = format_table(summary)
+    atomic_write_text(out / "sweep.md", "# Judge-quality sweep (oracle judge; science only)\n\n" + text + "\n")
+    plot(summary, accuracies, out / "sweep.png")
+    return summary
