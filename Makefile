@@ -4,7 +4,7 @@ PIP     := .venv/bin/pip
 STAMP   := .venv/.installed
 CONFIG  ?= configs/demo.yaml
 
-.PHONY: setup demo test slow_test bench science quality format clean
+.PHONY: setup demo test slow_test bench science sweep quality format clean
 
 setup: $(STAMP)
 
@@ -27,10 +27,18 @@ science: $(STAMP)
 	for s in 0 1 2; do .venv/bin/psrlm iterate --config $(CONFIG) --set iterate.seed=$$s --set paths.run_dir=runs/science/seed$$s || exit 1; done
 	.venv/bin/psrlm report runs/science/seed0 runs/science/seed1 runs/science/seed2 --out runs/science/report.md
 
+# The judge-quality sweep (science only: oracle judges of known accuracy, one iteration, 3 seeds; see psrlm sweep --help).
+sweep: $(STAMP)
+	.venv/bin/psrlm sweep --config $(CONFIG) --out runs/sweep
+
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-slow_test: $(STAMP)
+slow_# The judge-quality sweep (science only: oracle judges of known accuracy, one iteration, 3 seeds; see psrlm sweep --help).
+sweep: $(STAMP)
+	.venv/bin/psrlm sweep --config $(CONFIG) --out runs/sweep
+
+test: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 quality: $(STAMP)

@@ -217,6 +217,9 @@ class SearchConfig:
         runs are labelled as such in manifests and reports and are never a default.
     judge_flip: with judge=oracle, each decided verdict is flipped with this probability (seeded), so the judge's
         accuracy on pairs with exactly one right step is 1 - judge_flip.
+    oracle_ties: with judge=oracle, what two right (or two wrong) steps get: "tie" (no preference; the search's
+        rollback rule then discards the previous step when every candidate is right) or "coin" (a seeded fair coin:
+        a judge that always answers, as a model judge does).
     """
 
     width: int = 6
@@ -236,6 +239,7 @@ class SearchConfig:
     seed: int = 0
     judge: str = "self"
     judge_flip: float = 0.0
+    oracle_ties: str = "tie"
 
 
 @dataclass
@@ -714,6 +718,7 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
                 "oracle needs the arith domain's step oracle (data.source=arith)",
             ),
             ("judge_flip", 0 <= s.judge_flip <= 1, "must be in [0, 1]"),
+            ("oracle_ties", s.oracle_ties in ("tie", "coin"), "choose tie or coin"),
             (
                 "judge_flip",
                 s.judge_flip == 0 or s.judge == "oracle",

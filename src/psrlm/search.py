@@ -179,7 +179,7 @@ def _advance(
         pairs = plan_pairs(len(uniques), cfg.judge_mode, cfg.cyclic_k) if len(uniques) > 1 else []
         plans.append((cands, uniques, pairs, len(judged) + len(judge_prompts)))
         if cfg.judge == "oracle":  # science runs only: the step oracle decides, no prompt is written
-            judged += oracle_verdicts(st, uniques, pairs, cfg.judge_flip, seed)
+            judged += oracle_verdicts(st, uniques, pairs, cfg.judge_flip, seed, cfg.oracle_ties)
             continue
         q = st.problem.question
         judge_prompts += [prompts.judge_prompt(q, st.steps, uniques[a], uniques[b]) for a, b in pairs]
@@ -208,9 +208,12 @@ def _stop_for_context(st: _State) -> None:
     st.done, st.trace.stop_reason = True, "context"
 
 
-def oracle_verdicts(st: _State, uniques: list[str], pairs: list[tuple[int, int]], flip: float, seed: int) -> list:
+def oracle_verdicts(
+    st: _State, uniques: list[str], pairs: list[tuple[int, int]], flip: float, seed: int, ties: str = "tie"
+) -> list:
     """The controlled judge of the science runs (`search.judge: oracle`): the arith step oracle labels each
-    candidate; of two, the right one wins and two right or two wrong tie (P(A) = 0.5); each decided verdict is
+    candidate; of two, the right one wins; two right or two wrong tie (P(A) = 0.5), or with `ties="coin"` get a
+    seeded fair coin's verdict (a judge that always answers); each verdict between a right and a wrong step is
     flipped with probability `flip`, from a generator seeded by the round, so the judge's accuracy on one-right
     pairs is exactly 1 - flip in expectation. The self-rewarding loop never comes here unless a recipe asks."""
     import random
@@ -222,7 +225,11 @@ def oracle_verdicts(st: _State, uniques: list[str], pairs: list[tuple[int, int]]
     out = []
     for a, b in pairs:
         if right[a] == right[b]:
-            out.append(Verdict(None, 0.5, 0))
+            if ties == "coin":
+                a_wins = rng.random() < 0.5
+                out.append(Verdict("A" if a_wins else "B", 1.0 if a_wins else 0.0, 0))
+            else:
+                out.append(Verdict(None, 0.5, 0))
             continue
         a_wins = right[a] != (rng.random() < flip)
         out.append(Verdict("A" if a_wins else "B", 1.0 if a_wins else 0.0, 0))

@@ -27,8 +27,9 @@ SPLITS = ("arith_valid", "arith_test", "arith_hard")
 
 
 def _seed_config(cfg: Config, seed: int, out: Path) -> Config:
+    # every problem of the three splits (arith.n_test each): a change of a few problems is the effect measured
     it = dataclasses.replace(cfg.iterate, seed=seed, methods=["psrlm"], questions=cfg.iterate.questions[:1],
-                             eval_benchmarks=["arith_valid"], eval_benchmark_limit=cfg.iterate.eval_limit,
+                             eval_benchmarks=["arith_valid"], eval_limit=0, eval_benchmark_limit=0,
                              eval_tts=0, eval_appendix_b=0)  # fmt: skip
     return dataclasses.replace(cfg, iterate=it, paths=dataclasses.replace(cfg.paths, run_dir=str(out / f"seed{seed}")))
 
