@@ -34,11 +34,7 @@ sweep: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-slow_# The judge-quality sweep (science only: oracle judges of known accuracy, one iteration, 3 seeds; see psrlm sweep --help).
-sweep: $(STAMP)
-	.venv/bin/psrlm sweep --config $(CONFIG) --out runs/sweep
-
-test: $(STAMP)
+slow_test: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 quality: $(STAMP)
