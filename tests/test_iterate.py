@@ -199,3 +199,21 @@ def test_fresh_rebuilds_what_changed_and_keeps_the_rest(finished_run):
     assert list(finished_run.glob("replaced/*/models/psrlm-M2/model.safetensors"))  # the old M2 moved aside
     assert "psrlm-M2" in summary["models"]
     _rerun(finished_run, "dpo.beta=0.2")  # and now it resumes as it is
+
+
+def test_the_planner_re_estimated_from_a_finished_run_is_within_a_quarter_of_what_it_recorded(finished_run):
+    from psrlm.configs import load_config
+    from psrlm.plan import format_plan, plan
+    from psrlm.records import SearchTrace, read_jsonl
+
+    cfg = load_config(None, LOOP + [f"paths.run_dir={finished_run}", "iterate.methods=[psrlm]"])
+    p = plan(cfg, finished_run)
+    assert "finished search traces" in format_plan(p)
+    for row in p["iterations"]:
+        traces = read_jsonl(finished_run / "psrlm" / f"it{row['iteration']}" / "traces.jsonl", SearchTrace)
+        recorded_tokens = sum(t.gen_tokens for t in traces)
+        recorded_judgments = sum(t.judge_calls for t in traces)
+        assert row["finished"] and row["questions"] == len(traces)
+        # one set of rates pooled over every finished iteration predicts each of them
+        assert 0.75 <= (row["candidate_tokens"] + row["judge_tokens"]) / recorded_tokens <= 1.25, row
+        assert 0.75 <= row["judgments"] / max(1, recorded_judgments) <= 1.25, row

@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -147,6 +148,7 @@ def cmd_demo(cfg: Config, args: argparse.Namespace) -> dict:
     print(f"\nexample problem ({p.id}): {p.question}")
     print(f"example EFT item ({ex.meta['error_kind']}): A: {ex.step_a} | B: {ex.step_b} -> {ex.explanation} "
           f"[[{ex.verdict}]]\n")  # fmt: skip
+    args.dry_run = False
     result = cmd_iterate(cfg, args)
     from psrlm.report import report
 
@@ -158,7 +160,7 @@ def cmd_demo(cfg: Config, args: argparse.Namespace) -> dict:
 
 def cmd_search(cfg: Config, args: argparse.Namespace) -> dict:
     """Self-judging step search (or the SRLM baseline) over a problem file, resumable into --out."""
-    from psrlm.engines import make_engine
+    from psrlm.engines import engine_for
     from psrlm.folders import FolderLock, claim_settings, recorded_extra
     from psrlm.iterate import generation_settings
     from psrlm.prompts import get_prompts
@@ -185,8 +187,8 @@ def cmd_search(cfg: Config, args: argparse.Namespace) -> dict:
         settings = {"method": args.method, "model": ident["model"], "engine": ident["engine"],
                     "prompts": {"variant": cfg.prompts.variant}, section: generation_settings(getattr(cfg, section))}  # fmt: skip
         claim_settings(out, settings, fresh=args.fresh, extra=extra)
-        engine = make_engine(cfg.engine, model)
-        return _search(cfg, args, problems, engine, get_prompts(cfg.prompts.variant), model, out)
+        with engine_for(cfg.engine, model, Path(cfg.paths.run_dir) / "servers", "search") as engine:
+            return _search(cfg, args, problems, engine, get_prompts(cfg.prompts.variant), model, out)
     finally:
         lock.release()
 
@@ -211,8 +213,11 @@ def _search(cfg: Config, args: argparse.Namespace, problems, engine, prompts, mo
 
 
 def cmd_iterate(cfg: Config, args: argparse.Namespace) -> dict:
-    from psrlm.iterate import run_all
+    from psrlm.iterate import dry_run, run_all
 
+    if args.dry_run:
+        print("\n".join(dry_run(cfg)))
+        return {"dry_run": True}
     summary = run_all(cfg, fresh=args.fresh)
     print("\nstage timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in summary["timings_s"].items()))
     print(f"summary: {Path(cfg.paths.run_dir) / 'summary.json'}")
@@ -236,11 +241,33 @@ def cmd_train(cfg: Config, args: argparse.Namespace) -> dict:
     else:
         data = {"rows": args.rows}
     data = {k: [Path(f) for f in v] for k, v in data.items() if v}
-    manifest = train_stage(args.what, model, out, cfg, data, ref_dir=ref, iteration=args.iteration)
+    manifest = train_stage(args.what, model, out, cfg, data, ref_dir=ref, iteration=args.iteration,
+                           seed_offset=args.seed_offset)  # fmt: skip
     info = manifest.metrics["train"]
     print(f"  {args.what}: {info.get('steps')} steps, final loss {info.get('final_loss')}, "
           f"{info.get('truncated', 0)} examples truncated -> {out} ({MANIFEST_NAME} beside the weights)")  # fmt: skip
     return {"model": str(out), "train": info}
+
+
+def cmd_plan(cfg: Config, args: argparse.Namespace) -> dict:
+    """A dry-run planner: tokens, memory, disk and GPU-hours per stage and iteration."""
+    from psrlm.plan import calibration, format_plan, plan
+
+    run_dir = Path(args.run) if args.run else None
+    if cfg.data.source == "arith" and not (Path(run_dir or cfg.paths.run_dir) / "data" / "ift.jsonl").exists():
+        from psrlm.initdata.build import build_arith_data
+
+        build_arith_data(cfg)
+    result = plan(cfg, run_dir)
+    print(format_plan(result))
+    if args.calibrate:
+        cal = calibration(cfg, Path(args.calibrate))
+        print("\ncalibration (IFT priors against the search tokens recorded in " + args.calibrate + "):")
+        for name, c in cal.items():
+            print(f"  {name}: predicted {c['predicted_tokens']:,} vs recorded {c['recorded_tokens']:,} tokens "
+                  f"({c['ratio']:.2f}x); judgments {c['predicted_judgments']:,} vs {c['recorded_judgments']:,}")  # fmt: skip
+        result["calibration"] = cal
+    return {"plan": {k: result[k] for k in ("parameters", "disk_gb")}}
 
 
 def cmd_sweep(cfg: Config, args: argparse.Namespace) -> dict:
@@ -310,7 +337,6 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
     """Evaluate one model: greedy accuracy + step statistics per benchmark, judge accuracy, optionally test-time
     search vs greedy and the Appendix B comparison. Results go to <run>/eval/<name>/ (per-problem JSONL, resumable;
     recomputed when the model or a setting that changes results differs from what made them)."""
-    from psrlm.engines import make_engine
     from psrlm.evaluate import evaluate_benchmarks, tts_vs_greedy
     from psrlm.folders import check_writable
     from psrlm.iterate import (
@@ -348,8 +374,7 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
     shots = run.ift()[:3] if args.few_shot else None
     max_tokens = args.max_tokens or cfg.iterate.eval_max_tokens
     result: dict = {"name": name}
-    with eval_folder(run, name, model, max_tokens, shots) as out_dir:
-        engine = make_engine(cfg.engine, model)
+    with eval_folder(run, name, model, max_tokens, shots) as out_dir, run.serving(model, name) as engine:
         summaries = evaluate_benchmarks(benchmarks, engine, run.prompts, out_dir, max_tokens, few_shot=shots,
                                         include_percentage=cfg.grading.include_percentage)  # fmt: skip
         print("| benchmark | n | accuracy | steps | tokens/step | no answer | skipped (context) | hit token cap |\n"
@@ -507,6 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--model", required=True, help="the model to train from (folder, or a cached hub id)")
         q.add_argument("--out", required=True, help="the trained model's folder")
         q.add_argument("--iteration", type=int, default=0, help="iteration number recorded in the manifest")
+        q.add_argument(
+            "--seed-offset", type=int, default=0, help="added to the stage's seed (iterate passes iterate.seed)"
+        )
         if stage == "sft":
             q.add_argument("--ift", action="append", default=[], help="StepSolution JSONL (repeatable)")
             q.add_argument("--eft", action="append", default=[], help="JudgeExample JSONL (repeatable)")
@@ -524,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(p)
     _add_fresh_arg(p)
+    p.add_argument("--dry-run", action="store_true", help="print the servers, jobs and stages it would run; run none")
     p.set_defaults(func=cmd_iterate, name="iterate", wants_args=True)
 
     p = sub.add_parser(
@@ -638,11 +667,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=lambda a: (cmd_figure(a), 0)[1], name="figure2", no_config=True)
 
     p = sub.add_parser(
+        "plan",
+        help="dry-run planner: tokens, prefill with and without prefix caching, GPU memory, disk, GPU-hours",
+        description="Per stage and iteration of a recipe: generated and prefill tokens of the search (from the IFT "
+        "data before a run, from finished iterations after), training tokens, GPU memory per GPU of SFT and DPO "
+        "under plan.zero_stage with and without activation checkpointing, disk, and GPU-hours from plan.* rates. "
+        "The derivation is in plan.py's docstring.",
+    )
+    _add_config_args(p)
+    p.add_argument("--run", help="a run folder whose finished iterations re-estimate the rest (default paths.run_dir)")
+    p.add_argument("--calibrate", metavar="RUN_DIR", help="also compare the IFT-prior prediction with what a finished "
+                   "run's searches recorded")  # fmt: skip
+    p.set_defaults(func=cmd_plan, name="plan", wants_args=True)
+
+    p = sub.add_parser(
         "sweep",
         help="science (arith): one iteration with an oracle judge of each accuracy, over seeds; break-even accuracy",
         description="For each seed, M1 (as iterate builds it) searches the first question block with its own judge "
         "and with the oracle judge flipped to each accuracy; each search's pairs train an M2 by step-wise DPO; "
-        "the M1 -> M2 accuracy change on the validation, test and hard splits, with 95%% CIs over seeds, goes to "
+        "the M1 -> M2 accuracy change on the validation, test and hard splits, with 95 % CIs over seeds, goes to "
         "OUT/sweep.md, sweep.json and sweep.png. Oracle runs are labelled as such and never a default.",
     )
     _add_config_args(p)
@@ -665,8 +708,12 @@ _COMPUTES = {"iterate", "demo", "search", "eval", "bench", "sweep", "model pretr
 def _errors() -> tuple[type[BaseException], ...]:
     """What a user's input or machine can cause: reported in one line, never as a traceback."""
     from psrlm.engines.openai_api import EngineError
+    from psrlm.engines.servers import ServerError
+    from psrlm.iterate import EngineFailure
+    from psrlm.launch import JobError
 
-    return (ConfigError, RecordError, FileNotFoundError, NotADirectoryError, ValueError, EngineError)
+    return (ConfigError, RecordError, FileNotFoundError, NotADirectoryError, ValueError, EngineError, ServerError,
+            EngineFailure, JobError)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -684,7 +731,8 @@ def main(argv: list[str] | None = None) -> int:
             print(one_line(_machine(cfg)), flush=True)
         started = time.time()
         result = args.func(cfg, args) if getattr(args, "wants_args", False) else args.func(cfg)
-        if args.name != "show-config":
+        dry = isinstance(result, dict) and result.get("dry_run")
+        if args.name != "show-config" and not dry and int(os.environ.get("RANK", "0")) == 0:  # one record per job
             _record_run(cfg, args.name, started, result)
             print(f"done in {time.time() - started:.1f}s")
     except _errors() as e:

@@ -159,7 +159,9 @@ class PromptConfig:
 class EngineConfig:
     """Text generation (engines/).
 
-    kind: "hf" = in-process transformers; "openai" = an OpenAI-compatible completions server.
+    kind: "hf" = in-process transformers; "openai" = an OpenAI-compatible server already running (base_urls);
+        "vllm" / "sglang" / "transformers" = servers psrlm starts on each checkpoint that needs generation and stops
+        after (engines/servers.py), then talks to like "openai".
     device: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ...   (hf)
     dtype: "auto" = bf16 on CUDA, and on a CPU only where it has native bf16 (AVX512-BF16 / AMX), else fp32
         (emulated bf16 is ~30x slower; hardware.py); or "float32", "bfloat16", "float16".   (hf)
@@ -174,6 +176,16 @@ class EngineConfig:
     api: "completions" (raw prompt in, text out: what the search needs) or "chat" (/v1/chat/completions: the prompt
         as one user message, the server applies the model's chat template; for a chat model as the IFT/EFT teacher
         or the Appendix B judge).   (openai)
+    server_cmd: the command of one server replica, with slots {model} {served_name} {port} {tensor_parallel}
+        {max_model_len} {dtype} {python} {device}; empty = the kind's default (vLLM: `vllm serve ...` with prefix
+        caching; put the path of vLLM's own virtualenv here).   (vllm, sglang, transformers)
+    servers: replicas (data parallel); port: the first port tried (each replica takes the next free one);
+    tensor_parallel: GPUs per replica (must divide the model's attention heads); assign_gpus: give replica i
+        CUDA_VISIBLE_DEVICES i*tp..(i+1)*tp-1; max_model_len: the server's context;
+    server_timeout_s: how long a server may take to become ready; server_restarts: restarts of a replica that dies
+        mid-stage before the stage fails.   (vllm, sglang, transformers)
+    max_failed_share: requests that fail after their retries fail their problem (counted, retried on rerun); a
+        search or SRLM stage in which more than this share of problems failed stops the iteration.
     """
 
     kind: str = "hf"
@@ -189,6 +201,15 @@ class EngineConfig:
     max_retries: int = 5
     extra_body: dict = field(default_factory=dict)
     api: str = "completions"
+    server_cmd: str = ""
+    servers: int = 1
+    port: int = 8100
+    tensor_parallel: int = 1
+    assign_gpus: bool = True
+    max_model_len: int = 4096
+    server_timeout_s: float = 900.0
+    server_restarts: int = 2
+    max_failed_share: float = 0.05
 
 
 @dataclass
@@ -284,6 +305,10 @@ class TrainConfig:
     save_dtype: the trained model's saved dtype: "source" (as the checkpoint it started from), "float32" or
         "bfloat16". train_log.json reports the share of sampled weights that moved and the share still moved once
         rounded to this dtype (small updates round away in bf16; a warning says when most did).
+    gradient_checkpointing: recompute activations in the backward pass (memory for compute; on in the paper recipes,
+        off for tiny models where it costs more than it saves).
+    save_steps: write a trainer checkpoint every N optimizer steps (0 = none); a killed job rerun with the same
+        settings resumes from the last one (`<out>.trainer/<fingerprint>/checkpoint-N`).
     logging_steps: loss logging interval. seed: data order and init.
     """
 
@@ -302,6 +327,8 @@ class TrainConfig:
     lora_alpha: int = 32
     bf16: bool | str = "auto"
     save_dtype: str = "source"
+    gradient_checkpointing: bool = False
+    save_steps: int = 0
     logging_steps: int = 10
     seed: int = 0
 
@@ -438,6 +465,45 @@ class InitDataConfig:
 
 
 @dataclass
+class LaunchConfig:
+    """How training stages run (launch.py).
+
+    accelerate_config: "" = in-process (the embedded default); a name in configs/accelerate/ (zero3, zero3-offload,
+        fsdp, cpu) or a path = every training stage of `psrlm iterate` runs as an `accelerate launch` job of
+        `psrlm train`.
+    num_processes: processes per job (0 = as the accelerate config says).
+    extra_args: more arguments for `accelerate launch` (e.g. ["--main_process_port", "29600"]).
+    """
+
+    accelerate_config: str = ""
+    num_processes: int = 0
+    extra_args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PlanConfig:
+    """Hardware and rates `psrlm plan` turns tokens into GPU-hours with (plan.py).
+
+    gpu: H100, H200, A100, L40S (peak dense bf16 TFLOP/s from a table) or CPU. gpus: GPUs of the run.
+    zero_stage: the ZeRO stage memory is estimated under (0-3). train_mfu: training FLOP utilisation.
+    gen_mfu: generation FLOP utilisation, used when decode_tok_per_s is 0. decode_tok_per_s: measured generated
+        tokens per second per GPU of the serving engine (vLLM on the model at hand), when known.
+    steps_per_question / tokens_per_step / question_tokens: the search's shape before any IFT data exists (0 = read
+        it from the IFT files); after an iteration the finished traces are used instead.
+    """
+
+    gpu: str = "H100"
+    gpus: int = 8
+    zero_stage: int = 3
+    train_mfu: float = 0.35
+    gen_mfu: float = 0.05
+    decode_tok_per_s: float = 0.0
+    steps_per_question: float = 0.0
+    tokens_per_step: float = 0.0
+    question_tokens: float = 64.0
+
+
+@dataclass
 class GradingConfig:
     """How answers are graded (grading.py: Qwen2.5-Math answer parsing + math-verify).
 
@@ -465,6 +531,8 @@ class Config:
     dpo: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, lr=5e-7, batch_size=32))
     iterate: IterateConfig = field(default_factory=IterateConfig)
     grading: GradingConfig = field(default_factory=GradingConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
     initdata: InitDataConfig = field(default_factory=InitDataConfig)
 
 
@@ -612,7 +680,18 @@ def _engine_rules(e: EngineConfig) -> list[tuple[str, bool, str]]:
     from psrlm.hardware import DTYPES, _parse_bool_setting
 
     return [
-        ("kind", e.kind in ("hf", "openai"), "choose 'hf' or 'openai'"),
+        (
+            "kind",
+            e.kind in ("hf", "openai", "vllm", "sglang", "transformers"),
+            "choose hf, openai (a running server), or vllm / sglang / transformers (servers psrlm starts)",
+        ),
+        ("servers", e.servers >= 1, "must be >= 1"),
+        ("port", 1 <= e.port <= 65535, "must be a TCP port"),
+        ("tensor_parallel", e.tensor_parallel >= 1, "must be >= 1"),
+        ("max_model_len", e.max_model_len >= 1, "must be >= 1"),
+        ("server_timeout_s", e.server_timeout_s > 0, "must be > 0"),
+        ("server_restarts", e.server_restarts >= 0, "must be >= 0"),
+        ("max_failed_share", 0 <= e.max_failed_share <= 1, "must be in [0, 1]"),
         ("dtype", e.dtype in ("auto", *DTYPES), f"choose auto or one of {', '.join(DTYPES)}"),
         ("static_cache", _parse_bool_setting(e.static_cache) in (True, False, "auto"), "choose auto, true or false"),
         ("batch_size", e.batch_size >= 1, "must be >= 1"),
@@ -641,6 +720,7 @@ def _train_rules(t: TrainConfig) -> list[tuple[str, bool, str]]:
         ("bf16", _parse_bool_setting(t.bf16) in (True, False, "auto"), "choose auto, true or false"),
         ("save_dtype", t.save_dtype in ("source", "float32", "bfloat16"), "choose source, float32 or bfloat16"),
         ("logging_steps", t.logging_steps >= 1, "must be >= 1"),
+        ("save_steps", t.save_steps >= 0, "must be >= 0 (0 = no checkpoints)"),
     ]
 
 
@@ -726,9 +806,9 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
             ),
             (
                 "verdict",
-                not (cfg.engine.kind == "openai" and s.verdict in ("logits", "soft")),
-                "reads the judge's logits, which needs engine.kind=hf (the openai engine only returns text): "
-                "use search.verdict=generate with a server",
+                not (cfg.engine.kind == "transformers" and s.verdict in ("logits", "soft")),
+                "reads the judge's log-probabilities, which `transformers serve` does not return (it ignores echo and "
+                "logprobs): use engine.kind=hf, vllm or sglang, or search.verdict=generate",
             ),
         ],  # fmt: skip
         "srlm": [
@@ -790,6 +870,14 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
             ("temperature", i.temperature >= 0, "must be >= 0"),
             ("top_p", 0 < i.top_p <= 1, top_p),
         ],  # fmt: skip
+        "launch": [("num_processes", cfg.launch.num_processes >= 0, "must be >= 0 (0 = from the accelerate config)")],
+        "plan": [
+            ("gpus", cfg.plan.gpus >= 1, "must be >= 1"),
+            ("zero_stage", 0 <= cfg.plan.zero_stage <= 3, "0..3"),
+            ("train_mfu", 0 < cfg.plan.train_mfu <= 1, "must be in (0, 1]"),
+            ("gen_mfu", 0 < cfg.plan.gen_mfu <= 1, "must be in (0, 1]"),
+            ("decode_tok_per_s", cfg.plan.decode_tok_per_s >= 0, "must be >= 0"),
+        ],
         "initdata.teacher_engine": _engine_rules(i.teacher_engine),
         "initdata.prm_train": _train_rules(i.prm_train),
     }

@@ -48,6 +48,10 @@ from psrlm.tasks.benchmarks import parse_benchmarks
 log = logging.getLogger(__name__)
 
 
+class EngineFailure(RuntimeError):
+    """Too many problems of a stage failed because their requests failed (a server in trouble)."""
+
+
 def _is_model(path: Path) -> bool:
     return (Path(path) / "psrlm_build.json").exists()
 
@@ -111,10 +115,32 @@ class Run:
     def write_manifest(self, name: str, m: Manifest) -> None:
         write_json(self.manifest_path(name), dataclasses.asdict(m))
 
-    def engine(self, model_dir: Path):
-        from psrlm.engines import make_engine
+    @contextmanager
+    def serving(self, model_dir: Path, name: str = "model"):
+        """An engine for `model_dir` for the span of a stage: in-process (hf), an existing server (openai), or
+        servers started on this checkpoint now and stopped after (vllm, sglang, transformers)."""
+        from psrlm.engines import engine_for
 
-        return make_engine(self.cfg.engine, model_dir)
+        with engine_for(self.cfg.engine, model_dir, self.dir / "servers", name) as engine:
+            yield engine
+
+    def train(self, stage: str, model: Path, out: Path, data: dict, **kw):
+        """One training stage, in-process or (launch.accelerate_config) as an `accelerate launch` job; both write
+        `<out>/psrlm_manifest.json` and return it, with this run's settings and metrics in it."""
+        from psrlm.train import MANIFEST_NAME, train_stage
+
+        kw.setdefault("seed_offset", self.seed)
+        if not self.cfg.launch.accelerate_config:
+            return train_stage(stage, model, out, self.cfg, data, **kw)
+        from psrlm.launch import launch_training
+
+        manifest = launch_training(self.cfg, stage, model, out, data, ref=kw.get("ref_dir"),
+                                   iteration=kw.get("iteration", 0), seed_offset=kw["seed_offset"])  # fmt: skip
+        manifest.method = kw.get("method") or stage
+        manifest.settings = flatten(kw.get("settings") or {})
+        manifest.metrics = {**(kw.get("metrics") or {}), **manifest.metrics}
+        write_json(out / MANIFEST_NAME, dataclasses.asdict(manifest))
+        return manifest
 
     def seeded(self, tc):
         return dataclasses.replace(tc, seed=tc.seed + self.seed)
@@ -149,7 +175,8 @@ class Run:
 def train_settings(tc) -> dict:
     """What a training stage's config contributes to a model's identity: precision and logging are how a machine
     ran it, not what it built (a run moved between a bf16 CPU and an fp32 one still resumes)."""
-    return {k: v for k, v in dataclasses.asdict(tc).items() if k not in ("bf16", "logging_steps")}
+    return {k: v for k, v in dataclasses.asdict(tc).items()
+            if k not in ("bf16", "logging_steps", "save_steps", "gradient_checkpointing")}  # fmt: skip
 
 
 def generation_settings(cfg) -> dict:
@@ -341,17 +368,18 @@ def ensure_policy_eft(run: Run, m0: Path) -> None:
     if stamp.exists() and all(f.exists() for f in files) and read_json(stamp).get("settings") == flatten(settings):
         return
     start = time.time()
-    engine = run.engine(ensure_policy(run, m0))
     blocks = pool_blocks(cfg, arith_splits(cfg)["train"])
     counts = {}
-    for name, block, n, path in (("train", blocks["eft_train"], cfg.data.eft_train, files[0]),
-                                 ("test", blocks["eft_test"], cfg.data.eft_test, files[1])):  # fmt: skip
-        items, counts[name] = build_policy_eft(block, engine, run.prompts, n, settings["seed"] + len(name),
-                                               cfg.data.eft_policy_width, s.temperature, s.top_p, s.max_step_tokens)  # fmt: skip
-        if len(items) < n:
-            log.warning("policy EFT %s: only %d of %d items (the policy's candidates rarely mix right and wrong)",
-                        name, len(items), n)  # fmt: skip
-        write_jsonl(path, items)
+    with run.serving(ensure_policy(run, m0), "policy") as engine:
+        for name, block, n, path in (("train", blocks["eft_train"], cfg.data.eft_train, files[0]),
+                                     ("test", blocks["eft_test"], cfg.data.eft_test, files[1])):  # fmt: skip
+            items, counts[name] = build_policy_eft(block, engine, run.prompts, n, settings["seed"] + len(name),
+                                                   cfg.data.eft_policy_width, s.temperature, s.top_p,
+                                                   s.max_step_tokens)  # fmt: skip
+            if len(items) < n:
+                log.warning("policy EFT %s: only %d of %d items (the policy's candidates rarely mix right and wrong)",
+                            name, len(items), n)  # fmt: skip
+            write_jsonl(path, items)
     write_json(stamp, {"counts": counts, "settings": flatten(settings)})
     run.timed("policy EFT", start)
 
@@ -374,9 +402,7 @@ def m1_settings(run: Run, method: str, m0: Path) -> dict:
 
 
 def ensure_m1(run: Run, method: str, m0: Path) -> Path:
-    """M1 = SFT of M0 on IFT + EFT (PSRLM: step-pair judging; SRLM: solution scoring), through train_stage."""
-    from psrlm.train import train_stage
-
+    """M1 = SFT of M0 on IFT + EFT (PSRLM: step-pair judging; SRLM: solution scoring)."""
     name = f"{method}-M1"
     out = run.models / name
     settings = m1_settings(run, method, m0)
@@ -385,8 +411,7 @@ def ensure_m1(run: Run, method: str, m0: Path) -> Path:
     start = time.time()
     data = {"ift": run.ift_files(), "eft" if method == "psrlm" else "score": [
         run.eft_train_file() if method == "psrlm" else srlm_eft_file(run)]}  # fmt: skip
-    manifest = train_stage("sft", m0, out, run.cfg, data, iteration=1, method=method, seed_offset=run.seed,
-                           settings=settings)  # fmt: skip
+    manifest = run.train("sft", m0, out, data, iteration=1, method=method, settings=settings)
     run.write_manifest(name, manifest)
     run.timed(f"{method} M1 SFT", start, name)
     return out
@@ -485,9 +510,8 @@ def run_iteration(
     run: Run, method: str, it: int, parent: Path, questions: list[Problem], label: str | None = None
 ) -> Path:
     """M_it of `method` from its parent: search (or SRLM sampling) on `questions`, then DPO. `label` names the
-    model and its folders instead of the method (the judge sweep keeps several M2 of one M1 side by side)."""
-    from psrlm.train import train_stage
-
+    model and its folders instead of the method (the judge sweep keeps several M2 of one M1 side by side). A
+    problem whose requests failed is left for a rerun; more than `engine.max_failed_share` of them stops here."""
     label = label or method
     name = f"{label}-M{it}"
     out = run.models / name
@@ -498,19 +522,26 @@ def run_iteration(
     search_dir = run.dir / label / f"it{it}"
     claim_settings(search_dir, search_settings, fresh=run.fresh, root=run.dir)
     start = time.time()
-    engine = run.engine(parent)
-    if method == "psrlm":
-        from psrlm.search import run_search
+    with run.serving(parent, name) as engine:
+        if method == "psrlm":
+            from psrlm.search import run_search
 
-        result = run_search(questions, engine, run.prompts, _search_cfg(run, method, it), out_dir=search_dir,
-                            iteration=it)  # fmt: skip
-    else:
-        from psrlm.srlm import run_srlm
+            result = run_search(questions, engine, run.prompts, _search_cfg(run, method, it), out_dir=search_dir,
+                                iteration=it)  # fmt: skip
+        else:
+            from psrlm.srlm import run_srlm
 
-        result = run_srlm(questions, engine, run.prompts, _search_cfg(run, method, it), out_dir=search_dir,
-                          iteration=it)  # fmt: skip
-    del engine
+            result = run_srlm(questions, engine, run.prompts, _search_cfg(run, method, it), out_dir=search_dir,
+                              iteration=it)  # fmt: skip
     run.timed(f"{method} search", start, name)
+    if result.failed:
+        share = len(result.failed) / max(1, len(questions))
+        if share > cfg.engine.max_failed_share:
+            raise EngineFailure(f"{name}: {len(result.failed)} of {len(questions)} problems failed (requests failed "
+                                f"after retries; engine.max_failed_share={cfg.engine.max_failed_share}): rerun to "
+                                f"retry them; server logs in {run.dir / 'servers'}")  # fmt: skip
+        log.warning("%s: %d problems failed and are left out (rerun the search stage to retry them)", name,
+                    len(result.failed))  # fmt: skip
     pairs = result.pairs
     summary = result.summary()
     precision = pair_precision(pairs, {p.id: p for p in questions}) if method == "psrlm" and run.arith else {}
@@ -520,9 +551,8 @@ def run_iteration(
     if method == "psrlm":  # an oracle judge is a science run: said in every manifest it makes
         metrics["judge"] = {"kind": cfg.search.judge, "flip": cfg.search.judge_flip}
     if pairs:
-        manifest = train_stage("dpo", parent, out, cfg, {"pairs": [search_dir / "pairs.jsonl"]}, ref_dir=parent,
-                               iteration=it, method=method, seed_offset=run.seed, settings=settings,
-                               metrics=metrics)  # fmt: skip
+        manifest = run.train("dpo", parent, out, {"pairs": [search_dir / "pairs.jsonl"]}, ref_dir=parent,
+                             iteration=it, method=method, settings=settings, metrics=metrics)  # fmt: skip
     else:  # no preference at all: the model carries over unchanged, and the manifest says so
         log.warning("%s: search produced no pairs; %s is a copy of its parent", name, name)
         import shutil
@@ -534,6 +564,9 @@ def run_iteration(
         manifest = Manifest(iteration=it, method=method, parent_model=str(parent), model_path=str(out),
                             config=config_to_dict(cfg), settings=flatten(settings),
                             metrics={**metrics, "train": {"stage": "dpo", "pairs": 0, "skipped": True}})  # fmt: skip
+        from psrlm.train import MANIFEST_NAME
+
+        write_json(out / MANIFEST_NAME, dataclasses.asdict(manifest))  # not the parent's, copied with the weights
     run.timed(f"{method} DPO", start_train, name)
     manifest.seeds["search"] = _search_cfg(run, method, it).seed
     manifest.wall_time_s = time.time() - start
@@ -587,8 +620,11 @@ def evaluate_model(run: Run, name: str, model_dir: Path, few_shot: bool = False,
                 "eft_file": sha256_file(run.eft_test_file()), "judge": judge}  # fmt: skip
 
     def compute() -> dict:
+        with run.serving(model_dir, name) as engine:
+            return measure(engine)
+
+    def measure(engine) -> dict:
         start = time.time()
-        engine = run.engine(model_dir)
         metrics: dict = {"model": str(model_dir), "few_shot": few_shot}
         benchmarks = run.benchmarks(["arith_test", "arith_hard"], cfg.eval_limit) if run.arith else {}
         benchmarks.update(run.benchmarks(parse_benchmarks(cfg.eval_benchmarks), cfg.eval_benchmark_limit))
@@ -640,9 +676,10 @@ def evaluate_tts(run: Run, name: str, model_dir: Path) -> dict:
     def compute() -> dict:
         start = time.time()
         problems = run.benchmarks([bench], run.cfg.iterate.eval_tts)[bench]
-        result = tts_vs_greedy(problems, run.engine(model_dir), run.prompts, search_cfg, out,
-                               run.cfg.iterate.eval_max_tokens, settings=settings, root=run.dir,
-                               include_percentage=run.cfg.grading.include_percentage)  # fmt: skip
+        with run.serving(model_dir, name) as engine:
+            result = tts_vs_greedy(problems, engine, run.prompts, search_cfg, out, run.cfg.iterate.eval_max_tokens,
+                                   settings=settings, root=run.dir,
+                                   include_percentage=run.cfg.grading.include_percentage)  # fmt: skip
         run.timed("tts evaluation", start, name)
         return {"model": name, "benchmark": bench, **result}
 
@@ -668,9 +705,9 @@ def evaluate_appendix_b(run: Run, pair_model: Path, score_model: Path, n: int = 
     def compute() -> dict:
         start = time.time()
         items = read_jsonl(run.eft_test_file(), JudgeExample)[:n]
-        result = compare_judging(items, run.engine(pair_model), run.engine(score_model), run.prompts,
-                                 run.cfg.search.judge_max_tokens, s.judge_max_tokens, s.judge_temperature,
-                                 seed=s.seed + run.seed)  # fmt: skip
+        with run.serving(pair_model, "pair-judge") as pairs, run.serving(score_model, "scorer") as scorer:
+            result = compare_judging(items, pairs, scorer, run.prompts, run.cfg.search.judge_max_tokens,
+                                     s.judge_max_tokens, s.judge_temperature, seed=s.seed + run.seed)  # fmt: skip
         run.timed("appendix B", start)
         return {"pair_judge": str(pair_model), "scorer": str(score_model), **result}
 
@@ -745,3 +782,65 @@ def format_table(results: dict) -> str:
                  "-" if prec is None else f"{prec:.3f}"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def dry_run(cfg: Config) -> list[str]:
+    """What `psrlm iterate` would run, in order, without running anything: the servers each stage starts, the
+    training jobs (`accelerate launch` commands, or in-process stages), the searches and the evaluations."""
+    import shlex
+
+    from psrlm.engines.servers import MANAGED_KINDS, server_command
+    from psrlm.launch import train_command
+
+    run = Run(cfg)
+    ec = cfg.engine
+    lines: list[str] = []
+
+    def serve(model: Path, what: str) -> None:
+        if ec.kind in MANAGED_KINDS:
+            served = str(model) if ec.kind == "transformers" else (ec.model_name or model.name)
+            for i in range(ec.servers):
+                lines.append(
+                    f"  serve {model.name} [{i}]: {shlex.join(server_command(ec, str(model), served, ec.port + i))}"
+                )
+        lines.append(f"  {what} with {ec.kind} engine on {model}")
+        if ec.kind in MANAGED_KINDS:
+            lines.append(f"  stop the {ec.servers} server(s) of {model.name}")
+
+    def train(stage: str, model: Path, out: Path, data: dict, ref: Path | None = None, it: int = 0) -> None:
+        if cfg.launch.accelerate_config:
+            recipe = out.with_name(out.name + ".launch.yaml")
+            cmd = train_command(cfg, recipe, stage, model, out, data, ref=ref, iteration=it, seed_offset=run.seed)
+            lines.append(f"  train: {shlex.join(cmd)}")
+        else:
+            lines.append(f"  train {stage} in-process: {model} -> {out}")
+
+    m0 = Path(cfg.model.path) if cfg.model.path else run.models / "M0 (prebuilt or pre-trained)"
+    lines.append(f"data: {'the arith domain' if run.arith else 'files'} -> {run.data}; M0 = {m0}")
+    models = {"M0": m0}
+    for method in cfg.iterate.methods:
+        m1 = run.models / f"{method}-M1"
+        lines.append(f"{method}-M1:")
+        eft = (
+            run.eft_train_file()
+            if method == "psrlm"
+            else srlm_eft_file(run)
+            if not run.arith
+            else run.data / "srlm_eft_train.jsonl"
+        )
+        train("sft", m0, m1, {"ift": run.ift_files(), "eft" if method == "psrlm" else "score": [eft]}, it=1)
+        parent, models[f"{method}-M1"] = m1, m1
+        for it, n in enumerate(cfg.iterate.questions, start=2):
+            out = run.models / f"{method}-M{it}"
+            pairs = run.dir / method / f"it{it}" / "pairs.jsonl"
+            lines.append(f"{method}-M{it}:")
+            serve(
+                parent,
+                f"{'step search' if method == 'psrlm' else 'SRLM sampling + scoring'} of {n} questions -> {pairs}",
+            )
+            train("dpo", parent, out, {"pairs": [pairs]}, ref=parent, it=it)
+            parent, models[f"{method}-M{it}"] = out, out
+    lines.append("evaluation:")
+    for name, path in models.items():
+        serve(path, f"evaluate {name}")
+    return lines

@@ -41,12 +41,14 @@ class _State:
     steps: list[str] = field(default_factory=list)
     pairs: list[PreferencePair | None] = field(default_factory=list)  # pairs[k] belongs to steps[k] (None: no pair)
     done: bool = False
+    failed: bool = False  # a request of this problem failed: not committed, so a rerun searches it again
 
 
 @dataclass
 class SearchResult:
     traces: list[SearchTrace]
     pairs: list[PreferencePair]
+    failed: list[str] = field(default_factory=list)  # problems whose requests failed: not committed, retried on rerun
 
     def summary(self) -> dict:
         t = self.traces
@@ -66,7 +68,8 @@ class SearchResult:
             "gen_tokens": sum(x.gen_tokens for x in t),
             "round_cap_hits": sum(x.stop_reason == "round_cap" for x in t),
             "context_stops": sum(x.stop_reason == "context" for x in t),
-            "capped_candidates": sum(x.capped for x in t),  # cut at max_step_tokens (or failed): never judged
+            "failed_problems": len(self.failed),
+            "capped_candidates": sum(x.capped for x in t),  # cut at max_step_tokens: never judged
             "unanimous_rounds": sum(r.get("action") == "accept_unanimous" for x in t for r in x.rounds),
             "empty_rounds": sum(r.get("action") == "resample_empty" for x in t for r in x.rounds),
         }
@@ -92,6 +95,7 @@ def run_search(
     queue = deque(p for p in problems if p.id not in done_ids)
     new_traces: list[SearchTrace] = []
     new_pairs: list[PreferencePair] = []
+    failed: list[str] = []
     bar = _progress(len(problems), len(problems) - len(queue), progress)
     active: list[_State] = []
     try:
@@ -101,6 +105,10 @@ def run_search(
                 active.append(_State(p, SearchTrace(problem_id=p.id, steps=[])))
             _advance(active, engine, judge_engine, prompts, cfg, iteration)
             for st in [s for s in active if s.done]:
+                if st.failed:  # a request failed: nothing of this problem is kept; a rerun searches it again
+                    failed.append(st.problem.id)
+                    bar.update(1)
+                    continue
                 st.trace.steps = list(st.steps)
                 st.trace.final_answer = final_answer(st.steps)
                 made = [p for p in st.pairs if p is not None]
@@ -116,8 +124,8 @@ def run_search(
         if log:
             log.close()
     if log:  # everything on disk, earlier runs included, in problem order
-        return SearchResult(log.ordered_traces(problems), log.items())
-    return SearchResult(new_traces, new_pairs)
+        return SearchResult(log.ordered_traces(problems), log.items(), failed)
+    return SearchResult(new_traces, new_pairs, failed)
 
 
 def _check(cfg: SearchConfig) -> None:
@@ -151,6 +159,7 @@ def _advance(
     step_prompts = [prompts.step_prompt(st.problem.question, st.steps) for st in states]
     # the round's draws belong to (problem, step, attempt), not to the batch they happen to share
     seeds = tuple(seed_of(cfg.seed, st.problem.id, len(st.steps) + 1, st.trace.rounds_used) for st in states)
+    homes = tuple(seed_of(st.problem.id) for st in states)  # a problem's requests all go to one server replica
     gen = engine.generate(
         step_prompts,
         GenParams(
@@ -160,19 +169,21 @@ def _advance(
             max_new_tokens=cfg.max_step_tokens,
             stop=(STEP_STOP,),
             seeds=seeds,
+            affinity=homes,
         ),
     )
     plans = []  # per state: (candidates, uniques, [(a, b)], offset into the judgments) or None (context stop)
     judge_prompts: list[str] = []
     judge_seeds: list[int] = []
+    judge_homes: list[int] = []
     judged: list[Verdict] = []  # the oracle's verdicts (science runs); the model's come in one batched call below
-    for st, outs, seed in zip(states, gen, seeds, strict=True):
+    for st, outs, seed, home in zip(states, gen, seeds, homes, strict=True):
         st.trace.gen_tokens += sum(c.tokens for c in outs)
-        if any(o.finish_reason == "context" for o in outs):
-            plans.append(None)
+        if any(o.finish_reason in ("context", "error") for o in outs):
+            plans.append("failed" if any(o.finish_reason == "error" for o in outs) else None)
             continue
-        # a candidate cut at the token cap is half a step, a failed request none: counted, never judged
-        whole = [o for o in outs if o.finish_reason not in ("length", "error")]
+        # a candidate cut at the token cap is half a step: counted, never judged
+        whole = [o for o in outs if o.finish_reason != "length"]
         st.trace.capped += len(outs) - len(whole)
         cands = [c for c in (clean_candidate(o.text) for o in whole) if c]
         uniques, _ = unique_candidates(cands)
@@ -184,16 +195,23 @@ def _advance(
         q = st.problem.question
         judge_prompts += [prompts.judge_prompt(q, st.steps, uniques[a], uniques[b]) for a, b in pairs]
         judge_seeds += [seed_of(seed, "judge", k) for k in range(len(pairs))]
+        judge_homes += [home] * len(pairs)
     if judge_prompts:
-        judged = judge_all(judge_engine, judge_prompts, cfg, tuple(judge_seeds))
+        judged = judge_all(judge_engine, judge_prompts, cfg, tuple(judge_seeds), tuple(judge_homes))
     for st, plan in zip(states, plans, strict=True):
         if plan is None:
             _stop_for_context(st)
+            continue
+        if plan == "failed":
+            st.done, st.failed = True, True
             continue
         cands, uniques, pairs, offset = plan
         outs = judged[offset : offset + len(pairs)]
         st.trace.gen_tokens += sum(j.tokens for j in outs)
         st.trace.judge_calls += len(pairs)
+        if any(j.failed for j in outs):
+            st.done, st.failed = True, True
+            continue
         if any(j.skipped for j in outs):
             _stop_for_context(st)
             continue
@@ -242,10 +260,11 @@ class Verdict:
     p_a: float | None  # P(A is better), read from the logits ("logits" / "soft")
     tokens: int  # generated tokens (explanations)
     skipped: bool = False  # the judge prompt does not fit the model's context
+    failed: bool = False  # the request failed (after the engine's retries)
 
 
 def judge_all(
-    engine: Engine, judge_prompts: list[str], cfg: SearchConfig, seeds: tuple[int, ...] | int
+    engine: Engine, judge_prompts: list[str], cfg: SearchConfig, seeds: tuple[int, ...] | int, affinity=None
 ) -> list[Verdict]:
     """One Verdict per judge prompt, in one batched call.
 
@@ -257,11 +276,13 @@ def judge_all(
     """
     if cfg.verdict == "generate":
         per_prompt = dict(seeds=seeds) if isinstance(seeds, tuple) else dict(seed=seeds)
-        params = GenParams(n=1, temperature=cfg.judge_temperature, max_new_tokens=cfg.judge_max_tokens, **per_prompt)
+        params = GenParams(n=1, temperature=cfg.judge_temperature, max_new_tokens=cfg.judge_max_tokens,
+                           affinity=affinity, **per_prompt)  # fmt: skip
         outs = [o[0] for o in engine.generate(judge_prompts, params)]
-        return [Verdict(parse_verdict(o.text), None, o.tokens, o.finish_reason == "context") for o in outs]
+        return [Verdict(parse_verdict(o.text), None, o.tokens, o.finish_reason == "context", o.finish_reason == "error")
+                for o in outs]  # fmt: skip
     out = []
-    for d in verdict_log_odds(engine, judge_prompts):
+    for d in verdict_log_odds(engine, judge_prompts, affinity):
         if d is None:
             out.append(Verdict(None, None, 0, skipped=True))
             continue
@@ -270,16 +291,19 @@ def judge_all(
     return out
 
 
-def verdict_log_odds(engine: Engine, judge_prompts: list[str]) -> list[float | None]:
-    """log p(" [[A]]") - log p(" [[B]]") right after each judge prompt (in-process engine only); None where the
-    prompt does not fit the model's context."""
-    from psrlm.engines.hf import continuation_logprobs
-
-    if not hasattr(engine, "tokenizer"):
-        raise ValueError("verdicts read from logits need the in-process engine (engine.kind=hf)")
+def verdict_log_odds(engine: Engine, judge_prompts: list[str], affinity=None) -> list[float | None]:
+    """log p(" [[A]]") - log p(" [[B]]") right after each judge prompt (in-process, or a server's prompt log-probs);
+    None where the prompt does not fit the model's context."""
     n = len(judge_prompts)
     tags = [judge_target_tag("A")] * n + [judge_target_tag("B")] * n
-    lp = continuation_logprobs(engine, judge_prompts * 2, tags)
+    if hasattr(engine, "continuation_logprobs"):  # a server: prompt log-probabilities over the API (vLLM, SGLang)
+        lp = engine.continuation_logprobs(judge_prompts * 2, tags, affinity * 2 if affinity else None)
+    elif hasattr(engine, "tokenizer"):
+        from psrlm.engines.hf import continuation_logprobs
+
+        lp = continuation_logprobs(engine, judge_prompts * 2, tags)
+    else:
+        raise ValueError("verdicts read from logits need the in-process engine or a server with prompt log-probs")
     return [None if a is None or b is None else a - b for a, b in zip(lp[:n], lp[n:], strict=True)]
 
 

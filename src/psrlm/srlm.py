@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from psrlm.configs import SRLMConfig
@@ -37,6 +37,7 @@ def parse_score(text: str) -> float | None:
 class SRLMResult:
     traces: list[SearchTrace]
     pairs: list[PreferencePair]
+    failed: list[str] = field(default_factory=list)  # problems whose requests failed: not committed, retried on rerun
 
     def summary(self) -> dict:
         t = self.traces
@@ -49,7 +50,8 @@ class SRLMResult:
             "unparsed_score_rate": sum(x.no_verdicts for x in t) / max(1, calls),
             "gen_tokens": sum(x.gen_tokens for x in t),
             "context_stops": sum(x.stop_reason == "context" for x in t),
-            "capped_solutions": sum(x.capped for x in t),  # cut at max_solution_tokens (or failed): never scored
+            "failed_problems": len(self.failed),
+            "capped_solutions": sum(x.capped for x in t),  # cut at max_solution_tokens: never scored
         }
 
 
@@ -70,11 +72,16 @@ def run_srlm(
     queue = deque(p for p in problems if not log or p.id not in log.done)
     traces: list[SearchTrace] = []
     pairs: list[PreferencePair] = []
+    failed: list[str] = []
     bar = tqdm(total=len(problems), initial=len(problems) - len(queue), desc="srlm", disable=not progress)
     try:
         while queue:
             batch = [queue.popleft() for _ in range(min(cfg.max_active, len(queue)))]
             for trace, new in _score_batch(batch, engine, prompts, cfg, iteration):
+                if trace.stop_reason == "failed":  # a request failed: not kept, searched again on a rerun
+                    failed.append(trace.problem_id)
+                    bar.update(1)
+                    continue
                 if log:
                     log.commit(trace, new)
                 traces.append(trace)
@@ -85,15 +92,17 @@ def run_srlm(
         if log:
             log.close()
     if log:
-        return SRLMResult(log.ordered_traces(problems), log.items())
-    return SRLMResult(traces, pairs)
+        return SRLMResult(log.ordered_traces(problems), log.items(), failed)
+    return SRLMResult(traces, pairs, failed)
 
 
 def _score_batch(batch: list[Problem], engine: Engine, prompts: Prompts, cfg: SRLMConfig, iteration: int):
     """Samples and scores seeded by problem id (not by batch), so a resumed run draws what an uninterrupted one
     would have. A solve prompt that does not fit the context ends its problem with stop_reason "context"; a
-    solution cut at `max_solution_tokens` (or a failed request) is dropped and counted (`capped`), never scored."""
+    solution cut at `max_solution_tokens` is dropped and counted (`capped`), never scored; a failed request fails
+    its problem (stop_reason "failed": not committed, so a rerun asks again)."""
     solve = [prompts.solve_prompt(p.question) for p in batch]
+    homes = tuple(seed_of(p.id) for p in batch)  # a problem's requests go to one server replica
     gen = engine.generate(
         solve,
         GenParams(
@@ -102,26 +111,38 @@ def _score_batch(batch: list[Problem], engine: Engine, prompts: Prompts, cfg: SR
             top_p=cfg.top_p,
             max_new_tokens=cfg.max_solution_tokens,
             seeds=tuple(seed_of(cfg.seed, p.id, "solve") for p in batch),
+            affinity=homes,
         ),
     )
     whole = [[o.text.strip() for o in outs if o.finish_reason not in ("length", "error", "context")] for outs in gen]
-    score_prompts, score_seeds = [], []
-    for p, sols in zip(batch, whole, strict=True):
+    score_prompts, score_seeds, score_homes = [], [], []
+    for p, sols, home in zip(batch, whole, homes, strict=True):
         for j, sol in enumerate(sols):
             score_prompts.append(prompts.score_prompt(p.question, sol))
             score_seeds.append(seed_of(cfg.seed, p.id, "score", j))
+            score_homes.append(home)
     judge_params = GenParams(
         n=cfg.n_judgments,
         temperature=cfg.judge_temperature if cfg.n_judgments > 1 else 0.0,
         top_p=1.0,
         max_new_tokens=cfg.judge_max_tokens,
         seeds=tuple(score_seeds),
+        affinity=tuple(score_homes),
     )
     judged = engine.generate(score_prompts, judge_params) if score_prompts else []
     k = 0
     for prompt, p, outs, sols in zip(solve, batch, gen, whole, strict=True):
         trace = SearchTrace(problem_id=p.id, steps=[], gen_tokens=sum(o.tokens for o in outs))
+        scored_answers = judged[k : k + len(sols)]
+        if any(o.finish_reason == "error" for o in outs) or any(
+            a.finish_reason == "error" for r in scored_answers for a in r
+        ):
+            k += len(sols)
+            trace.stop_reason = "failed"
+            yield trace, []
+            continue
         if any(o.finish_reason == "context" for o in outs):
+            k += len(sols)
             trace.stop_reason = "context"
             yield trace, []
             continue

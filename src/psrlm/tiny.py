@@ -75,15 +75,23 @@ def config_key(*parts: object) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def save_model(model, tokenizer, out_dir: Path, build_info: dict) -> None:
-    """Save into a temp folder and rename, so a half-saved model is never mistaken for a finished one."""
+def save_model(model, tokenizer, out_dir: Path, build_info: dict, state_dict: dict | None = None, dtype=None) -> None:
+    """Save into a temp folder and rename, so a half-saved model is never mistaken for a finished one. `state_dict`:
+    the weights to write (gathered from ZeRO-3 shards), instead of the model's own; `dtype`: what to write them as."""
     import shutil
 
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
+    if state_dict is not None:
+        if dtype is not None:
+            state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
+            model.config.dtype = dtype
+        model.save_pretrained(tmp, state_dict=state_dict)
+    else:
+        model = model.to(dtype) if dtype is not None else model
+        model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / "psrlm_build.json").write_text(json.dumps(build_info, indent=2) + "\n")
     if out_dir.exists():

@@ -20,8 +20,10 @@ finished. Each output folder holds `train_log.json` (loss curve, settings, lengt
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -84,9 +86,32 @@ def _device_args(tc: TrainConfig) -> dict:
     return {"bf16": train_bf16(tc.bf16), "fp16": False, "use_cpu": not torch.cuda.is_available()}
 
 
-def _common_args(tc: TrainConfig, out_dir: Path) -> dict:
+def trainer_dir(out_dir: Path, tc: TrainConfig, data_key: str) -> Path:
+    """Where a stage's Trainer keeps its checkpoints: `<out>.trainer/<fingerprint of the settings and data>`, so a
+    rerun with the same settings resumes from its last checkpoint and one with other settings never does."""
+    from psrlm.folders import fingerprint
+
+    settings = {k: v for k, v in dataclasses.asdict(tc).items() if k not in ("logging_steps", "save_steps")}
+    return Path(out_dir).with_name(Path(out_dir).name + ".trainer") / fingerprint({"tc": settings, "data": data_key})
+
+
+def _resume_point(output_dir: Path) -> str | None:
+    """The newest complete checkpoint (`trainer_state.json` is written last): one cut short by a kill while it was
+    being saved is passed over."""
+    import re
+
+    found = sorted(((int(m.group(1)), p) for p in Path(output_dir).glob("checkpoint-*")
+                    if (m := re.fullmatch(r"checkpoint-(\d+)", p.name))), reverse=True)  # fmt: skip
+    for _, p in found:
+        if (p / "trainer_state.json").exists():
+            return str(p)
+        log.warning("%s is incomplete (killed while saving?): resuming from an earlier checkpoint", p)
+    return None
+
+
+def _common_args(tc: TrainConfig, output_dir: Path) -> dict:
     return dict(
-        output_dir=str(out_dir.with_name(out_dir.name + ".trainer")),
+        output_dir=str(output_dir),
         num_train_epochs=tc.epochs,
         learning_rate=tc.lr,
         per_device_train_batch_size=tc.batch_size,
@@ -96,9 +121,12 @@ def _common_args(tc: TrainConfig, out_dir: Path) -> dict:
         lr_scheduler_type=tc.lr_scheduler,
         logging_steps=tc.logging_steps,
         seed=tc.seed,
-        save_strategy="no",
+        # periodic checkpoints (train.save_steps) let a killed job resume where it stopped
+        save_strategy="steps" if tc.save_steps else "no",
+        save_steps=tc.save_steps or 500,
+        save_total_limit=2,
         report_to=[],
-        activation_checkpointing=False,  # tiny models: recomputation costs more than it saves
+        activation_checkpointing=tc.gradient_checkpointing,  # off for tiny models: recomputation costs more
         dataloader_num_workers=0,
         **_device_args(tc),
     )
@@ -153,23 +181,26 @@ class ChangeProbe:
 
 
 def _finish(trainer, tokenizer, out_dir: Path, info: dict, lora: bool, save_dtype=None, probe=None) -> dict:
+    """Save the trained model, rank-safe: every process takes part in gathering the weights (ZeRO-3 shards them),
+    only the main process writes (temp folder + rename), and all wait for it before returning."""
     import torch
 
     from psrlm.tiny import save_model
 
+    acc = trainer.accelerator
     model = trainer.model
     saved = save_dtype or torch.float32
-    if probe is not None:
+    args = trainer.args
+    info = {**info, "processes": acc.num_processes,
+            "effective_batch": args.per_device_train_batch_size * args.gradient_accumulation_steps * acc.num_processes}  # fmt: skip
+    if probe is not None and acc.is_main_process:
         info = {**info, "weights": probe.measure(model, saved)}
         w = info["weights"]
         if w["changed"] > 0.5 and w["changed_as_saved"] < 0.5 * w["changed"]:
             log.warning("training moved %.0f%% of the sampled weights, but only %.0f%% still differ in %s, the dtype "
                         "the model is saved in: updates this small round away (train.save_dtype=float32 keeps them)",
                         100 * w["changed"], 100 * w["changed_as_saved"], saved)  # fmt: skip
-    if lora:
-        model = model.merge_and_unload()
     if save_dtype is not None:  # trained in fp32 (master weights), saved as asked (by default: as the source was)
-        model = model.to(save_dtype)
         info = {**info, "saved_dtype": str(save_dtype).removeprefix("torch.")}
     history = [h for h in trainer.state.log_history if "loss" in h]
     info = {
@@ -178,9 +209,24 @@ def _finish(trainer, tokenizer, out_dir: Path, info: dict, lora: bool, save_dtyp
         "final_loss": history[-1]["loss"] if history else None,
         "steps": trainer.state.global_step,
     }
-    save_model(model, tokenizer, out_dir, info)
-    (out_dir / "train_log.json").write_text(json.dumps(info, indent=2) + "\n")
+    distributed = acc.num_processes > 1 or acc.state.deepspeed_plugin is not None
+    state = acc.get_state_dict(model) if distributed and not lora else None  # a collective: every rank calls it
+    if acc.is_main_process:
+        unwrapped = acc.unwrap_model(model)
+        if lora:
+            unwrapped = unwrapped.merge_and_unload()
+        save_model(unwrapped, tokenizer, out_dir, info, state_dict=state, dtype=save_dtype)
+        (out_dir / "train_log.json").write_text(json.dumps(info, indent=2) + "\n")
+    acc.wait_for_everyone()
     return info
+
+
+def _rows_key(*parts) -> str:
+    """A fingerprint of what a stage trains on (model, rows, ...), for its checkpoint folder."""
+    import hashlib
+
+    blob = json.dumps([p if isinstance(p, (list, dict)) else str(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _load(model_dir: Path):
@@ -223,7 +269,8 @@ def _run_sft(stage: str, model_dir: Path, rows: list[dict], tc: TrainConfig, out
     model, tok, save_dtype = _load(model_dir)
     lengths = [len(tok(r.get("text") or r["prompt"] + r["completion"])["input_ids"]) + 1 for r in rows]
     max_length, cut = _length_plan(lengths, tc, model.config.max_position_embeddings)
-    args = SFTConfig(**_common_args(tc, Path(out_dir)), max_length=max_length, **sft_args)
+    work = trainer_dir(Path(out_dir), tc, _rows_key(model_dir, rows))
+    args = SFTConfig(**_common_args(tc, work), max_length=max_length, **sft_args)
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -233,8 +280,9 @@ def _run_sft(stage: str, model_dir: Path, rows: list[dict], tc: TrainConfig, out
     )
     probe = ChangeProbe(trainer.model)
     start = time.time()
-    trainer.train()
-    info = {"stage": stage, "examples": len(rows), "max_length": max_length, "truncated": cut}
+    resume = _resume_point(work)
+    trainer.train(resume_from_checkpoint=resume)
+    info = {"stage": stage, "examples": len(rows), "max_length": max_length, "truncated": cut, "resumed_from": resume}
     info["wall_s"] = time.time() - start
     info["tokens"] = sum(lengths)
     return _finish(trainer, tok, Path(out_dir), info, tc.lora, _save_dtype(tc, save_dtype), probe)
@@ -281,11 +329,14 @@ def dpo(
     # in tokens, the longer of the two sides (+1 for EOS): characters say little about tokens
     lengths = [max(len(tok(r["prompt"] + r[side])["input_ids"]) for side in ("chosen", "rejected")) + 1 for r in rows]
     max_length, cut = _length_plan(lengths, tc, model.config.max_position_embeddings)
+    work = trainer_dir(Path(out_dir), tc, _rows_key(model_dir, rows, ref_dir))
     args = DPOConfig(
-        **_common_args(tc, Path(out_dir)),
+        **_common_args(tc, work),
         beta=tc.beta,
         max_length=max_length,
-        precompute_ref_log_probs=tc.precompute_ref_log_probs,
+        # TRL caches precomputed reference log-probs of an in-memory dataset in a per-process temp folder that the
+        # other ranks cannot read: a multi-process job scores the reference online instead
+        precompute_ref_log_probs=tc.precompute_ref_log_probs and int(os.environ.get("WORLD_SIZE", "1")) == 1,
     )
     trainer = make_step_dpo_trainer_class()(
         model=model,
@@ -297,7 +348,8 @@ def dpo(
     )
     probe = ChangeProbe(trainer.model)
     start = time.time()
-    trainer.train()
+    resume = _resume_point(work)
+    trainer.train(resume_from_checkpoint=resume)
     rewards = [h for h in trainer.state.log_history if "rewards/accuracies" in h]
     info = {
         "stage": "dpo",
@@ -307,6 +359,7 @@ def dpo(
         "truncated": cut,
         "final_pairs": sum(r["chosen_final"] for r in rows),
         "reference": str(ref_dir or model_dir),
+        "resumed_from": resume,
         "wall_s": time.time() - start,
         "reward_accuracy": rewards[-1]["rewards/accuracies"] if rewards else None,
         "reward_margin": rewards[-1].get("rewards/margins") if rewards else None,
@@ -337,6 +390,7 @@ def prm(model_dir: Path, rows: list[dict], tc: TrainConfig, out_dir: Path, separ
     tokenized = [prm_token_row(tok, r["prompt"], r["completions"], r["labels"], separator) for r in rows]
     lengths = [len(t["input_ids"]) for t in tokenized]
     max_length, cut = _length_plan(lengths, tc, model.config.max_position_embeddings)
+    work = trainer_dir(Path(out_dir), tc, _rows_key(model_dir, rows, separator))
     import warnings
 
     try:
@@ -346,7 +400,7 @@ def prm(model_dir: Path, rows: list[dict], tc: TrainConfig, out_dir: Path, separ
     except ImportError:
         PRMTrainer = None
     if PRMTrainer is not None:
-        args = PRMConfig(**_common_args(tc, Path(out_dir)), step_separator=separator, max_length=max_length)
+        args = PRMConfig(**_common_args(tc, work), step_separator=separator, max_length=max_length)
         trainer = PRMTrainer(
             model=model, args=args, train_dataset=Dataset.from_list(rows).shuffle(seed=tc.seed), processing_class=tok
         )
@@ -357,7 +411,7 @@ def prm(model_dir: Path, rows: list[dict], tc: TrainConfig, out_dir: Path, separ
         tokenized = [{k: v[:max_length] for k, v in t.items()} for t in tokenized]
         trainer = Trainer(
             model=model,
-            args=TrainingArguments(**_common_args(tc, Path(out_dir))),
+            args=TrainingArguments(**_common_args(tc, work)),
             train_dataset=Dataset.from_list(tokenized).shuffle(seed=tc.seed),
             data_collator=DataCollatorForTokenClassification(tok),
             processing_class=tok,
@@ -365,7 +419,8 @@ def prm(model_dir: Path, rows: list[dict], tc: TrainConfig, out_dir: Path, separ
         used = "transformers.Trainer in PRMTrainer's data format (this TRL has no PRMTrainer)"
     probe = ChangeProbe(trainer.model)
     start = time.time()
-    trainer.train()
+    resume = _resume_point(work)
+    trainer.train(resume_from_checkpoint=resume)
     info = {
         "stage": "prm",
         "trainer": used,
@@ -420,8 +475,8 @@ def train_stage(
 
     data keys: sft: "ift", "eft", "score"; dpo: "pairs" (PreferencePair JSONL); prm: "rows" ({prompt, completions,
     labels} JSONL, TRL's stepwise-supervision format)."""
-    import dataclasses
     import time
+    from contextlib import nullcontext
 
     from psrlm.configs import config_to_dict
     from psrlm.folders import FolderLock, flatten
@@ -436,7 +491,9 @@ def train_stage(
     tc = {"sft": cfg.sft, "dpo": cfg.dpo, "prm": cfg.initdata.prm_train}[stage]
     tc = dataclasses.replace(tc, seed=tc.seed + seed_offset)
     start = time.time()
-    with FolderLock(out_dir.with_name(out_dir.name + ".trainer"), f"train {stage}"):  # one trainer per output
+    main = is_main_process()
+    lock = FolderLock(out_dir.with_name(out_dir.name + ".trainer"), f"train {stage}") if main else nullcontext()
+    with lock:  # one job per output (its processes are one writer: only the main one writes)
         if stage == "sft":
             rows = rows_from_files(data.get("ift", []), data.get("eft", []), data.get("score", []),
                                    get_prompts(cfg.prompts.variant))  # fmt: skip
@@ -461,5 +518,13 @@ def train_stage(
         wall_time_s=time.time() - start,
         settings=flatten(settings or {}),
     )
-    write_json(out_dir / MANIFEST_NAME, dataclasses.asdict(manifest))
+    if main:
+        write_json(out_dir / MANIFEST_NAME, dataclasses.asdict(manifest))
     return manifest
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a job `accelerate launch` / torchrun started (RANK), or a plain process."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0

@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from psrlm.configs import EngineConfig
 from psrlm.engines.base import Completion, Engine, EngineStats, GenParams
 
-__all__ = ["Completion", "Engine", "EngineStats", "GenParams", "make_engine"]
+__all__ = ["Completion", "Engine", "EngineStats", "GenParams", "engine_for", "make_engine"]
+
+
+@contextmanager
+def engine_for(cfg: EngineConfig, model_path: str | Path, log_dir: Path, name: str = "model") -> Iterator[Engine]:
+    """An engine for one stage: in-process (hf), a running server (openai), or servers started on `model_path` now
+    and stopped when the stage ends (vllm, sglang, transformers; logs in `log_dir`)."""
+    from psrlm.engines.servers import MANAGED_KINDS
+
+    if cfg.kind in MANAGED_KINDS:
+        from psrlm.engines.servers import serving
+
+        with serving(cfg, model_path, log_dir, name) as engine:
+            yield engine
+    else:
+        yield make_engine(cfg, model_path)
 
 
 def make_engine(cfg: EngineConfig, model_path: str | Path | None = None, on_error: str = "raise") -> Engine:
@@ -35,4 +52,4 @@ def make_engine(cfg: EngineConfig, model_path: str | Path | None = None, on_erro
             on_error=on_error,
             api=cfg.api,
         )
-    raise ValueError(f"unknown engine.kind {cfg.kind!r}; choose 'hf' or 'openai'")
+    raise ValueError(f"engine.kind={cfg.kind!r} starts its own servers: use engines.engine_for (the driver does)")

@@ -23,6 +23,9 @@ class GenParams:
     # One seed per prompt: sample k of prompt i then depends on (seeds[i], k) only, not on which other prompts share
     # the call or the batch, so a resumed search draws exactly what an uninterrupted one would have drawn.
     seeds: tuple[int, ...] | None = None
+    # One key per prompt: prompts with the same key go to the same server replica (a problem's step and judge
+    # prompts share their prefix, which the replica's prefix cache then serves). Ignored in-process.
+    affinity: tuple[int, ...] | None = None
 
     def row_seed(self, index: int) -> int | None:
         """The seed of the prompt at `index` in the call: its own when given, else call seed + index."""

@@ -122,6 +122,7 @@ class OpenAIEngine:
         extra_body: dict | None = None,
         on_error: str = "raise",
         api: str = "completions",
+        sampling_body: dict | None = None,
     ):
         if not base_urls:
             raise ValueError("OpenAIEngine needs at least one base URL (engine.base_urls)")
@@ -130,6 +131,7 @@ class OpenAIEngine:
         if api not in ("completions", "chat"):
             raise ValueError(f"engine.api must be 'completions' or 'chat', got {api!r}")
         self.api = api
+        self.sampling_body = dict(sampling_body or {})  # extra fields for sampled requests only
         self.base_urls = [u.rstrip("/") for u in base_urls]
         self.model_name = model_name
         self._api_key = os.environ.get(api_key_env, "")
@@ -149,9 +151,10 @@ class OpenAIEngine:
         """Mask the API key where a server echoes it back (some do, in 401 bodies)."""
         return text.replace(self._api_key, "***") if self._api_key else text
 
-    def _post(self, body: dict) -> dict:
+    def _post(self, body: dict, replica: int | None = None) -> dict:
         with self._lock:
-            url = next(self._urls) + ("/chat/completions" if self.api == "chat" else "/completions")
+            base = self.base_urls[replica % len(self.base_urls)] if replica is not None else next(self._urls)
+        url = base + ("/chat/completions" if self.api == "chat" else "/completions")
         data = json.dumps(body).encode()
         headers = {"Content-Type": "application/json"}
         if self._api_key:
@@ -210,11 +213,14 @@ class OpenAIEngine:
         if params.row_seed(index) is not None:
             body["seed"] = params.row_seed(index)
         body.update(self.extra_body)
+        if not params.greedy:
+            body.update(self.sampling_body)
+        replica = params.affinity[index] if params.affinity is not None else None
         got: list[Completion] = []
         while len(got) < params.n:  # servers that ignore `n` answer with one choice: ask again
             body["n"] = params.n - len(got)
             try:
-                resp = self._post(body)
+                resp = self._post(body, replica)
                 choices = resp.get("choices") or []
                 if not choices:
                     raise EngineError(self._redact(f"server answered without choices: {str(resp)[:200]}"))
@@ -235,8 +241,12 @@ class OpenAIEngine:
                     raise
                 got += [Completion("", 0, "error") for _ in range(params.n - len(got))]
                 break
-            usage = (resp.get("usage") or {}).get("completion_tokens")
+            usage_all = resp.get("usage") or {}
+            usage = usage_all.get("completion_tokens")
             per_choice = round(usage / len(choices)) if isinstance(usage, int) else None
+            if isinstance(usage_all.get("prompt_tokens"), int):
+                with self._lock:
+                    self.stats.prompt_tokens += usage_all["prompt_tokens"]
             for ch in choices[: params.n - len(got)]:
                 raw = (ch.get("message") or {}).get("content") if self.api == "chat" else ch.get("text")
                 text, _ = cut_at_stop(raw or "", params.stop)
@@ -246,6 +256,48 @@ class OpenAIEngine:
             if "seed" in body:
                 body["seed"] += 7919  # a fresh sample on the next request, still reproducible
         return got
+
+    def continuation_logprobs(
+        self, prompts: list[str], continuations: list[str], affinity: tuple[int, ...] | None = None
+    ) -> list[float | None]:
+        """Sum of log p(continuation | prompt) per pair, from the server's prompt log-probabilities: the legacy
+        completions API with `echo` + `logprobs` (vLLM, SGLang; what lm-eval's local-completions model sends).
+        vLLM refuses max_tokens=0 (vllm-project/vllm#9336), so one token is generated and left out. Counted are the
+        tokens that end past the prompt and start before the end of prompt + continuation, by `text_offset`: a token
+        merged across the boundary is the continuation's first, as in the in-process engine. None where the pair
+        does not fit the server's context (counted in `skipped_prompts`); a server without prompt log-probs
+        (`transformers serve` ignores echo and logprobs) is an EngineError naming it."""
+
+        def one(pair: tuple[str, str], i: int) -> float | None:
+            prompt, cont = pair
+            full = prompt + cont
+            body = {"model": self.model_name, "prompt": full, "max_tokens": 1, "echo": True, "logprobs": 0,
+                    "temperature": 0.0, **self.extra_body}  # fmt: skip
+            try:
+                resp = self._post(body, affinity[i] if affinity is not None else None)
+            except _ContextOverflow:
+                with self._lock:
+                    self.stats.skipped_prompts += 1
+                return None
+            lp = ((resp.get("choices") or [{}])[0]).get("logprobs") or {}
+            offsets, values = lp.get("text_offset"), lp.get("token_logprobs")
+            if not isinstance(offsets, list) or not isinstance(values, list) or len(offsets) != len(values):
+                raise EngineError(f"{self.base_urls[0]}: no prompt log-probabilities in the answer (echo + logprobs "
+                                  "unsupported?): verdicts read from logits need vLLM or SGLang")  # fmt: skip
+            ends = [*offsets[1:], len(full) + 1]  # the generated token, last, starts at len(full): never counted
+            picked = [
+                v for off, end, v in zip(offsets, ends, values, strict=True) if end > len(prompt) and off < len(full)
+            ]
+            if not picked or any(v is None for v in picked):
+                raise EngineError(f"{self.base_urls[0]}: the answer has no log-probability for the continuation")
+            return float(sum(picked))
+
+        start = time.perf_counter()
+        out = _run_all(one, list(zip(prompts, continuations, strict=True)), self.concurrency)
+        self.stats.calls += 1
+        self.stats.prompts += len(prompts)
+        self.stats.seconds += time.perf_counter() - start
+        return out
 
     def generate(self, prompts: list[str], params: GenParams) -> list[list[Completion]]:
         start = time.perf_counter()

@@ -1,0 +1,382 @@
+"""`psrlm plan -c RECIPE`: tokens, memory, disk and GPU-hours of a run, per stage and iteration, before running it.
+
+    psrlm plan -c configs/paper-7b.yaml
+    psrlm plan -c configs/demo.yaml --run runs/demo      # calibrated on (and re-estimated from) a finished run
+
+Every number is derived in this fixed order, from the recipe, the model's config and a few rates:
+
+1. Architecture: from the model's config.json (local or in the HF cache), else a built-in table for the paper's
+   models. Parameters N = embeddings + layers x (attention + MLP + norms) (+ an untied LM head).
+2. Search per question (rates): steps S, rounds per step r, tokens per candidate step t_c, unique candidates per
+   round u, judge tokens t_j. Before a run they come from the IFT data (S = mean IFT steps, t_c = mean IFT step
+   tokens + 1, r = 1, u = w); after an iteration, from its traces (each later iteration is re-estimated from the
+   finished ones). Then per iteration with Q questions and width w:
+     candidates generated = Q S r w t_c;  judgments = Q S r J(u) with J(u) = u(u-1) (all_ordered), u(u-1)/2
+     (one_order), u k (cyclic); judge tokens generated = judgments x t_j (0 when verdicts are read from logits);
+     prefill without prefix caching = Q S r (w p_s + J(u) p_j); with it, each step prompt and each judge
+     prompt's shared prefix is computed once: Q S r (p_s + J(u) (p_j - p_shared)) + Q S r p_shared,
+   where p_s and p_j are the step and judge prompt lengths at the middle step (template + question + steps).
+3. SRLM: Q samples x solution tokens, Q samples x judgments x score tokens. Evaluation: problems x (prompt + cap).
+4. Training (Adam, bf16 compute, fp32 master weights), per GPU under ZeRO stage z over G GPUs: weights 2N bytes
+   (sharded by G under ZeRO-3), gradients 2N (sharded under ZeRO-2/3), fp32 master + Adam moments 12N (sharded
+   under ZeRO-1/2/3), DPO reference 2N (sharded under ZeRO-3); activations per sequence of L tokens
+   ~ L h layers x 34 bytes without checkpointing (Korthikanti et al., 2022, no sequence parallelism) or L h layers
+   x 2 bytes with it, times the per-GPU batch.
+5. FLOPs: training 6 N tokens (+ 2 N tokens for the DPO reference's forward), generation 2 N tokens (decode) and
+   2 N tokens (prefill); the attention term 12 layers h L per token is added (nanochat's estimate_flops).
+   GPU-hours = FLOPs / (peak x utilisation), with `plan.train_mfu` and, for generation, `plan.decode_tok_per_s` per
+   GPU when given (decode is bandwidth-bound; MFU says little there) else `plan.gen_mfu`.
+6. Disk: every model saved in bf16 (2N bytes), plus trainer checkpoints (weights + optimizer, 16N) when
+   `train.save_steps` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from psrlm.configs import Config
+
+# Architectures of the paper's models (config.json of the Hugging Face releases), so a plan needs no download.
+KNOWN = {
+    "qwen2.5-math-7b": dict(
+        hidden=3584, layers=28, heads=28, kv_heads=4, intermediate=18944, vocab=152064, tied=False
+    ),
+    "qwen2.5-math-72b": dict(
+        hidden=8192, layers=80, heads=64, kv_heads=8, intermediate=29568, vocab=152064, tied=False
+    ),
+}
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "CPU": 0.15}  # dense bf16, per GPU
+
+
+@dataclass
+class Arch:
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    vocab: int
+    tied: bool
+
+    @property
+    def params(self) -> int:
+        h, kv = self.hidden, self.hidden * self.kv_heads // self.heads
+        attn = h * h * 2 + h * kv * 2  # q, o + k, v
+        mlp = 3 * h * self.intermediate
+        emb = self.vocab * h * (1 if self.tied else 2)
+        return emb + self.layers * (attn + mlp + 2 * h) + h
+
+
+def architecture(cfg: Config) -> tuple[Arch, str]:
+    """The model's shape and where it came from."""
+    path = cfg.model.path
+    if path:
+        folder = Path(path).expanduser()
+        if not folder.is_dir():
+            from psrlm.checkpoints import _hub_cache
+
+            folder = _hub_cache(path) or folder
+        if (folder / "config.json").exists():
+            c = json.loads((folder / "config.json").read_text())
+            return Arch(c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"],
+                        c.get("num_key_value_heads", c["num_attention_heads"]), c["intermediate_size"],
+                        c["vocab_size"], bool(c.get("tie_word_embeddings", False))), str(folder / "config.json")  # fmt: skip
+        key = Path(path).name.lower()
+        if key in KNOWN:
+            return Arch(**KNOWN[key]), f"built-in table ({Path(path).name})"
+        raise ValueError(f"model.path={path}: no config.json here and not a model psrlm knows; download it first")
+    m = cfg.model  # the tiny model built from the config
+    return Arch(
+        m.hidden_size, m.num_layers, m.num_heads, m.num_heads, m.intermediate_size, m.vocab_size, True
+    ), "model.*"
+
+
+# ------------------------------------------------------------------------------------------ search rates
+
+
+@dataclass
+class Rates:
+    steps: float  # steps per question
+    rounds_per_step: float
+    tokens_per_candidate: float
+    unique: float  # distinct candidates per round
+    judge_tokens: float  # generated per judgment
+    question_tokens: float
+    step_tokens: float  # of an accepted step (for prompt lengths)
+    source: str
+    judgments_per_round: float | None = None  # measured; else J(unique) from the judge mode
+
+
+def _tokenizer(cfg: Config, run_dir: Path):
+    from psrlm.tiny import load_tokenizer
+
+    for folder in (cfg.model.path, cfg.iterate.m0_path):
+        if folder:
+            p = Path(folder)
+            if not p.is_dir():
+                from psrlm.configs import REPO_ROOT
+
+                p = REPO_ROOT / folder
+            if p.is_dir():
+                return load_tokenizer(p)
+    inits = sorted((run_dir / "models").glob("init-*"))
+    return load_tokenizer(inits[0]) if inits else None
+
+
+def prior_rates(cfg: Config, run_dir: Path) -> Rates:
+    """Before any iteration: the IFT solutions' step count and step length stand in for the search's."""
+    from psrlm.iterate import Run
+
+    run = Run(cfg)
+    tok = _tokenizer(cfg, run_dir)
+    ift = run.ift()[:500]
+    n_tok = (lambda s: len(tok(s, add_special_tokens=False)["input_ids"])) if tok else (lambda s: len(s) / 3.5)
+    steps = [len(s.steps) for s in ift]
+    step_len = [n_tok(" " + st) for s in ift for st in s.steps]
+    q_len = [n_tok(s.meta["question"]) for s in ift]
+    judge_tokens = 0.0 if cfg.search.verdict in ("logits", "soft") else float(cfg.search.judge_max_tokens) / 2
+    w = cfg.search.width
+    return Rates(statistics.mean(steps), 1.0, statistics.mean(step_len) + 1, w, judge_tokens, statistics.mean(q_len),
+                 statistics.mean(step_len), "IFT data (before any iteration)")  # fmt: skip
+
+
+def recipe_rates(cfg: Config) -> Rates | None:
+    """No IFT data yet (a real run before `psrlm data ift`): the recipe's own estimates (plan.steps_per_question,
+    plan.tokens_per_step, plan.question_tokens), if it gives them."""
+    pc = cfg.plan
+    if not (pc.steps_per_question and pc.tokens_per_step):
+        return None
+    judge_tokens = 0.0 if cfg.search.verdict in ("logits", "soft") else float(cfg.search.judge_max_tokens) / 2
+    return Rates(pc.steps_per_question, 1.0, pc.tokens_per_step + 1, cfg.search.width, judge_tokens,
+                 pc.question_tokens, pc.tokens_per_step, "the recipe's plan.* estimates")  # fmt: skip
+
+
+def measured_rates(run_dir: Path, width: int, method: str = "psrlm") -> Rates | None:
+    """From the finished iterations of a run: what its searches actually did. `width` candidates are generated per
+    round (the recipe's search.width); a round's record keeps only the whole ones, so it cannot tell."""
+    from psrlm.records import Problem, SearchTrace, read_jsonl
+
+    traces, questions = [], {}
+    for d in sorted((run_dir / method).glob("it*")):
+        if (d / "traces.jsonl").exists():
+            traces += read_jsonl(d / "traces.jsonl", SearchTrace)
+    if not traces:
+        return None
+    fresh = run_dir / "data" / "fresh_questions.jsonl"
+    if fresh.exists():
+        questions = {p.id: p.question for p in read_jsonl(fresh, Problem)}
+    rounds = [r for t in traces for r in t.rounds if "candidates" in r]
+    accepted = [len(t.steps) for t in traces]
+    n_rounds = max(1, len(rounds))
+    cand_tokens = sum(t.gen_tokens for t in traces)
+    return Rates(
+        steps=max(1e-9, statistics.mean(accepted)),
+        rounds_per_step=n_rounds / max(1, sum(accepted)),
+        tokens_per_candidate=cand_tokens / max(1, n_rounds * width),  # judge tokens included (0 with logit verdicts)
+        unique=statistics.mean(r.get("unique", width) for r in rounds) if rounds else width,
+        judge_tokens=0.0,
+        question_tokens=statistics.mean(len(q) / 3.5 for q in questions.values()) if questions else 40.0,
+        step_tokens=statistics.mean(len(s) / 3.5 for t in traces for s in t.steps) if accepted else 12.0,
+        source=f"{len(traces)} finished search traces of {run_dir}",
+        # measured, not J(mean unique): J is convex in u, so the mean's J under-counts a mix of rounds
+        judgments_per_round=sum(t.judge_calls for t in traces) / n_rounds,
+    )
+
+
+def judgments_per_round(cfg: Config, u: float) -> float:
+    s = cfg.search
+    if s.judge_mode == "all_ordered":
+        return u * (u - 1)
+    if s.judge_mode == "one_order":
+        return u * (u - 1) / 2
+    return u * min(s.cyclic_k, max(0.0, u - 1))
+
+
+def search_tokens(cfg: Config, rates: Rates, questions: int, prompt_overhead: tuple[float, float]) -> dict:
+    """Generated and prefill tokens of one iteration's search (see the module docstring, step 2)."""
+    w = cfg.search.width
+    rounds = questions * rates.steps * rates.rounds_per_step
+    per_round = rates.judgments_per_round
+    judgments = rounds * (per_round if per_round is not None else judgments_per_round(cfg, rates.unique))
+    mid = rates.question_tokens + rates.steps / 2 * rates.step_tokens  # question + steps so far, mid-solution
+    p_step = prompt_overhead[0] + mid
+    p_judge = prompt_overhead[1] + mid + 2 * rates.tokens_per_candidate
+    shared = prompt_overhead[1] / 2 + mid  # the judge prompt up to the two candidates
+    return {
+        "rounds": rounds,
+        "candidate_tokens": rounds * w * rates.tokens_per_candidate,
+        "judgments": judgments,
+        "judge_tokens": judgments * rates.judge_tokens,
+        "prefill_no_cache": rounds * w * p_step + judgments * p_judge,
+        "prefill_prefix_cache": rounds * p_step + judgments * (p_judge - shared) + rounds * shared,
+    }
+
+
+def _prompt_overhead(cfg: Config, tok) -> tuple[float, float]:
+    from psrlm.prompts import get_prompts
+
+    p = get_prompts(cfg.prompts.variant)
+    n = (lambda s: len(tok(s, add_special_tokens=False)["input_ids"])) if tok else (lambda s: len(s) / 3.5)
+    return float(n(p.step_prompt("", []))), float(n(p.judge_prompt("", [], "", "")))
+
+
+# ------------------------------------------------------------------------------------------------ memory
+
+
+def train_memory_gb(
+    arch: Arch, cfg: Config, stage: str, seq_len: int, gpus: int, zero: int, checkpointing: bool
+) -> dict:
+    """Per-GPU memory of one training stage (module docstring, step 4), in GB."""
+    n = arch.params
+    tc = cfg.sft if stage == "sft" else cfg.dpo
+    shard = lambda x, from_stage: x / gpus if zero >= from_stage else x  # noqa: E731
+    weights = shard(2 * n, 3)
+    grads = shard(2 * n, 2)
+    optim = shard(12 * n, 1)
+    ref = shard(2 * n, 3) if stage == "dpo" and not cfg.dpo.precompute_ref_log_probs else 0.0
+    seqs = tc.batch_size * (2 if stage == "dpo" else 1)  # chosen + rejected
+    act_per_token = arch.hidden * arch.layers * (2 if checkpointing else 34)
+    activations = seqs * seq_len * act_per_token
+    logits = seqs * seq_len * arch.vocab * 4  # fp32 logits of one micro-batch
+    gb = 1e-9
+    parts = {"weights": weights, "gradients": grads, "optimizer": optim, "reference": ref,
+             "activations": activations, "logits": logits}  # fmt: skip
+    return {k: v * gb for k, v in parts.items()} | {"total": sum(parts.values()) * gb}
+
+
+# -------------------------------------------------------------------------------------------------- plan
+
+
+def plan(cfg: Config, run_dir: Path | None = None) -> dict:
+    from psrlm.iterate import Run
+
+    run_dir = Path(run_dir or cfg.paths.run_dir)
+    arch, arch_source = architecture(cfg)
+    n = arch.params
+    run = Run(cfg)
+    tok = _tokenizer(cfg, run_dir)
+    overhead = _prompt_overhead(cfg, tok)
+    prior = prior_rates(cfg, run_dir) if all(f.exists() for f in run.ift_files()) else recipe_rates(cfg)
+    measured = measured_rates(run_dir, cfg.search.width)
+    pc = cfg.plan
+    peak = PEAK_TFLOPS.get(pc.gpu, 989.0) * 1e12
+    attn = lambda L: 12 * arch.layers * arch.hidden * L  # noqa: E731  (per token, nanochat)
+    rows = []
+    for it, q in enumerate(cfg.iterate.questions, start=2):
+        finished = (run_dir / "psrlm" / f"it{it}" / "traces.jsonl").exists()
+        rates = measured if measured is not None else prior
+        if rates is None:
+            raise ValueError("nothing to estimate the search from: give the IFT files (data.ift_files, `psrlm data "
+                             "ift`) or plan.steps_per_question and plan.tokens_per_step")  # fmt: skip
+        t = search_tokens(cfg, rates, q, overhead)
+        gen = t["candidate_tokens"] + t["judge_tokens"]
+        prefill = t["prefill_prefix_cache"]
+        flops = gen * (2 * n + attn(512)) + prefill * (2 * n + attn(512))
+        gen_s = (
+            gen / (pc.decode_tok_per_s * pc.gpus)
+            if pc.decode_tok_per_s
+            else gen * 2 * n / (peak * pc.gen_mfu * pc.gpus)
+        )
+        pre_s = prefill * 2 * n / (peak * max(pc.gen_mfu, 0.3) * pc.gpus)
+        pairs = t["rounds"] * 0.8  # a pair per accepted round, less ties
+        seq = int(
+            overhead[0] + rates.question_tokens + rates.steps * rates.step_tokens + 2 * rates.tokens_per_candidate
+        )
+        dpo_tokens = pairs * seq * 2 * cfg.dpo.epochs
+        dpo_flops = dpo_tokens * (6 * n + 2 * n + attn(seq))
+        rows.append({
+            "iteration": it, "questions": q, "rates": rates.source, "finished": finished,
+            **{k: round(v) for k, v in t.items()},
+            "search_gpu_hours": (gen_s + pre_s) * pc.gpus / 3600,
+            "search_flops": flops,
+            "dpo_pairs": round(pairs), "dpo_tokens": round(dpo_tokens),
+            "dpo_gpu_hours": dpo_flops / (peak * pc.train_mfu) / 3600,
+        })  # fmt: skip
+    ift_rows = len(run.ift()) if all(f.exists() for f in run.ift_files()) else 0
+    sft_tokens = ift_rows * (overhead[0] + (prior.question_tokens + prior.steps * prior.step_tokens if prior else 0))
+    sft_tokens = (sft_tokens + cfg.data.eft_train * 2 * overhead[1]) * cfg.sft.epochs
+    memory = {stage: {ck: train_memory_gb(arch, cfg, stage, cfg.iterate.eval_max_tokens, pc.gpus, pc.zero_stage, ck)
+                      for ck in (False, True)} for stage in ("sft", "dpo")}  # fmt: skip
+    n_models = 1 + len(cfg.iterate.methods) * (1 + len(cfg.iterate.questions))
+    disk = n_models * 2 * n + (16 * n if cfg.dpo.save_steps or cfg.sft.save_steps else 0)
+    eval_problems = sum(_benchmark_size(cfg, b) for b in _benchmarks(cfg))
+    eval_tokens = n_models * eval_problems * (cfg.iterate.eval_max_tokens / 2)
+    return {
+        "model": cfg.model.path or "tiny (model.*)", "architecture": arch.__dict__, "arch_source": arch_source,
+        "parameters": n, "gpus": pc.gpus, "gpu": pc.gpu, "tensor_parallel_ok": arch.heads % cfg.engine.tensor_parallel == 0,
+        "iterations": rows,
+        "sft": {"tokens": round(sft_tokens), "gpu_hours": sft_tokens * (6 * n) / (peak * pc.train_mfu) / 3600},
+        "evaluation": {"models": n_models, "problems_per_model": eval_problems, "generated_tokens": round(eval_tokens),
+                       "gpu_hours": eval_tokens * 2 * n / (peak * pc.gen_mfu) / 3600},
+        "memory_gb_per_gpu": memory, "disk_gb": disk * 1e-9,
+    }  # fmt: skip
+
+
+def _benchmarks(cfg: Config) -> list[str]:
+    from psrlm.tasks.benchmarks import parse_benchmarks
+
+    names = parse_benchmarks(cfg.iterate.eval_benchmarks)
+    return (["arith_test", "arith_hard"] if cfg.data.source == "arith" else []) + names
+
+
+def _benchmark_size(cfg: Config, name: str) -> int:
+    sizes = {"gsm8k": 1319, "math": 5000, "math500": 500, "gaokao2023en": 385, "olympiadbench": 675, "aime24": 30,
+             "amc23": 40}  # fmt: skip
+    if name.startswith("arith"):
+        return cfg.iterate.eval_limit or cfg.arith.n_test
+    return min(sizes.get(name, 500), cfg.iterate.eval_benchmark_limit or 10**9)
+
+
+def format_plan(p: dict) -> str:
+    a = p["architecture"]
+    lines = [f"model {p['model']}: {p['parameters'] / 1e9:.2f} B parameters ({a['layers']} layers, hidden {a['hidden']}, "
+             f"{a['heads']} heads / {a['kv_heads']} KV heads; from {p['arch_source']}); {p['gpus']} x {p['gpu']}",
+             "", "| iteration | questions | rounds | candidate tokens | judgments | judge tokens | prefill (no cache) "
+             "| prefill (prefix cache) | search GPU-h | DPO pairs | DPO GPU-h | rates from |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in p["iterations"]:
+        lines.append(f"| M{r['iteration']} | {r['questions']} | {r['rounds']:,} | {r['candidate_tokens']:,} | "
+                     f"{r['judgments']:,} | {r['judge_tokens']:,} | {r['prefill_no_cache']:,} | "
+                     f"{r['prefill_prefix_cache']:,} | {r['search_gpu_hours']:.2f} | {r['dpo_pairs']:,} | "
+                     f"{r['dpo_gpu_hours']:.2f} | {r['rates']} |")  # fmt: skip
+    lines += ["", f"SFT (M1): {p['sft']['tokens']:,} tokens, {p['sft']['gpu_hours']:.2f} GPU-h; evaluation: "
+              f"{p['evaluation']['models']} models x {p['evaluation']['problems_per_model']} problems, "
+              f"{p['evaluation']['generated_tokens']:,} tokens, {p['evaluation']['gpu_hours']:.2f} GPU-h; "
+              f"disk {p['disk_gb']:.1f} GB", "",
+              "| training stage | activation checkpointing | weights | gradients | optimizer | reference | activations "
+              "| logits | total GB per GPU |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for stage, by_ck in p["memory_gb_per_gpu"].items():
+        for ck, m in by_ck.items():
+            lines.append(f"| {stage} | {'on' if ck == 'True' or ck is True else 'off'} | " + " | ".join(
+                f"{m[k]:.1f}" for k in ("weights", "gradients", "optimizer", "reference", "activations", "logits",
+                                         "total")) + " |")  # fmt: skip
+    if not p["tensor_parallel_ok"]:
+        lines.append("\nWARNING: engine.tensor_parallel does not divide the model's attention heads")
+    return "\n".join(lines)
+
+
+def calibration(cfg: Config, run_dir: Path) -> dict:
+    """Predicted (from the IFT priors, as before a run) against recorded search tokens of a finished run, per
+    iteration: the check that the planner's token model holds."""
+    from psrlm.records import SearchTrace, read_jsonl
+
+    tok = _tokenizer(cfg, run_dir)
+    prior = prior_rates(cfg, run_dir)
+    overhead = _prompt_overhead(cfg, tok)
+    out = {}
+    for it in range(2, len(cfg.iterate.questions) + 2):
+        path = run_dir / "psrlm" / f"it{it}" / "traces.jsonl"
+        if not path.exists():
+            continue
+        traces = read_jsonl(path, SearchTrace)
+        recorded = sum(t.gen_tokens for t in traces)
+        predicted = search_tokens(cfg, prior, len(traces), overhead)
+        pred = predicted["candidate_tokens"] + predicted["judge_tokens"]
+        judgments = sum(t.judge_calls for t in traces)
+        out[f"M{it}"] = {"questions": len(traces), "recorded_tokens": recorded, "predicted_tokens": round(pred),
+                         "ratio": pred / max(1, recorded), "recorded_judgments": judgments,
+                         "predicted_judgments": round(predicted["judgments"])}  # fmt: skip
+    return out
