@@ -4,7 +4,7 @@ PIP     := .venv/bin/pip
 STAMP   := .venv/.installed
 CONFIG  ?= configs/demo.yaml
 
-.PHONY: setup demo test slow_test bench science sweep quality format clean
+.PHONY: setup demo test slow_test gpu_check gpu_wheels bench science sweep quality format clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,14 @@ test: $(STAMP)
 
 slow_test: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# The checks that need CUDA (tests/test_gpu.py; skipped without a GPU). On a lent GPU machine: bash scripts/gpu_check.sh
+gpu_check: $(STAMP)
+	PY=$(PY) bash scripts/gpu_check.sh
+
+# Pure-Python wheels the GPU machine lacks, for scripts/gpu_check.sh to install there (Python 3.12, no network).
+gpu_wheels: $(STAMP)
+	$(PIP) download -q --no-deps --only-binary=:all: --python-version 3.12 -d .gpu-wheels math-verify latex2sympy2_extended antlr4-python3-runtime==4.13.2
 
 quality: $(STAMP)
 	.venv/bin/ruff check src tests

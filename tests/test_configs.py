@@ -188,8 +188,12 @@ def test_demo_recipe_leaves_precision_to_the_machine():
 def test_paper_recipes_have_the_papers_settings_and_room_to_answer(recipe):
     cfg = load_config(REPO / "configs" / recipe)
     assert cfg.prompts.variant == "paper" and cfg.data.source == "files"
-    assert (cfg.sft.epochs, cfg.sft.lr, cfg.sft.batch_size * cfg.sft.grad_accum) == (3, 1e-6, 32)
-    assert (cfg.dpo.epochs, cfg.dpo.lr) == (1, 5e-7)
+    gpus = cfg.launch.num_processes
+    assert (cfg.sft.epochs, cfg.sft.lr, cfg.sft.batch_size * cfg.sft.grad_accum * gpus) == (3, 1e-6, 32)
+    assert (cfg.dpo.epochs, cfg.dpo.lr, cfg.dpo.batch_size * cfg.dpo.grad_accum * gpus) == (1, 5e-7, 32)
+    # at scale: a vLLM server per checkpoint, training as ZeRO-3 jobs on 8 GPUs with activation checkpointing
+    assert cfg.engine.kind == "vllm" and cfg.launch.accelerate_config.startswith("zero3") and gpus == 8
+    assert cfg.sft.gradient_checkpointing and cfg.dpo.gradient_checkpointing and cfg.dpo.save_steps > 0
     s = cfg.search
     assert (s.width, s.temperature, s.top_p, s.judge_mode, s.max_rounds) == (6, 0.5, 0.95, "all_ordered", 20)
     assert cfg.iterate.questions == [400, 800, 1200] and cfg.iterate.eval_benchmarks == ["paper"]

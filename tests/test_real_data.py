@@ -111,6 +111,8 @@ def test_ift_without_a_question_is_named(tmp_path, tiny_model_dir):
 # ------------------------------------------------------------------------------------------ end to end
 
 PAPER_7B_ON_CPU = [  # what the README shows: configs/paper-7b.yaml with the tiny model and small counts
+    "engine.kind=hf", 'launch.accelerate_config=""',  # in-process on one CPU instead of vLLM + ZeRO-3 on 8 GPUs
+    "sft.gradient_checkpointing=false", "dpo.gradient_checkpointing=false",
     "iterate.questions=[3]", "iterate.eval_benchmarks=[math500, gsm8k]", "iterate.eval_benchmark_limit=3",
     "iterate.eval_eft=4", "iterate.eval_max_tokens=24",
     "sft.epochs=1", "sft.lr=0.001", "sft.batch_size=8", "sft.grad_accum=1",

@@ -50,6 +50,27 @@ def test_a_server_is_started_used_and_stopped_on_each_checkpoint(tiny_model_dir,
     assert (tmp_path / "servers" / f"{tiny_model_dir.name}-0.log").exists()
 
 
+def test_a_replica_on_another_host_is_started_by_its_command_and_reached_at_that_host(tiny_model_dir, tmp_path):
+    """engine.server_hosts: 127.0.0.2 (loopback, but not this machine's name for itself) stands in for another
+    node; the command template starts the server there (`srun -w {host}` on a cluster) and the driver talks to
+    http://127.0.0.2:port, not to 127.0.0.1."""
+    template = "{python} -m transformers.cli.transformers serve {model} --host {host} --port {port} --device cpu"
+    ec = _ec(server_hosts=["127.0.0.2"], server_cmd=template)
+    with serving(ec, tiny_model_dir, tmp_path / "servers") as engine:
+        [r] = engine.replicas
+        assert r.root == f"http://127.0.0.2:{r.port}" and "127.0.0.2" in r.cmd and not r.local
+        [[c]] = engine.generate(["Q: 1 + 1?\nA:\nStep 1:"], GenParams(max_new_tokens=4))
+        assert c.tokens > 0
+    assert r.proc is None  # stopped with the stage
+
+
+def test_a_remote_host_without_a_command_that_reaches_it_is_refused():
+    with pytest.raises(ConfigError, match=r"engine.server_hosts=.*node7 is another host.*\{host\}"):
+        load_config(None, ["engine.kind=vllm", "engine.server_hosts=[node7]"])
+    with pytest.raises(ConfigError, match=r"launch.wrapper=.*must hold the slot \{command\}"):
+        load_config(None, ["launch.wrapper=srun bash -c"])
+
+
 def test_a_server_killed_mid_stage_is_restarted_and_the_stage_finishes(stepping_model_dir, small_cfg, tmp_path):
     from psrlm.configs import SearchConfig
     from psrlm.initdata.build import arith_splits
@@ -144,13 +165,19 @@ def test_training_runs_as_an_accelerate_job_of_two_processes(tiny_model_dir, tmp
     write_jsonl(pairs, _pairs())
     cfg = load_config(None, _sets(tmp_path / "run", "launch.accelerate_config=cpu", "sft.epochs=1"))
     m1 = launch_training(cfg, "sft", tiny_model_dir, tmp_path / "M1", {"ift": [ift]}, iteration=1)
-    m2 = launch_training(cfg, "dpo", tmp_path / "M1", tmp_path / "M2", {"pairs": [pairs]}, iteration=2)
+    # the DPO job goes through a wrapper, as on Slurm (srun ... bash -c {command}): the machine rank is a variable
+    # that the task's own shell expands
+    wrapped = load_config(None, _sets(tmp_path / "run", "launch.accelerate_config=cpu",
+                                      "launch.wrapper=env PSRLM_NODE=0 bash -c {command}",
+                                      "launch.extra_args=[--num_machines, '1', --machine_rank, $PSRLM_NODE]"))  # fmt: skip
+    m2 = launch_training(wrapped, "dpo", tmp_path / "M1", tmp_path / "M2", {"pairs": [pairs]}, iteration=2)
     for m, batch in ((m1, 4), (m2, 2)):
         train = m.metrics["train"]
         assert train["processes"] == 2 and train["effective_batch"] == batch * 2 and train["steps"] > 0
     assert (tmp_path / "M2" / "model.safetensors").exists() and not (tmp_path / "M2.tmp").exists()
     log = (tmp_path / "M2.launch.log").read_text()
-    assert "accelerate.commands.launch --config_file" in log and "train dpo" in log
+    assert "bash -c" in log and "accelerate.commands.launch --config_file" in log and "train dpo" in log
+    assert '--machine_rank "$PSRLM_NODE"' in log
 
 
 def test_a_failed_job_stops_with_its_log_tail_and_leaves_no_finished_model(tiny_model_dir, tmp_path):
@@ -182,6 +209,11 @@ def test_the_launch_command_is_built_in_one_place(tiny_model_dir, tmp_path):
     assert cmd[7:] == ["-m", "psrlm.cli", "train", "dpo", "-c", str(tmp_path / "r.yaml"), "--model", "/m/M1",
                        "--out", "/m/M2", "--iteration", "2", "--seed-offset", "1", "--pairs", "/p.jsonl",
                        "--ref", "/m/M1"]  # fmt: skip
+    slurm = load_config(None, ["launch.accelerate_config=zero3", "launch.wrapper=srun --nodes=2 bash -c {command}",
+                               "launch.extra_args=[--machine_rank, $SLURM_PROCID]"])  # fmt: skip
+    wrapped = train_command(slurm, tmp_path / "r.yaml", "dpo", Path("/m/M1"), Path("/m/M2"), {"pairs": [Path("/p")]})
+    assert wrapped[:4] == ["srun", "--nodes=2", "bash", "-c"] and len(wrapped) == 5
+    assert '--machine_rank "$SLURM_PROCID" -m psrlm.cli train dpo' in wrapped[4]
 
 
 def test_a_killed_training_job_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_path):

@@ -671,7 +671,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="dry-run planner: tokens, prefill with and without prefix caching, GPU memory, disk, GPU-hours",
         description="Per stage and iteration of a recipe: generated and prefill tokens of the search (from the IFT "
         "data before a run, from finished iterations after), training tokens, GPU memory per GPU of SFT and DPO "
-        "under plan.zero_stage with and without activation checkpointing, disk, and GPU-hours from plan.* rates. "
+        "under the ZeRO stage and offloading of launch.accelerate_config (else plan.zero_stage), with and without "
+        "activation checkpointing, disk, and GPU-hours from plan.* rates. "
         "The derivation is in plan.py's docstring.",
     )
     _add_config_args(p)

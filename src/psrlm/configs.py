@@ -155,6 +155,9 @@ class PromptConfig:
     variant: str = "paper"
 
 
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
 @dataclass
 class EngineConfig:
     """Text generation (engines/).
@@ -184,6 +187,10 @@ class EngineConfig:
         CUDA_VISIBLE_DEVICES i*tp..(i+1)*tp-1; max_model_len: the server's context;
     server_timeout_s: how long a server may take to become ready; server_restarts: restarts of a replica that dies
         mid-stage before the stage fails.   (vllm, sglang, transformers)
+    server_hosts: the hosts replicas run on, replica i on host i mod len (empty = this machine, 127.0.0.1). A
+        replica on another host needs a server_cmd that starts it there, with slot {host} (e.g. `srun --nodes=1
+        --ntasks=1 --overlap -w {host} vllm serve ... --host 0.0.0.0`: scripts/slurm/psrlm-iterate.slurm); the
+        driver reaches it at http://{host}:{port}.   (vllm, sglang)
     max_failed_share: requests that fail after their retries fail their problem (counted, retried on rerun); a
         search or SRLM stage in which more than this share of problems failed stops the iteration.
     """
@@ -209,6 +216,7 @@ class EngineConfig:
     max_model_len: int = 4096
     server_timeout_s: float = 900.0
     server_restarts: int = 2
+    server_hosts: list[str] = field(default_factory=list)
     max_failed_share: float = 0.05
 
 
@@ -472,12 +480,17 @@ class LaunchConfig:
         fsdp, cpu) or a path = every training stage of `psrlm iterate` runs as an `accelerate launch` job of
         `psrlm train`.
     num_processes: processes per job (0 = as the accelerate config says).
-    extra_args: more arguments for `accelerate launch` (e.g. ["--main_process_port", "29600"]).
+    extra_args: more arguments for `accelerate launch` (e.g. ["--main_process_port", "29600"]). With a wrapper, an
+        argument that is just `$NAME` is left for the shell of each task to expand (e.g. `$SLURM_PROCID`).
+    wrapper: "" = run the command here; else a command template with slot {command}, the whole `accelerate launch`
+        command as one shell word, to start it on every node (e.g. `srun --nodes=2 --ntasks-per-node=1 --overlap
+        bash -c {command}`, with --machine_rank $SLURM_PROCID in extra_args: scripts/slurm/psrlm-iterate.slurm).
     """
 
     accelerate_config: str = ""
     num_processes: int = 0
     extra_args: list[str] = field(default_factory=list)
+    wrapper: str = ""
 
 
 @dataclass
@@ -485,7 +498,9 @@ class PlanConfig:
     """Hardware and rates `psrlm plan` turns tokens into GPU-hours with (plan.py).
 
     gpu: H100, H200, A100, L40S (peak dense bf16 TFLOP/s from a table) or CPU. gpus: GPUs of the run.
-    zero_stage: the ZeRO stage memory is estimated under (0-3). train_mfu: training FLOP utilisation.
+    zero_stage: the ZeRO stage memory is estimated under (0-3) when training runs in-process; with
+        launch.accelerate_config the stage, offloading and processes are read from that file.
+    train_mfu: training FLOP utilisation.
     gen_mfu: generation FLOP utilisation, used when decode_tok_per_s is 0. decode_tok_per_s: measured generated
         tokens per second per GPU of the serving engine (vLLM on the model at hand), when known.
     steps_per_question / tokens_per_step / question_tokens: the search's shape before any IFT data exists (0 = read
@@ -870,7 +885,14 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
             ("temperature", i.temperature >= 0, "must be >= 0"),
             ("top_p", 0 < i.top_p <= 1, top_p),
         ],  # fmt: skip
-        "launch": [("num_processes", cfg.launch.num_processes >= 0, "must be >= 0 (0 = from the accelerate config)")],
+        "launch": [
+            ("num_processes", cfg.launch.num_processes >= 0, "must be >= 0 (0 = from the accelerate config)"),
+            (
+                "wrapper",
+                not cfg.launch.wrapper or "{command}" in cfg.launch.wrapper,
+                "must hold the slot {command} (where the accelerate command goes)",
+            ),
+        ],  # fmt: skip
         "plan": [
             ("gpus", cfg.plan.gpus >= 1, "must be >= 1"),
             ("zero_stage", 0 <= cfg.plan.zero_stage <= 3, "0..3"),
@@ -881,6 +903,10 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
         "initdata.teacher_engine": _engine_rules(i.teacher_engine),
         "initdata.prm_train": _train_rules(i.prm_train),
     }
+    remote = [h for h in cfg.engine.server_hosts if h not in LOCAL_HOSTS]
+    rules["engine"].append(("server_hosts", not remote or "{host}" in cfg.engine.server_cmd,
+                            f"{remote[0] if remote else ''} is another host: give an engine.server_cmd that starts the "
+                            "server there, with slot {host} (e.g. srun -w {host} ...)"))  # fmt: skip
     if cfg.engine.kind == "openai":
         rules["engine"].append(
             ("base_urls", bool(cfg.engine.base_urls), "must list the server URL(s) for kind=openai")

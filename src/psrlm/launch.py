@@ -18,6 +18,7 @@ the exact command; `psrlm iterate --dry-run` prints it.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -78,7 +79,19 @@ def train_command(
             cmd += [flags[key], str(f)]
     if ref is not None:
         cmd += ["--ref", str(ref)]
-    return cmd
+    return wrap(lc.wrapper, cmd) if lc.wrapper else cmd
+
+
+def _shell_word(arg: str) -> str:
+    """One argument as a shell word; a bare `$NAME` stays expandable by the shell of each task (`$SLURM_PROCID`)."""
+    return f'"{arg}"' if re.fullmatch(r"\$\{?[A-Za-z_][A-Za-z0-9_]*\}?", arg) else shlex.quote(arg)
+
+
+def wrap(wrapper: str, cmd: list[str]) -> list[str]:
+    """`launch.wrapper` with the command as one shell word in its {command} slot (srun ... bash -c {command})."""
+    inner = " ".join(_shell_word(a) for a in cmd)
+    head, _, rest = wrapper.partition("{command}")
+    return [*shlex.split(head), inner, *shlex.split(rest)]
 
 
 def run_job(cmd: list[str], log_path: Path, runner: Callable | None = None) -> None:

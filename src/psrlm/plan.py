@@ -19,7 +19,11 @@ Every number is derived in this fixed order, from the recipe, the model's config
 3. SRLM: Q samples x solution tokens, Q samples x judgments x score tokens. Evaluation: problems x (prompt + cap).
 4. Training (Adam, bf16 compute, fp32 master weights), per GPU under ZeRO stage z over G GPUs: weights 2N bytes
    (sharded by G under ZeRO-3), gradients 2N (sharded under ZeRO-2/3), fp32 master + Adam moments 12N (sharded
-   under ZeRO-1/2/3), DPO reference 2N (sharded under ZeRO-3); activations per sequence of L tokens
+   under ZeRO-1/2/3), DPO reference 2N (sharded under ZeRO-3). z, G and offloading come from the accelerate config
+   the recipe launches with (`launch.*`; FSDP FULL_SHARD counts as ZeRO-3), else from plan.zero_stage / plan.gpus.
+   Offloaded optimizer states take the optimizer and gradient shards to CPU memory, offloaded parameters the
+   weights and the reference; they are reported as host memory per process. Under ZeRO-3 each GPU also holds the
+   layer being computed, the next one (prefetched) and the LM head in full, 2 bytes each. Activations per sequence of L tokens
    ~ L h layers x 34 bytes without checkpointing (Korthikanti et al., 2022, no sequence parallelism) or L h layers
    x 2 bytes with it, times the per-GPU batch.
 5. FLOPs: training 6 N tokens (+ 2 N tokens for the DPO reference's forward), generation 2 N tokens (decode) and
@@ -226,14 +230,59 @@ def _prompt_overhead(cfg: Config, tok) -> tuple[float, float]:
 # ------------------------------------------------------------------------------------------------ memory
 
 
+@dataclass
+class TrainingShape:
+    """How the training jobs shard the model: ZeRO stage, processes, what is offloaded to CPU memory."""
+
+    zero: int
+    gpus: int
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    source: str = "plan.zero_stage / plan.gpus"
+
+
+def training_shape(cfg: Config) -> TrainingShape:
+    """From the accelerate config of `launch.accelerate_config` (DeepSpeed's zero_stage and offload devices, FSDP's
+    sharding strategy), else the recipe's plan.zero_stage / plan.gpus (in-process training: one process)."""
+    import yaml
+
+    from psrlm.launch import accelerate_config
+
+    lc, pc = cfg.launch, cfg.plan
+    if not lc.accelerate_config:
+        return TrainingShape(pc.zero_stage, pc.gpus)
+    path = accelerate_config(lc.accelerate_config)
+    y = yaml.safe_load(path.read_text()) or {}
+    gpus = lc.num_processes or int(y.get("num_processes", 1))
+    kind = y.get("distributed_type", "NO")
+    if kind == "DEEPSPEED":
+        ds = y.get("deepspeed_config") or {}
+        off = lambda key: str(ds.get(key, "none")).lower() not in ("none", "")  # noqa: E731
+        return TrainingShape(int(ds.get("zero_stage", 0)), gpus, off("offload_optimizer_device"),
+                             off("offload_param_device"), path.name)  # fmt: skip
+    if kind == "FSDP":
+        f = y.get("fsdp_config") or {}
+        zero = {"FULL_SHARD": 3, "HYBRID_SHARD": 3, "SHARD_GRAD_OP": 2}.get(str(f.get("fsdp_sharding_strategy")), 0)
+        offload = bool(f.get("fsdp_offload_params", False))  # FSDP's CPU offload moves parameters, grads and states
+        return TrainingShape(zero, gpus, offload, offload, path.name)
+    return TrainingShape(0, gpus, source=path.name)  # DDP: every process holds everything
+
+
 def train_memory_gb(
-    arch: Arch, cfg: Config, stage: str, seq_len: int, gpus: int, zero: int, checkpointing: bool
+    arch: Arch, cfg: Config, stage: str, seq_len: int, shape: TrainingShape, checkpointing: bool
 ) -> dict:
-    """Per-GPU memory of one training stage (module docstring, step 4), in GB."""
+    """Per-GPU memory of one training stage (module docstring, step 4), in GB; `cpu_offload` is the host memory
+    each process holds for what is offloaded."""
     n = arch.params
     tc = cfg.sft if stage == "sft" else cfg.dpo
+    gpus, zero = shape.gpus, shape.zero
     shard = lambda x, from_stage: x / gpus if zero >= from_stage else x  # noqa: E731
     weights = shard(2 * n, 3)
+    if zero >= 3:  # ZeRO-3 gathers a layer (and the next, prefetched) and the LM head in full while it runs
+        layer = (n - arch.vocab * arch.hidden * (1 if arch.tied else 2)) / arch.layers
+        gathered = 2 * (2 * layer + arch.vocab * arch.hidden)
+    else:
+        gathered = 0.0
     grads = shard(2 * n, 2)
     optim = shard(12 * n, 1)
     ref = shard(2 * n, 3) if stage == "dpo" and not cfg.dpo.precompute_ref_log_probs else 0.0
@@ -242,9 +291,14 @@ def train_memory_gb(
     activations = seqs * seq_len * act_per_token
     logits = seqs * seq_len * arch.vocab * 4  # fp32 logits of one micro-batch
     gb = 1e-9
-    parts = {"weights": weights, "gradients": grads, "optimizer": optim, "reference": ref,
+    parts = {"weights": weights, "gathered": gathered, "gradients": grads, "optimizer": optim, "reference": ref,
              "activations": activations, "logits": logits}  # fmt: skip
-    return {k: v * gb for k, v in parts.items()} | {"total": sum(parts.values()) * gb}
+    offloaded = ({"optimizer", "gradients"} if shape.offload_optimizer else set()) | (
+        {"weights", "reference"} if shape.offload_params else set()
+    )
+    on_gpu = {k: (0.0 if k in offloaded else v) for k, v in parts.items()}
+    return ({k: v * gb for k, v in on_gpu.items()} | {"total": sum(on_gpu.values()) * gb}
+            | {"cpu_offload": sum(parts[k] for k in offloaded) * gb})  # fmt: skip
 
 
 # -------------------------------------------------------------------------------------------------- plan
@@ -298,7 +352,8 @@ def plan(cfg: Config, run_dir: Path | None = None) -> dict:
     ift_rows = len(run.ift()) if all(f.exists() for f in run.ift_files()) else 0
     sft_tokens = ift_rows * (overhead[0] + (prior.question_tokens + prior.steps * prior.step_tokens if prior else 0))
     sft_tokens = (sft_tokens + cfg.data.eft_train * 2 * overhead[1]) * cfg.sft.epochs
-    memory = {stage: {ck: train_memory_gb(arch, cfg, stage, cfg.iterate.eval_max_tokens, pc.gpus, pc.zero_stage, ck)
+    shape = training_shape(cfg)
+    memory = {stage: {ck: train_memory_gb(arch, cfg, stage, cfg.iterate.eval_max_tokens, shape, ck)
                       for ck in (False, True)} for stage in ("sft", "dpo")}  # fmt: skip
     n_models = 1 + len(cfg.iterate.methods) * (1 + len(cfg.iterate.questions))
     disk = n_models * 2 * n + (16 * n if cfg.dpo.save_steps or cfg.sft.save_steps else 0)
@@ -311,7 +366,7 @@ def plan(cfg: Config, run_dir: Path | None = None) -> dict:
         "sft": {"tokens": round(sft_tokens), "gpu_hours": sft_tokens * (6 * n) / (peak * pc.train_mfu) / 3600},
         "evaluation": {"models": n_models, "problems_per_model": eval_problems, "generated_tokens": round(eval_tokens),
                        "gpu_hours": eval_tokens * 2 * n / (peak * pc.gen_mfu) / 3600},
-        "memory_gb_per_gpu": memory, "disk_gb": disk * 1e-9,
+        "memory_gb_per_gpu": memory, "training_shape": shape.__dict__, "disk_gb": disk * 1e-9,
     }  # fmt: skip
 
 
@@ -331,7 +386,7 @@ def _benchmark_size(cfg: Config, name: str) -> int:
 
 
 def format_plan(p: dict) -> str:
-    a = p["architecture"]
+    a, s = p["architecture"], p["training_shape"]
     lines = [f"model {p['model']}: {p['parameters'] / 1e9:.2f} B parameters ({a['layers']} layers, hidden {a['hidden']}, "
              f"{a['heads']} heads / {a['kv_heads']} KV heads; from {p['arch_source']}); {p['gpus']} x {p['gpu']}",
              "", "| iteration | questions | rounds | candidate tokens | judgments | judge tokens | prefill (no cache) "
@@ -346,13 +401,16 @@ def format_plan(p: dict) -> str:
               f"{p['evaluation']['models']} models x {p['evaluation']['problems_per_model']} problems, "
               f"{p['evaluation']['generated_tokens']:,} tokens, {p['evaluation']['gpu_hours']:.2f} GPU-h; "
               f"disk {p['disk_gb']:.1f} GB", "",
-              "| training stage | activation checkpointing | weights | gradients | optimizer | reference | activations "
-              "| logits | total GB per GPU |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+              f"training: ZeRO-{s['zero']} over {s['gpus']} processes"
+              + (", optimizer offloaded to CPU" if s["offload_optimizer"] else "")
+              + (", parameters offloaded to CPU" if s["offload_params"] else "") + f" (from {s['source']})", "",
+              "| training stage | activation checkpointing | weights | gathered (ZeRO-3) | gradients | optimizer | reference | activations "
+              "| logits | total GB per GPU | offloaded GB per process |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for stage, by_ck in p["memory_gb_per_gpu"].items():
         for ck, m in by_ck.items():
             lines.append(f"| {stage} | {'on' if ck == 'True' or ck is True else 'off'} | " + " | ".join(
-                f"{m[k]:.1f}" for k in ("weights", "gradients", "optimizer", "reference", "activations", "logits",
-                                         "total")) + " |")  # fmt: skip
+                f"{m[k]:.1f}" for k in ("weights", "gathered", "gradients", "optimizer", "reference", "activations", "logits",
+                                         "total", "cpu_offload")) + " |")  # fmt: skip
     if not p["tensor_parallel_ok"]:
         lines.append("\nWARNING: engine.tensor_parallel does not divide the model's attention heads")
     return "\n".join(lines)

@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from psrlm.configs import LOCAL_HOSTS
 from psrlm.engines.base import Completion, EngineStats, GenParams
 
 log = logging.getLogger(__name__)
@@ -67,10 +68,15 @@ def port_free(port: int) -> bool:
     return True
 
 
-def server_command(ec, model: str, served_name: str, port: int) -> list[str]:
+def replica_host(ec, i: int) -> str:
+    """The host replica i runs on: engine.server_hosts round-robin, else this machine."""
+    return ec.server_hosts[i % len(ec.server_hosts)] if ec.server_hosts else "127.0.0.1"
+
+
+def server_command(ec, model: str, served_name: str, port: int, host: str = "127.0.0.1") -> list[str]:
     """The command of one replica, from `engine.server_cmd` (or the kind's default) with its slots filled."""
     template = ec.server_cmd or DEFAULT_COMMANDS[ec.kind]
-    slots = {"model": model, "served_name": served_name, "port": port, "tensor_parallel": ec.tensor_parallel,
+    slots = {"model": model, "served_name": served_name, "port": port, "host": host, "tensor_parallel": ec.tensor_parallel,
              "max_model_len": ec.max_model_len, "dtype": "bfloat16" if ec.dtype == "auto" else ec.dtype,
              "python": sys.executable, "device": "cpu" if ec.device in ("auto", "cpu") else ec.device}  # fmt: skip
     try:
@@ -87,15 +93,21 @@ class Replica:
     port: int
     log_path: Path
     env: dict
+    host: str = "127.0.0.1"
     proc: subprocess.Popen | None = None
     restarts: int = 0
 
     @property
     def root(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def local(self) -> bool:
+        """Ports can only be checked on this machine; a remote replica's launcher (srun) owns its port."""
+        return self.host in LOCAL_HOSTS
 
     def start(self) -> None:
-        if not port_free(self.port):
+        if self.local and not port_free(self.port):
             raise ServerError(f"port {self.port} is already in use: stop what listens there or set engine.port")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as fh:
@@ -124,7 +136,7 @@ class Replica:
                 continue
         self.proc = None
         deadline = time.monotonic() + wait_port_s
-        while not port_free(self.port) and time.monotonic() < deadline:
+        while self.local and not port_free(self.port) and time.monotonic() < deadline:
             time.sleep(0.2)
 
     def tail(self, chars: int = 3000) -> str:
@@ -212,6 +224,15 @@ class ManagedEngine:
         return getattr(self.inner, name)
 
 
+def replica_env(ec, i: int) -> dict[str, str]:
+    """What replica i's environment adds: its own GPUs when `assign_gpus` is on (the j-th replica of a host gets
+    j*tp .. (j+1)*tp-1 of that host)."""
+    if ec.kind in ("vllm", "sglang") and ec.assign_gpus:
+        first = (i // max(1, len(ec.server_hosts))) * ec.tensor_parallel
+        return {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in range(first, first + ec.tensor_parallel))}
+    return {}
+
+
 @contextmanager
 def serving(ec, model: str | Path, log_dir: Path, name: str = "model"):
     """Start `ec.servers` replicas of `model`, yield an engine over them, stop them on exit (whatever happens)."""
@@ -222,16 +243,16 @@ def serving(ec, model: str | Path, log_dir: Path, name: str = "model"):
     # transformers serve decodes greedily unless a request asks for sampling in a generation_config
     sampling = {"generation_config": json.dumps({"do_sample": True})} if ec.kind == "transformers" else {}
     replicas = []
-    port = ec.port
+    next_port: dict[str, int] = {}  # per host: on this machine each replica takes the next free port
     for i in range(ec.servers):
-        while not port_free(port):
+        host = replica_host(ec, i)
+        port = next_port.get(host, ec.port)
+        while host in LOCAL_HOSTS and not port_free(port):
             port += 1
-        env = dict(os.environ)
-        if ec.kind in ("vllm", "sglang") and ec.assign_gpus:
-            first = i * ec.tensor_parallel
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in range(first, first + ec.tensor_parallel))
-        replicas.append(Replica(server_command(ec, model, served_name, port), port, log_dir / f"{name}-{i}.log", env))
-        port += 1
+        next_port[host] = port + 1
+        env = {**os.environ, **replica_env(ec, i)}
+        cmd = server_command(ec, model, served_name, port, host)
+        replicas.append(Replica(cmd, port, log_dir / f"{name}-{i}.log", env, host))
     try:
         for r in replicas:
             r.start()

@@ -1,0 +1,65 @@
+"""The checks that need CUDA (`make gpu_check`, on a lent GPU machine): skipped where there is no GPU.
+
+What they pin down: `auto` precision picks bf16 on CUDA for generation and training; the in-process engine
+generates on the GPU and reads logit verdicts there alike in a batch and one by one; a DPO step under bf16 autocast
+trains fp32 master weights on the GPU and moves them; `accelerate launch` runs `psrlm train` on the GPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from psrlm.configs import TrainConfig, load_config
+from psrlm.engines.base import GenParams
+
+from .test_train import _pairs, _params
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+
+def test_auto_precision_is_bf16_on_cuda():
+    from psrlm import hardware
+
+    assert hardware.pick_device("auto") == "cuda"
+    assert hardware.engine_dtype("auto", "cuda") == "bfloat16" and hardware.train_bf16("auto") is True
+    assert hardware.static_cache("auto", "cuda") is False
+
+
+def test_the_engine_generates_and_reads_verdicts_on_the_gpu_alike_batched_and_alone(tiny_model_dir):
+    from psrlm.engines.hf import HFEngine, continuation_logprobs
+
+    engine = HFEngine(tiny_model_dir, device="auto", dtype="auto")
+    assert next(engine.model.parameters()).device.type == "cuda" and engine.dtype == torch.bfloat16
+    prompts = ["Q: 1 + 1?\nA:\nStep 1:", "Q: what is 12 + 30 - 7?\nA:\nStep 1:"]
+    out = engine.generate(prompts, GenParams(max_new_tokens=8))
+    assert all(c.tokens > 0 for [c] in out)
+    ps, cs = [p for p in prompts for _ in range(2)], [" [[A]]", " [[B]]"] * 2
+    batched = continuation_logprobs(engine, ps, cs)
+    single = [continuation_logprobs(engine, [p], [c])[0] for p, c in zip(ps, cs, strict=True)]
+    # padding in a batch changes bf16 rounding, not the verdict: close, not bit-equal
+    assert torch.allclose(torch.tensor(batched), torch.tensor(single), atol=0.25)
+
+
+def test_a_dpo_step_trains_fp32_master_weights_on_the_gpu(tiny_model_dir, tmp_path):
+    pytest.importorskip("trl", reason="TRL (and datasets, pyarrow) are not on the GPU machine: scripts/gpu_check.sh")
+    from psrlm.train import dpo
+
+    info = dpo(
+        tiny_model_dir, _pairs(), TrainConfig(epochs=1, lr=5e-7, batch_size=2, logging_steps=1), tmp_path / "M2"
+    )
+    assert info["steps"] == 4 and info["weights"]["changed"] > 0.95
+    before, after = _params(tiny_model_dir), _params(tmp_path / "M2")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_psrlm_train_runs_as_an_accelerate_job_on_the_gpu(tiny_model_dir, tmp_path):
+    pytest.importorskip("trl", reason="TRL (and datasets, pyarrow) are not on the GPU machine: scripts/gpu_check.sh")
+    from psrlm.launch import launch_training
+    from psrlm.records import write_jsonl
+
+    pairs = tmp_path / "pairs.jsonl"
+    write_jsonl(pairs, _pairs())
+    cfg = load_config(None, [f"paths.run_dir={tmp_path / 'run'}", "launch.accelerate_config=cpu",
+                             "launch.num_processes=1", "dpo.batch_size=2", "dpo.lr=0.001"])  # fmt: skip
+    m = launch_training(cfg, "dpo", tiny_model_dir, tmp_path / "M2", {"pairs": [pairs]}, iteration=2)
+    assert m.metrics["train"]["steps"] > 0 and m.metrics["train"]["processes"] == 1
