@@ -132,6 +132,15 @@ def test_m0_path_typo_stops_before_any_work(capsys, tmp_path):
     assert not (tmp_path / "run" / "models").exists()
 
 
+def test_iterate_refuses_one_served_model_for_every_checkpoint(capsys, tmp_path):
+    """engine.kind=openai with a fixed model_name would search M1, M2, ... all with the one model the server has."""
+    sets = _sets(tmp_path / "run", "engine.kind=openai", "engine.base_urls=[http://127.0.0.1:9/v1]",
+                 "engine.model_name=qwen")  # fmt: skip
+    err = _error(capsys, ["iterate", *sets])
+    assert "engine.model_name='qwen' with engine.kind=openai" in err and "vllm" in err
+    assert not (tmp_path / "run" / "models").exists()
+
+
 def test_full_or_read_only_output_folder_is_named_before_a_model_loads(
     capsys, tmp_path, tiny_model_dir, problems_file, tiny_disk, read_only_disk
 ):

@@ -222,6 +222,13 @@ def check_paths(cfg: Config) -> None:
     typo must not start hours of work on a default, nor fail an hour in."""
     from psrlm.records import JudgeExample, ScoreExample, validate_jsonl
 
+    if cfg.engine.kind == "openai" and cfg.engine.model_name:
+        # every checkpoint of the loop generates in turn; a fixed served name would search and evaluate with one
+        # model throughout, without a word
+        raise ConfigError(f"engine.model_name={cfg.engine.model_name!r} with engine.kind=openai: iterate generates "
+                          "with each new checkpoint, and a running server serves one model. Use engine.kind vllm, "
+                          "sglang or transformers (psrlm serves each checkpoint), or leave model_name empty for a "
+                          "server that loads the model named by its path (transformers serve)")  # fmt: skip
     if cfg.model.path:
         from psrlm.checkpoints import resolve_model
 
