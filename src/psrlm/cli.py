@@ -244,9 +244,22 @@ def cmd_train(cfg: Config, args: argparse.Namespace) -> dict:
     manifest = train_stage(args.what, model, out, cfg, data, ref_dir=ref, iteration=args.iteration,
                            seed_offset=args.seed_offset)  # fmt: skip
     info = manifest.metrics["train"]
+    _end_distributed()
+    if os.environ.get("RANK", "0") != "0":  # one summary line per job, from the main process
+        return {"model": str(out), "train": info}
     print(f"  {args.what}: {info.get('steps')} steps, final loss {info.get('final_loss')}, "
           f"{info.get('truncated', 0)} examples truncated -> {out} ({MANIFEST_NAME} beside the weights)")  # fmt: skip
     return {"model": str(out), "train": info}
+
+
+def _end_distributed() -> None:
+    """Leave the process group before exit: a gloo/NCCL group still alive at interpreter exit aborts a rank
+    ("terminate called without an active exception", SIGABRT) after the work is done, and the job fails."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def cmd_plan(cfg: Config, args: argparse.Namespace) -> dict:
