@@ -3,6 +3,8 @@ flipped at a known rate; the rest of the search unchanged; the runs labelled as 
 
 import random
 
+import pytest
+
 from psrlm.configs import SearchConfig
 from psrlm.initdata.build import arith_splits
 from psrlm.prompts import get_prompts
@@ -112,3 +114,58 @@ def test_policy_eft_pairs_a_right_with_a_wrong_candidate_of_the_policy(small_cfg
         good, bad = (e.step_a, e.step_b) if e.verdict == "A" else (e.step_b, e.step_a)
         assert label_step(p, e.prev_steps, good).correct and not label_step(p, e.prev_steps, bad).correct
         assert e.explanation.endswith("is wrong.") and e.meta["error_kind"] == "policy"
+
+
+def test_right_prefix_reads_evaluations_step_by_step(small_cfg, tmp_path):
+    """The sweep's step-level measure: the share of the gold steps a solution gets right before its first wrong
+    one, per split, from the evaluation's per-problem file."""
+    import json
+
+    from psrlm.records import write_jsonl
+    from psrlm.steps import render_steps
+    from psrlm.sweep import SPLITS, right_prefix
+
+    problems = arith_splits(small_cfg)["test"][:3]
+    gold = [p.meta["steps"] for p in problems]
+    wrong_first = corrupt_step(problems[1], 0, "arithmetic_slip", random.Random(0))
+    responses = [render_steps(gold[0]),  # all right: 1
+                 render_steps([wrong_first, *gold[1][1:]]),  # wrong at once: 0, whatever follows
+                 render_steps(gold[2][:1])]  # one right step of the gold chain, then nothing  # fmt: skip
+    for split in SPLITS:
+        write_jsonl(tmp_path / "data" / f"{split}.jsonl", problems)
+        (tmp_path / "eval" / "M").mkdir(parents=True, exist_ok=True)
+        rows = [{"problem_id": p.id, "response": r} for p, r in zip(problems, responses, strict=True)]
+        (tmp_path / "eval" / "M" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    expected = (1.0 + 0.0 + 1 / len(gold[2])) / 3
+    assert right_prefix(tmp_path, "M") == {s: expected for s in SPLITS}
+
+
+def test_the_sweep_summary_has_intervals_the_break_even_and_a_plot(tmp_path):
+    from psrlm.sweep import SPLITS, format_table, plot, summarise
+
+    def seed(m1, self_, oracle):  # accuracies (the same on every split) and step-level shares
+        row = lambda a, own: {"accuracy": dict.fromkeys(SPLITS, a), "prefix": dict.fromkeys(SPLITS, a + 0.1),  # noqa: E731
+                              "own_pair_accuracy": own, "pairs": 10}  # fmt: skip
+        return {
+            "M1": dict.fromkeys(SPLITS, m1),
+            "M1_prefix": dict.fromkeys(SPLITS, m1 + 0.1),
+            "self": row(self_, 0.45),
+            "oracle0.50": row(oracle[0], 0.5),
+            "oracle1.00": row(oracle[1], 1.0),
+        }
+
+    per_seed = {
+        0: seed(0.10, 0.08, (0.07, 0.12)),
+        1: seed(0.20, 0.17, (0.18, 0.21)),
+        2: seed(0.15, 0.14, (0.13, 0.18)),
+    }
+    summary = summarise(per_seed, [0.5, 1.0])
+    rows = summary["rows"]
+    assert rows["oracle1.00"]["arith_test"]["per_seed"] == pytest.approx([0.02, 0.01, 0.03])
+    assert rows["oracle1.00"]["arith_test"]["mean"] == pytest.approx(0.02) and rows["self"]["arith_test"]["ci95"] > 0
+    assert rows["self"]["arith_valid_prefix"]["mean"] == pytest.approx(rows["self"]["arith_valid"]["mean"])
+    assert 0.5 < summary["break_even"]["arith_test"] < 1.0  # -0.023 at 0.5, +0.02 at 1.0
+    text = format_table(summary)
+    assert "| self (the method) | 0.450 | 10, 10, 10 |" in text and "Step level" in text
+    plot(summary, [0.5, 1.0], tmp_path / "sweep.png")
+    assert (tmp_path / "sweep.png").stat().st_size > 1000

@@ -38,6 +38,31 @@ def _accuracies(metrics: dict) -> dict[str, float]:
     return {s: metrics["benchmarks"][s]["accuracy"] for s in SPLITS}
 
 
+def right_prefix(run_dir: Path, name: str) -> dict[str, float]:
+    """Per split, the mean share of a problem's gold steps that the model's greedy solution gets right before its
+    first wrong step (step oracle): a step-level reading of the same evaluation, finer than final accuracy."""
+    import json
+
+    from psrlm.records import Problem, read_jsonl
+    from psrlm.steps import split_steps
+    from psrlm.tasks.arith import label_step
+
+    out = {}
+    for split in SPLITS:
+        problems = {p.id: p for p in read_jsonl(run_dir / "data" / f"{split}.jsonl", Problem)}
+        shares = []
+        with open(run_dir / "eval" / name / f"{split}.jsonl", encoding="utf-8") as fh:
+            for line in fh:
+                row = json.loads(line)
+                problem, steps = problems[row["problem_id"]], split_steps(row["response"])
+                right = 0
+                while right < len(steps) and label_step(problem, steps[:right], steps[right]).correct:
+                    right += 1
+                shares.append(min(1.0, right / max(1, len(problem.meta["equations"]))))
+        out[split] = sum(shares) / max(1, len(shares))
+    return out
+
+
 def own_pair_accuracy(manifest) -> float | None:
     """Among the pairs a judge made with exactly one right step (oracle-labelled), the share it got right."""
     pp = manifest.metrics.get("pair_precision") or {}
@@ -67,10 +92,12 @@ def run_seed(cfg: Config, seed: int, accuracies: list[float], out: Path) -> dict
         ensure_policy_eft(run, m0)
         m1 = ensure_m1(run, "psrlm", m0)
         block = question_blocks(run)[0]
-        result = {"M1": _accuracies(evaluate_model(run, "psrlm-M1", m1, judge=False))}
+        result = {"M1": _accuracies(evaluate_model(run, "psrlm-M1", m1, judge=False)),
+                  "M1_prefix": right_prefix(run.dir, "psrlm-M1")}  # fmt: skip
         m2 = run_iteration(run, "psrlm", 2, m1, block)
         manifest = run.load_manifest("psrlm-M2")
         result["self"] = {"accuracy": _accuracies(evaluate_model(run, "psrlm-M2", m2, judge=False)),
+                          "prefix": right_prefix(run.dir, "psrlm-M2"),
                           "own_pair_accuracy": own_pair_accuracy(manifest),
                           "pairs": manifest.metrics["search"]["pairs"]}  # fmt: skip
         for acc in accuracies:
@@ -81,6 +108,7 @@ def run_seed(cfg: Config, seed: int, accuracies: list[float], out: Path) -> dict
             man = arun.load_manifest(f"{label}-M2")
             result[label] = {"judge_accuracy": acc,
                              "accuracy": _accuracies(evaluate_model(arun, f"{label}-M2", path, judge=False)),
+                             "prefix": right_prefix(arun.dir, f"{label}-M2"),
                              "own_pair_accuracy": own_pair_accuracy(man), "pairs": man.metrics["search"]["pairs"],
                              "pair_precision": (man.metrics.get("pair_precision") or {}).get("precision")}  # fmt: skip
     return result
@@ -96,6 +124,9 @@ def summarise(per_seed: dict[int, dict], accuracies: list[float]) -> dict:
             deltas = [r[key]["accuracy"][split] - r["M1"][split] for r in per_seed.values()]
             mean, ci = mean_ci(deltas)
             row[split] = {"per_seed": deltas, "mean": mean, "ci95": ci}
+            steps = [r[key]["prefix"][split] - r["M1_prefix"][split] for r in per_seed.values()]
+            mean, ci = mean_ci(steps)
+            row[f"{split}_prefix"] = {"per_seed": steps, "mean": mean, "ci95": ci}
         own = [r[key]["own_pair_accuracy"] for r in per_seed.values() if r[key]["own_pair_accuracy"] is not None]
         row["own_pair_accuracy"] = {"per_seed": own, "mean": mean_ci(own)[0] if own else None}
         row["pairs"] = [r[key]["pairs"] for r in per_seed.values()]
@@ -134,6 +165,12 @@ def format_table(summary: dict) -> str:
     lines += ["", f"Break-even judge accuracy (mean M1 → M2 change reaches 0): valid {fmt['arith_valid']}, "
                   f"test {fmt['arith_test']}, hard {fmt['arith_hard']}. Δ = M2 − M1 accuracy, mean ± half-width "
                   f"of the 95 % t-interval over seeds {summary['seeds']}."]  # fmt: skip
+    lines += ["", "Step level, the same evaluations read step by step: change in the share of each problem's gold "
+                  "steps solved right before the first wrong one (step oracle), M2 − M1:", "",
+              "| judge | valid Δ | test Δ | hard Δ |", "|---|---|---|---|"]  # fmt: skip
+    for key, row in summary["rows"].items():
+        name = "self (the method)" if key == "self" else f"oracle, accuracy {float(key[6:]):.1f}"
+        lines.append(f"| {name} | " + " | ".join(cell(row[f"{s}_prefix"]) for s in SPLITS) + " |")
     return "\n".join(lines)
 
 
