@@ -145,7 +145,8 @@ def test_the_sweep_summary_has_intervals_the_break_even_and_a_plot(tmp_path):
 
     def seed(m1, self_, oracle):  # accuracies (the same on every split) and step-level shares
         row = lambda a, own: {"accuracy": dict.fromkeys(SPLITS, a), "prefix": dict.fromkeys(SPLITS, a + 0.1),  # noqa: E731
-                              "own_pair_accuracy": own, "pairs": 10}  # fmt: skip
+                              "own_pair_accuracy": own, "pairs": 10,
+                              "changes": {"changed": 0.3, "gained": 6, "lost": 7, "problems": 600}}  # fmt: skip
         return {
             "M1": dict.fromkeys(SPLITS, m1),
             "M1_prefix": dict.fromkeys(SPLITS, m1 + 0.1),
@@ -167,5 +168,6 @@ def test_the_sweep_summary_has_intervals_the_break_even_and_a_plot(tmp_path):
     assert 0.5 < summary["break_even"]["arith_test"] < 1.0  # -0.023 at 0.5, +0.02 at 1.0
     text = format_table(summary)
     assert "| self (the method) | 0.450 | 10, 10, 10 |" in text and "Step level" in text
+    assert "| oracle, accuracy 1.0 | 0.30, 0.30, 0.30 | 6, 6, 6 | 7, 7, 7 |" in text
     plot(summary, [0.5, 1.0], tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").stat().st_size > 1000

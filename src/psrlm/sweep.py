@@ -63,6 +63,27 @@ def right_prefix(run_dir: Path, name: str) -> dict[str, float]:
     return out
 
 
+def answer_changes(run_dir: Path, before: str, after: str) -> dict[str, float]:
+    """Over the three splits: the share of problems whose greedy solution changed from `before` to `after`, and how
+    many problems went from wrong to right (gained) and right to wrong (lost)."""
+    import json
+
+    def rows(name, split):
+        with open(run_dir / "eval" / name / f"{split}.jsonl", encoding="utf-8") as fh:
+            return {r["problem_id"]: r for r in map(json.loads, fh)}
+
+    changed = gained = lost = n = 0
+    for split in SPLITS:
+        a, b = rows(before, split), rows(after, split)
+        for pid, ra in a.items():
+            rb = b[pid]
+            n += 1
+            changed += ra["response"] != rb["response"]
+            gained += rb["correct"] and not ra["correct"]
+            lost += ra["correct"] and not rb["correct"]
+    return {"changed": changed / max(1, n), "gained": gained, "lost": lost, "problems": n}
+
+
 def own_pair_accuracy(manifest) -> float | None:
     """Among the pairs a judge made with exactly one right step (oracle-labelled), the share it got right."""
     pp = manifest.metrics.get("pair_precision") or {}
@@ -98,6 +119,7 @@ def run_seed(cfg: Config, seed: int, accuracies: list[float], out: Path) -> dict
         manifest = run.load_manifest("psrlm-M2")
         result["self"] = {"accuracy": _accuracies(evaluate_model(run, "psrlm-M2", m2, judge=False)),
                           "prefix": right_prefix(run.dir, "psrlm-M2"),
+                          "changes": answer_changes(run.dir, "psrlm-M1", "psrlm-M2"),
                           "own_pair_accuracy": own_pair_accuracy(manifest),
                           "pairs": manifest.metrics["search"]["pairs"]}  # fmt: skip
         for acc in accuracies:
@@ -109,6 +131,7 @@ def run_seed(cfg: Config, seed: int, accuracies: list[float], out: Path) -> dict
             result[label] = {"judge_accuracy": acc,
                              "accuracy": _accuracies(evaluate_model(arun, f"{label}-M2", path, judge=False)),
                              "prefix": right_prefix(arun.dir, f"{label}-M2"),
+                             "changes": answer_changes(arun.dir, "psrlm-M1", f"{label}-M2"),
                              "own_pair_accuracy": own_pair_accuracy(man), "pairs": man.metrics["search"]["pairs"],
                              "pair_precision": (man.metrics.get("pair_precision") or {}).get("precision")}  # fmt: skip
     return result
@@ -130,6 +153,7 @@ def summarise(per_seed: dict[int, dict], accuracies: list[float]) -> dict:
         own = [r[key]["own_pair_accuracy"] for r in per_seed.values() if r[key]["own_pair_accuracy"] is not None]
         row["own_pair_accuracy"] = {"per_seed": own, "mean": mean_ci(own)[0] if own else None}
         row["pairs"] = [r[key]["pairs"] for r in per_seed.values()]
+        row["changes"] = [r[key]["changes"] for r in per_seed.values()]
         rows[key] = row
     return {"seeds": sorted(per_seed), "rows": rows,
             "break_even": {s: break_even(accuracies, [rows[f"oracle{a:.2f}"][s]["mean"] for a in accuracies])
@@ -171,6 +195,16 @@ def format_table(summary: dict) -> str:
     for key, row in summary["rows"].items():
         name = "self (the method)" if key == "self" else f"oracle, accuracy {float(key[6:]):.1f}"
         lines.append(f"| {name} | " + " | ".join(cell(row[f"{s}_prefix"]) for s in SPLITS) + " |")
+    lines += ["", "What changed: greedy solutions of the three splits that differ between M1 and M2, and problems M2 "
+                  "solves that M1 did not (gained) or no longer solves (lost), per seed:", "",
+              "| judge | solutions changed | gained | lost |", "|---|---|---|---|"]  # fmt: skip
+    for key, row in summary["rows"].items():
+        name = "self (the method)" if key == "self" else f"oracle, accuracy {float(key[6:]):.1f}"
+        ch = row["changes"]
+        changed = ", ".join(f"{c['changed']:.2f}" for c in ch)
+        gained = ", ".join(str(c["gained"]) for c in ch)
+        lost = ", ".join(str(c["lost"]) for c in ch)
+        lines.append(f"| {name} | {changed} | {gained} | {lost} |")
     return "\n".join(lines)
 
 
