@@ -217,3 +217,23 @@ def test_the_planner_re_estimated_from_a_finished_run_is_within_a_quarter_of_wha
         # one set of rates pooled over every finished iteration predicts each of them
         assert 0.75 <= (row["candidate_tokens"] + row["judge_tokens"]) / recorded_tokens <= 1.25, row
         assert 0.75 <= row["judgments"] / max(1, recorded_judgments) <= 1.25, row
+
+
+def test_policy_eft_is_sampled_after_m0_and_feeds_m1(tmp_path):
+    """data.eft_source=policy: the EFT files exist only once M0's IFT policy has sampled them, so preparing the
+    data must not read them (it did: FileNotFoundError before any work); M1 then trains on what was sampled."""
+    from psrlm.configs import load_config
+    from psrlm.iterate import Run, ensure_m0, ensure_m1, ensure_policy_eft, prepare_data
+    from psrlm.records import read_json
+
+    cfg = load_config(None, LOOP + [f"paths.run_dir={tmp_path / 'run'}", "data.eft_source=policy",
+                                    "data.eft_train=8", "data.eft_test=4"])  # fmt: skip
+    run = Run(cfg)
+    prepare_data(run)
+    assert not run.eft_train_file().exists()
+    m0 = ensure_m0(run)
+    ensure_policy_eft(run, m0)
+    assert run.eft_train_file().exists() and run.eft_test_file().exists()
+    assert set(read_json(run.data / "eft_policy.json")["counts"]) == {"train", "test"}
+    m1 = ensure_m1(run, "psrlm", m0)
+    assert (m1 / "psrlm_manifest.json").exists()

@@ -437,9 +437,11 @@ def prepare_data(run: Run) -> None:
     if run.arith:
         build_arith_data(cfg)
     counts_path = run.data / "questions.json"
+    # the pool depends on the initialisation files of a real run (their questions are removed from it); arith's EFT
+    # may not exist yet (data.eft_source=policy samples it from M0 later) and its pool is disjoint by construction
+    init_files = [] if run.arith else [*run.ift_files(), run.eft_train_file()]
     settings = {"source": cfg.data.source, "questions": cfg.data.questions, "seed": cfg.data.seed,
-                "benchmarks": cfg.iterate.eval_benchmarks,
-                "files": [sha256_file(f) for f in (*run.ift_files(), run.eft_train_file())]}  # fmt: skip
+                "benchmarks": cfg.iterate.eval_benchmarks, "files": [sha256_file(f) for f in init_files]}  # fmt: skip
     if not run.arith and counts_path.exists() and read_json(counts_path).get("settings") == flatten(settings):
         return  # (arith rewrites its pool on every run above, so it is always checked again)
     tests = run.benchmarks(parse_benchmarks(cfg.iterate.eval_benchmarks), limit=0)
