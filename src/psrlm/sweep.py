@@ -155,9 +155,16 @@ def summarise(per_seed: dict[int, dict], accuracies: list[float]) -> dict:
         row["pairs"] = [r[key]["pairs"] for r in per_seed.values()]
         row["changes"] = [r[key]["changes"] for r in per_seed.values()]
         rows[key] = row
+    oracle = [rows[f"oracle{a:.2f}"] for a in accuracies]
+    measured = [(r["own_pair_accuracy"]["mean"], r) for r in oracle if r["own_pair_accuracy"]["mean"] is not None]
     return {"seeds": sorted(per_seed), "rows": rows,
-            "break_even": {s: break_even(accuracies, [rows[f"oracle{a:.2f}"][s]["mean"] for a in accuracies])
-                           for s in SPLITS}}  # fmt: skip
+            # in the units of the sweep (verdict accuracy) and of the pairs trained on (what the self judge is
+            # measured in: selection over many verdicts makes pairs more accurate than single verdicts)
+            "break_even": {s: break_even(accuracies, [r[s]["mean"] for r in oracle]) for s in SPLITS},
+            "break_even_pairs": {s: break_even([x for x, _ in measured], [r[s]["mean"] for _, r in measured])
+                                 for s in SPLITS},
+            "excludes_zero": {s: [k for k, r in rows.items() if not math.isnan(r[s]["ci95"])
+                                  and abs(r[s]["mean"]) > r[s]["ci95"]] for s in SPLITS}}  # fmt: skip
 
 
 def break_even(accuracies: list[float], means: list[float]) -> float | None:
@@ -172,34 +179,47 @@ def break_even(accuracies: list[float], means: list[float]) -> float | None:
     return None
 
 
+def _arm(key: str) -> str:
+    return "self (the method)" if key == "self" else f"oracle, verdict accuracy {float(key[6:]):.1f}"
+
+
 def format_table(summary: dict) -> str:
     def cell(e):
         ci = "" if math.isnan(e["ci95"]) else f" ± {e['ci95']:.3f}"
         return f"{e['mean']:+.3f}{ci}"
 
-    lines = ["| judge | own-pair accuracy (oracle-measured) | pairs per seed | valid Δ | test Δ | hard Δ |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| judge | accuracy of the pairs trained on (oracle-measured) | pairs per seed | valid Δ | test Δ | "
+             "hard Δ |", "|---|---|---|---|---|---|"]  # fmt: skip
     for key, row in summary["rows"].items():
         own = row["own_pair_accuracy"]["mean"]
-        name = "self (the method)" if key == "self" else f"oracle, accuracy {float(key[6:]):.1f}"
+        name = _arm(key)
         lines.append(f"| {name} | {'-' if own is None else f'{own:.3f}'} | {', '.join(map(str, row['pairs']))} | "
                      + " | ".join(cell(row[s]) for s in SPLITS) + " |")  # fmt: skip
-    be = summary["break_even"]
-    fmt = {s: "not reached" if be[s] is None else f"{be[s]:.2f}" for s in SPLITS}
-    lines += ["", f"Break-even judge accuracy (mean M1 → M2 change reaches 0): valid {fmt['arith_valid']}, "
-                  f"test {fmt['arith_test']}, hard {fmt['arith_hard']}. Δ = M2 − M1 accuracy, mean ± half-width "
-                  f"of the 95 % t-interval over seeds {summary['seeds']}."]  # fmt: skip
+
+    def fmt(be):
+        return ", ".join(f"{s[6:]} {'not reached' if be[s] is None else f'{be[s]:.2f}'}" for s in SPLITS)
+
+    lines += ["", f"Δ = M2 − M1 accuracy, mean ± half-width of the 95 % t-interval over seeds {summary['seeds']}. "
+                  "The judge's accuracy is per verdict (1 − judge_flip); the pairs it makes are more accurate than "
+                  "its verdicts, because each pair is the best and worst of many verdicts.",
+              "", f"Break-even (mean change reaches 0), in verdict accuracy: {fmt(summary['break_even'])}; in the "
+                  f"accuracy of the pairs trained on: {fmt(summary['break_even_pairs'])}."]  # fmt: skip
+    sig = summary["excludes_zero"]
+    lines.append("Intervals that exclude 0: " + ("; ".join(f"{s[6:]}: {', '.join(_arm(k) for k in sig[s])}"
+                                                           for s in SPLITS if sig[s]) or "none")
+                 + (". Where no oracle arm's interval excludes 0, the break-even points are where noisy means "
+                    "cross 0, not a measured threshold." if not any(k != "self" for s in SPLITS for k in sig[s])
+                    else "."))  # fmt: skip
     lines += ["", "Step level, the same evaluations read step by step: change in the share of each problem's gold "
                   "steps solved right before the first wrong one (step oracle), M2 − M1:", "",
               "| judge | valid Δ | test Δ | hard Δ |", "|---|---|---|---|"]  # fmt: skip
     for key, row in summary["rows"].items():
-        name = "self (the method)" if key == "self" else f"oracle, accuracy {float(key[6:]):.1f}"
-        lines.append(f"| {name} | " + " | ".join(cell(row[f"{s}_prefix"]) for s in SPLITS) + " |")
+        lines.append(f"| {_arm(key)} | " + " | ".join(cell(row[f"{s}_prefix"]) for s in SPLITS) + " |")
     lines += ["", "What changed: greedy solutions of the three splits that differ between M1 and M2, and problems M2 "
                   "solves that M1 did not (gained) or no longer solves (lost), per seed:", "",
               "| judge | solutions changed | gained | lost |", "|---|---|---|---|"]  # fmt: skip
     for key, row in summary["rows"].items():
-        name = "self (the method)" if key == "self" else f"oracle, accuracy {float(key[6:]):.1f}"
+        name = _arm(key)
         ch = row["changes"]
         changed = ", ".join(f"{c['changed']:.2f}" for c in ch)
         gained = ", ".join(str(c["gained"]) for c in ch)
@@ -216,18 +236,30 @@ def plot(summary: dict, accuracies: list[float], path: Path) -> None:
 
     from psrlm.records import save_figure
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
     rows = summary["rows"]
-    for split, color in zip(SPLITS, ("tab:green", "tab:blue", "tab:red"), strict=True):
-        means = [rows[f"oracle{a:.2f}"][split]["mean"] for a in accuracies]
-        cis = [0 if math.isnan(rows[f"oracle{a:.2f}"][split]["ci95"]) else rows[f"oracle{a:.2f}"][split]["ci95"]
-               for a in accuracies]  # fmt: skip
-        ax.errorbar(accuracies, means, yerr=cis, marker="o", capsize=3, color=color, label=split.replace("arith_", ""))
-    own = rows["self"]["own_pair_accuracy"]["mean"]
-    if own is not None:
-        ax.axvline(own, color="grey", ls=":", label=f"self-judge own-pair accuracy {own:.2f}")
+    ci = lambda e: 0 if math.isnan(e["ci95"]) else e["ci95"]  # noqa: E731
+    # x: the accuracy of the pairs each judge made (oracle-measured), the one unit the self judge has too
+    arms = [k for k in [f"oracle{a:.2f}" for a in accuracies] if rows[k]["own_pair_accuracy"]["mean"] is not None]
+    xs = [rows[k]["own_pair_accuracy"]["mean"] for k in arms]
+    for i, (split, color) in enumerate(zip(SPLITS, ("tab:green", "tab:blue", "tab:red"), strict=True)):
+        dx = (i - 1) * 0.004  # side by side, so the intervals stay readable
+        ax.errorbar([x + dx for x in xs], [rows[k][split]["mean"] for k in arms], yerr=[ci(rows[k][split]) for k in arms],
+                    marker="o", capsize=3, color=color, label=f"{split[6:]}, oracle judge")  # fmt: skip
+        own = rows["self"]["own_pair_accuracy"]["mean"]
+        if own is not None:
+            ax.errorbar([own + dx], [rows["self"][split]["mean"]], yerr=[ci(rows["self"][split])], marker="*",
+                        markersize=11, capsize=3, color=color, ls="none", label=f"{split[6:]}, self judge")  # fmt: skip
+    groups: list[tuple[float, list[str]]] = []  # arms whose pairs are about as accurate share one label
+    for k, x in sorted(zip(arms, xs, strict=True), key=lambda t: t[1]):
+        if groups and x - groups[-1][0] < 0.03:
+            groups[-1][1].append(f"{float(k[6:]):.1f}")
+        else:
+            groups.append((x, [f"{float(k[6:]):.1f}"]))
+    for x, labels in groups:
+        ax.annotate(f"verdicts {', '.join(labels)}", (x, ax.get_ylim()[0]), fontsize=7, ha="center", va="bottom")
     ax.axhline(0, color="black", lw=0.8)
-    ax.set_xlabel("judge accuracy on pairs with exactly one right step")
+    ax.set_xlabel("accuracy of the pairs trained on (pairs with exactly one right step, oracle-measured)")
     ax.set_ylabel("M1 → M2 accuracy change")
     ax.set_title("one step-wise DPO iteration vs judge quality")
     ax.grid(alpha=0.3)
