@@ -237,3 +237,34 @@ def test_policy_eft_is_sampled_after_m0_and_feeds_m1(tmp_path):
     assert set(read_json(run.data / "eft_policy.json")["counts"]) == {"train", "test"}
     m1 = ensure_m1(run, "psrlm", m0)
     assert (m1 / "psrlm_manifest.json").exists()
+
+
+def test_appendix_b_serves_one_model_at_a_time(tiny_model_dir, tmp_path, monkeypatch):
+    """At scale each model's servers take every GPU, so Appendix B's pair judge and scorer are served one after
+    the other, never together."""
+    from contextlib import contextmanager
+
+    from psrlm.configs import load_config
+    from psrlm.initdata.build import build_arith_data
+    from psrlm.iterate import Run, evaluate_appendix_b
+
+    cfg = load_config(None, SMALL + [f"paths.run_dir={tmp_path / 'run'}", "srlm.judge_max_tokens=4",
+                                     "search.judge_max_tokens=4"])  # fmt: skip
+    build_arith_data(cfg)
+    run = Run(cfg)
+    live, served = [], []
+    real = Run.serving
+
+    @contextmanager
+    def one_at_a_time(self, model_dir, name="model"):
+        assert not live, f"{name} served while {live} still is"
+        live.append(name)
+        served.append(name)
+        with real(self, model_dir, name) as engine:
+            yield engine
+        live.remove(name)
+
+    monkeypatch.setattr(Run, "serving", one_at_a_time)
+    result = evaluate_appendix_b(run, tiny_model_dir, tiny_model_dir, n=3)
+    assert served == ["pair-judge", "scorer"] and result["n"] == 3
+    assert set(result) >= {"pairwise", "scoring"} and 0 <= result["scoring"]["agreement"] <= 1

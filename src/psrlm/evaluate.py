@@ -375,9 +375,22 @@ def compare_judging(
       no preference). agreement = rounds preferring the right step; consistency = items whose two rounds state
       the same preference. Scoring has no A/B order to swap, so its consistency is under resampling instead.
     """
+    judged = judge_metrics(examples, pair_engine, prompts, judge_max_tokens)
+    scored = score_preferences(examples, score_engine, prompts, score_max_tokens, score_temperature, seed)
+    return appendix_b_result(examples, judged, scored)
+
+
+def score_preferences(
+    examples: list[JudgeExample],
+    score_engine: Engine,
+    prompts: Prompts,
+    score_max_tokens: int = 64,
+    score_temperature: float = 0.7,
+    seed: int = 0,
+) -> dict:
+    """Appendix B's scoring side (compare_judging): two scoring rounds per item, preferences and their counts."""
     from psrlm.srlm import parse_score
 
-    judged = judge_metrics(examples, pair_engine, prompts, judge_max_tokens)
     asks = []
     for e in examples:
         for step in (e.step_a, e.step_b):
@@ -395,6 +408,12 @@ def compare_judging(
             agree += pref == e.verdict
             prefs.append(pref)
         consistent += prefs[0] is not None and prefs[0] == prefs[1]
+    return {"agree": agree, "consistent": consistent, "ties": ties, "unparsed": unparsed}
+
+
+def appendix_b_result(examples: list[JudgeExample], judged: dict, scored: dict) -> dict:
+    """Both sides of Appendix B in one record (the two sides can run on different engines, one after the other)."""
+    agree, consistent, ties, unparsed = (scored[k] for k in ("agree", "consistent", "ties", "unparsed"))
     n = max(1, len(examples))
     pair, soft = judged["judge"], judged.get("judge_soft")
     if soft is not None:  # the judge as `search.verdict: soft` reads it: P([[A]]) from the logits

@@ -700,7 +700,7 @@ def evaluate_appendix_b(run: Run, pair_model: Path, score_model: Path, n: int = 
     """Appendix B: `pair_model` (psrlm-M1) judging step pairs vs `score_model` (srlm-M1) scoring solutions, on the
     same first `n` (default `iterate.eval_appendix_b`) EFT test items; cached with both models' identities and
     the settings it was run with."""
-    from psrlm.evaluate import compare_judging
+    from psrlm.evaluate import appendix_b_result, judge_metrics, score_preferences
     from psrlm.folders import FolderLock, model_identity
 
     n = n or run.cfg.iterate.eval_appendix_b
@@ -714,9 +714,13 @@ def evaluate_appendix_b(run: Run, pair_model: Path, score_model: Path, n: int = 
     def compute() -> dict:
         start = time.time()
         items = read_jsonl(run.eft_test_file(), JudgeExample)[:n]
-        with run.serving(pair_model, "pair-judge") as pairs, run.serving(score_model, "scorer") as scorer:
-            result = compare_judging(items, pairs, scorer, run.prompts, run.cfg.search.judge_max_tokens,
-                                     s.judge_max_tokens, s.judge_temperature, seed=s.seed + run.seed)  # fmt: skip
+        # one model served at a time: at scale each side's servers take every GPU
+        with run.serving(pair_model, "pair-judge") as pairs:
+            judged = judge_metrics(items, pairs, run.prompts, run.cfg.search.judge_max_tokens)
+        with run.serving(score_model, "scorer") as scorer:
+            scored = score_preferences(items, scorer, run.prompts, s.judge_max_tokens, s.judge_temperature,
+                                       seed=s.seed + run.seed)  # fmt: skip
+        result = appendix_b_result(items, judged, scored)
         run.timed("appendix B", start)
         return {"pair_judge": str(pair_model), "scorer": str(score_model), **result}
 
