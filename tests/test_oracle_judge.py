@@ -167,7 +167,11 @@ def test_the_sweep_summary_has_intervals_the_break_even_and_a_plot(tmp_path):
     assert rows["self"]["arith_valid_prefix"]["mean"] == pytest.approx(rows["self"]["arith_valid"]["mean"])
     assert 0.5 < summary["break_even"]["arith_test"] < 1.0  # -0.023 at 0.5, +0.02 at 1.0
     text = format_table(summary)
-    assert "| self (the method) | 0.450 | 10, 10, 10 |" in text and "Intervals that exclude 0" in text and "Step level" in text
+    assert (
+        "| self (the method) | 0.450 | 10, 10, 10 |" in text
+        and "Intervals that exclude 0" in text
+        and "Step level" in text
+    )
     assert "| oracle, verdict accuracy 1.0 | 0.30, 0.30, 0.30 | 6, 6, 6 | 7, 7, 7 |" in text
     plot(summary, [0.5, 1.0], tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").stat().st_size > 1000
