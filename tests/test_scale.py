@@ -104,6 +104,44 @@ def test_a_server_killed_mid_stage_is_restarted_and_the_stage_finishes(stepping_
         assert len(read_jsonl(traces, SearchTrace)) == 8
 
 
+def test_prompt_log_probs_are_asked_again_after_a_dead_replica_restarts(monkeypatch):
+    """Soft verdicts over a managed server: the log-prob request raises (it has no "error" answer to give) when its
+    replica died; the replica is restarted and the request repeated, as for generation. Glue only: the replica and
+    the inner engine are stand-ins, the real restart is test_a_server_killed_mid_stage_..."""
+    from psrlm.engines import servers
+    from psrlm.engines.openai_api import EngineError
+
+    class Stub:
+        port, log_path, restarts, up = 8100, Path("x.log"), 0, False
+
+        def alive(self):
+            return self.up
+
+        def stop(self):
+            pass
+
+        def start(self):
+            self.up = True
+
+    class Inner:
+        calls = 0
+
+        def continuation_logprobs(self, prompts, continuations, affinity=None):
+            self.calls += 1
+            if self.calls == 1:
+                raise EngineError("connection refused")
+            return [-1.0] * len(prompts)
+
+    monkeypatch.setattr(servers, "wait_ready", lambda *a, **k: None)
+    replica, inner = Stub(), Inner()
+    engine = servers.ManagedEngine([replica], "m", inner, timeout_s=1, restarts=1)
+    assert engine.continuation_logprobs(["p"], [" [[A]]"]) == [-1.0]
+    assert inner.calls == 2 and replica.restarts == 1
+    replica.up, inner.calls = True, 0  # a failure with every replica alive is the server's answer: raised
+    with pytest.raises(EngineError):
+        engine.continuation_logprobs(["p"], [" [[A]]"])
+
+
 def test_a_server_that_never_becomes_ready_is_an_error_with_its_log(tmp_path):
     ec = _ec(server_cmd=f"{sys.executable} -c \"print('loading weights...', flush=True); import time; time.sleep(60)\"",
              server_timeout_s=3)  # fmt: skip
@@ -128,7 +166,7 @@ def test_a_port_in_use_is_a_clear_error(tmp_path):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        replica = Replica(["true"], port, tmp_path / "x.log", dict(os.environ))
+        replica = Replica(["true"], port, tmp_path / "x.log", {})
         with pytest.raises(ServerError, match=f"port {port} is already in use"):
             replica.start()
 

@@ -802,7 +802,7 @@ def dry_run(cfg: Config) -> list[str]:
     training jobs (`accelerate launch` commands, or in-process stages), the searches and the evaluations."""
     import shlex
 
-    from psrlm.engines.servers import MANAGED_KINDS, replica_env, replica_host, server_command
+    from psrlm.engines.servers import MANAGED_KINDS, plan_replicas
     from psrlm.launch import train_command
 
     run = Run(cfg)
@@ -811,13 +811,9 @@ def dry_run(cfg: Config) -> list[str]:
 
     def serve(model: Path, what: str) -> None:
         if ec.kind in MANAGED_KINDS:
-            served = str(model) if ec.kind == "transformers" else (ec.model_name or model.name)
-            for i in range(ec.servers):
-                env = "".join(f"{k}={v} " for k, v in replica_env(ec, i).items())
-                host = replica_host(ec, i)
-                port = ec.port + (i // len(ec.server_hosts) if ec.server_hosts else i)  # the first free, when run
-                cmd = shlex.join(server_command(ec, str(model), served, port, host))
-                lines.append(f"  serve {model.name} [{i}]: {env}{cmd}")
+            for i, r in enumerate(plan_replicas(ec, model, run.dir / "servers", probe_ports=False)):
+                env = "".join(f"{k}={v} " for k, v in r.env.items())
+                lines.append(f"  serve {model.name} [{i}]: {env}{shlex.join(r.cmd)}")
         lines.append(f"  {what} with {ec.kind} engine on {model}")
         if ec.kind in MANAGED_KINDS:
             lines.append(f"  stop the {ec.servers} server(s) of {model.name}")

@@ -92,7 +92,7 @@ class Replica:
     cmd: list[str]
     port: int
     log_path: Path
-    env: dict
+    env: dict  # what the replica's environment adds to this process's (its GPUs)
     host: str = "127.0.0.1"
     proc: subprocess.Popen | None = None
     restarts: int = 0
@@ -114,7 +114,7 @@ class Replica:
             fh.write(f"\n$ {shlex.join(self.cmd)}\n".encode())
             fh.flush()
             self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                         env=self.env, start_new_session=True)  # fmt: skip
+                                         env={**os.environ, **self.env}, start_new_session=True)  # fmt: skip
         log.info("server started: pid %d, port %d, log %s", self.proc.pid, self.port, self.log_path)
 
     def alive(self) -> bool:
@@ -202,11 +202,26 @@ class ManagedEngine:
         return self.inner.stats
 
     def generate(self, prompts: list[str], params: GenParams) -> list[list[Completion]]:
+        return self._with_restarts(lambda: self.inner.generate(prompts, params),
+                                   lambda out: any(c.finish_reason == "error" for row in out for c in row))  # fmt: skip
+
+    def continuation_logprobs(self, *args, **kwargs) -> list[float | None]:
+        return self._with_restarts(lambda: self.inner.continuation_logprobs(*args, **kwargs), lambda out: False)
+
+    def _with_restarts(self, call, failed) -> object:
+        """Run `call`; if replicas died meanwhile, restart them and, when the call failed (answers marked failed, or
+        an EngineError: prompt log-probs raise rather than answer), run it again."""
+        from psrlm.engines.openai_api import EngineError
+
         while True:
-            out = self.inner.generate(prompts, params)
+            try:
+                out, error = call(), None
+            except EngineError as e:
+                out, error = None, e
             dead = [r for r in self.replicas if not r.alive()]
-            failed = any(c.finish_reason == "error" for row in out for c in row)
             if not dead:
+                if error is not None:
+                    raise error
                 return out
             for r in dead:
                 if r.restarts >= self.restarts:
@@ -217,7 +232,7 @@ class ManagedEngine:
                 r.stop()
                 r.start()
                 wait_ready(r, self.served_name, self.timeout_s, self.sanity)
-            if not failed:
+            if error is None and not failed(out):
                 return out
 
     def __getattr__(self, name):
@@ -233,35 +248,48 @@ def replica_env(ec, i: int) -> dict[str, str]:
     return {}
 
 
+def served_name(ec, model: str | Path) -> str:
+    """The name requests use: `transformers serve` knows a model by its path, vLLM/SGLang by --served-model-name."""
+    return str(model) if ec.kind == "transformers" else (ec.model_name or Path(model).name)
+
+
+def plan_replicas(
+    ec, model: str | Path, log_dir: Path, name: str = "model", probe_ports: bool = True
+) -> list[Replica]:
+    """The replicas `serving` starts (not started): host, port, GPUs and command of each. On this machine each
+    replica takes the next free port from engine.port (`probe_ports=False`, for a dry run: the next port);
+    replicas on other hosts count from engine.port per host."""
+    replicas = []
+    next_port: dict[str, int] = {}
+    for i in range(ec.servers):
+        host = replica_host(ec, i)
+        port = next_port.get(host, ec.port)
+        while probe_ports and host in LOCAL_HOSTS and not port_free(port):
+            port += 1
+        next_port[host] = port + 1
+        cmd = server_command(ec, str(model), served_name(ec, model), port, host)
+        replicas.append(Replica(cmd, port, log_dir / f"{name}-{i}.log", replica_env(ec, i), host))
+    return replicas
+
+
 @contextmanager
 def serving(ec, model: str | Path, log_dir: Path, name: str = "model"):
     """Start `ec.servers` replicas of `model`, yield an engine over them, stop them on exit (whatever happens)."""
     from psrlm.engines.openai_api import OpenAIEngine
 
-    model = str(model)
-    served_name = model if ec.kind == "transformers" else (ec.model_name or Path(model).name)
+    served = served_name(ec, model)
     # transformers serve decodes greedily unless a request asks for sampling in a generation_config
     sampling = {"generation_config": json.dumps({"do_sample": True})} if ec.kind == "transformers" else {}
-    replicas = []
-    next_port: dict[str, int] = {}  # per host: on this machine each replica takes the next free port
-    for i in range(ec.servers):
-        host = replica_host(ec, i)
-        port = next_port.get(host, ec.port)
-        while host in LOCAL_HOSTS and not port_free(port):
-            port += 1
-        next_port[host] = port + 1
-        env = {**os.environ, **replica_env(ec, i)}
-        cmd = server_command(ec, model, served_name, port, host)
-        replicas.append(Replica(cmd, port, log_dir / f"{name}-{i}.log", env, host))
+    replicas = plan_replicas(ec, model, log_dir, name)
     try:
         for r in replicas:
             r.start()
         for r in replicas:
-            wait_ready(r, served_name, ec.server_timeout_s, {})
-        inner = OpenAIEngine([r.root + "/v1" for r in replicas], served_name, api_key_env=ec.api_key_env,
+            wait_ready(r, served, ec.server_timeout_s, {})
+        inner = OpenAIEngine([r.root + "/v1" for r in replicas], served, api_key_env=ec.api_key_env,
                              concurrency=ec.concurrency, timeout_s=ec.timeout_s, max_retries=ec.max_retries,
                              extra_body={**ec.extra_body}, on_error="empty", sampling_body=sampling)  # fmt: skip
-        yield ManagedEngine(replicas, served_name, inner, ec.server_timeout_s, ec.server_restarts)
+        yield ManagedEngine(replicas, served, inner, ec.server_timeout_s, ec.server_restarts)
     finally:
         for r in replicas:
             r.stop()
