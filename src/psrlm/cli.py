@@ -14,7 +14,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -148,7 +147,6 @@ def cmd_demo(cfg: Config, args: argparse.Namespace) -> dict:
     print(f"\nexample problem ({p.id}): {p.question}")
     print(f"example EFT item ({ex.meta['error_kind']}): A: {ex.step_a} | B: {ex.step_b} -> {ex.explanation} "
           f"[[{ex.verdict}]]\n")  # fmt: skip
-    args.dry_run = False
     result = cmd_iterate(cfg, args)
     from psrlm.report import report
 
@@ -215,7 +213,7 @@ def _search(cfg: Config, args: argparse.Namespace, problems, engine, prompts, mo
 def cmd_iterate(cfg: Config, args: argparse.Namespace) -> dict:
     from psrlm.iterate import dry_run, run_all
 
-    if args.dry_run:
+    if getattr(args, "dry_run", False):  # (`psrlm demo` has no --dry-run)
         print("\n".join(dry_run(cfg)))
         return {"dry_run": True}
     summary = run_all(cfg, fresh=args.fresh)
@@ -228,7 +226,7 @@ def cmd_train(cfg: Config, args: argparse.Namespace) -> dict:
     """One training stage from files into a model folder with its manifest (the code path `iterate` uses)."""
     from psrlm.checkpoints import resolve_model
     from psrlm.folders import check_writable
-    from psrlm.train import MANIFEST_NAME, train_stage
+    from psrlm.train import MANIFEST_NAME, is_main_process, train_stage
 
     model = resolve_model(args.model)
     ref = resolve_model(args.ref, "--ref") if getattr(args, "ref", None) else None
@@ -245,7 +243,7 @@ def cmd_train(cfg: Config, args: argparse.Namespace) -> dict:
                            seed_offset=args.seed_offset)  # fmt: skip
     info = manifest.metrics["train"]
     _end_distributed()
-    if os.environ.get("RANK", "0") != "0":  # one summary line per job, from the main process
+    if not is_main_process():  # one summary line per job, from the main process
         return {"model": str(out), "train": info}
     print(f"  {args.what}: {info.get('steps')} steps, final loss {info.get('final_loss')}, "
           f"{info.get('truncated', 0)} examples truncated -> {out} ({MANIFEST_NAME} beside the weights)")  # fmt: skip
@@ -746,7 +744,9 @@ def main(argv: list[str] | None = None) -> int:
         started = time.time()
         result = args.func(cfg, args) if getattr(args, "wants_args", False) else args.func(cfg)
         dry = isinstance(result, dict) and result.get("dry_run")
-        if args.name != "show-config" and not dry and int(os.environ.get("RANK", "0")) == 0:  # one record per job
+        from psrlm.train import is_main_process
+
+        if args.name != "show-config" and not dry and is_main_process():  # one record per job
             _record_run(cfg, args.name, started, result)
             print(f"done in {time.time() - started:.1f}s")
     except _errors() as e:

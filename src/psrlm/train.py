@@ -31,6 +31,7 @@ from psrlm.configs import TrainConfig
 from psrlm.prompts import Prompts, judge_target
 from psrlm.records import JudgeExample, Manifest, PreferencePair, StepSolution
 from psrlm.steps import render_steps
+from psrlm.tiny import config_key
 
 log = logging.getLogger(__name__)
 
@@ -221,14 +222,6 @@ def _finish(trainer, tokenizer, out_dir: Path, info: dict, lora: bool, save_dtyp
     return info
 
 
-def _rows_key(*parts) -> str:
-    """A fingerprint of what a stage trains on (model, rows, ...), for its checkpoint folder."""
-    import hashlib
-
-    blob = json.dumps([p if isinstance(p, (list, dict)) else str(p) for p in parts], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def _load(model_dir: Path):
     """The model in fp32 whatever dtype it was saved in, its tokenizer, and the saved dtype.
 
@@ -269,7 +262,7 @@ def _run_sft(stage: str, model_dir: Path, rows: list[dict], tc: TrainConfig, out
     model, tok, save_dtype = _load(model_dir)
     lengths = [len(tok(r.get("text") or r["prompt"] + r["completion"])["input_ids"]) + 1 for r in rows]
     max_length, cut = _length_plan(lengths, tc, model.config.max_position_embeddings)
-    work = trainer_dir(Path(out_dir), tc, _rows_key(model_dir, rows))
+    work = trainer_dir(Path(out_dir), tc, config_key(model_dir, rows))
     args = SFTConfig(**_common_args(tc, work), max_length=max_length, **sft_args)
     trainer = SFTTrainer(
         model=model,
@@ -329,7 +322,7 @@ def dpo(
     # in tokens, the longer of the two sides (+1 for EOS): characters say little about tokens
     lengths = [max(len(tok(r["prompt"] + r[side])["input_ids"]) for side in ("chosen", "rejected")) + 1 for r in rows]
     max_length, cut = _length_plan(lengths, tc, model.config.max_position_embeddings)
-    work = trainer_dir(Path(out_dir), tc, _rows_key(model_dir, rows, ref_dir))
+    work = trainer_dir(Path(out_dir), tc, config_key(model_dir, rows, ref_dir))
     args = DPOConfig(
         **_common_args(tc, work),
         beta=tc.beta,
@@ -390,7 +383,7 @@ def prm(model_dir: Path, rows: list[dict], tc: TrainConfig, out_dir: Path, separ
     tokenized = [prm_token_row(tok, r["prompt"], r["completions"], r["labels"], separator) for r in rows]
     lengths = [len(t["input_ids"]) for t in tokenized]
     max_length, cut = _length_plan(lengths, tc, model.config.max_position_embeddings)
-    work = trainer_dir(Path(out_dir), tc, _rows_key(model_dir, rows, separator))
+    work = trainer_dir(Path(out_dir), tc, config_key(model_dir, rows, separator))
     import warnings
 
     try:
@@ -525,6 +518,4 @@ def train_stage(
 
 def is_main_process() -> bool:
     """Rank 0 of a job `accelerate launch` / torchrun started (RANK), or a plain process."""
-    import os
-
     return int(os.environ.get("RANK", "0")) == 0
