@@ -130,20 +130,27 @@ def _tokenizer(cfg: Config, run_dir: Path):
     return load_tokenizer(inits[0]) if inits else None
 
 
-def prior_rates(cfg: Config, run_dir: Path) -> Rates:
+def _token_counter(tok):
+    """Tokens of a text: the model's tokenizer, or ~3.5 characters per token without one."""
+    return (lambda s: len(tok(s, add_special_tokens=False)["input_ids"])) if tok else (lambda s: len(s) / 3.5)
+
+
+def _judge_tokens(cfg: Config) -> float:
+    """Generated per judgment before any run: none when verdicts are read from logits, else half the cap."""
+    return 0.0 if cfg.search.verdict in ("logits", "soft") else float(cfg.search.judge_max_tokens) / 2
+
+
+def prior_rates(cfg: Config, tok) -> Rates:
     """Before any iteration: the IFT solutions' step count and step length stand in for the search's."""
     from psrlm.iterate import Run
 
-    run = Run(cfg)
-    tok = _tokenizer(cfg, run_dir)
-    ift = run.ift()[:500]
-    n_tok = (lambda s: len(tok(s, add_special_tokens=False)["input_ids"])) if tok else (lambda s: len(s) / 3.5)
+    ift = Run(cfg).ift()[:500]
+    n_tok = _token_counter(tok)
     steps = [len(s.steps) for s in ift]
     step_len = [n_tok(" " + st) for s in ift for st in s.steps]
     q_len = [n_tok(s.meta["question"]) for s in ift]
-    judge_tokens = 0.0 if cfg.search.verdict in ("logits", "soft") else float(cfg.search.judge_max_tokens) / 2
     w = cfg.search.width
-    return Rates(statistics.mean(steps), 1.0, statistics.mean(step_len) + 1, w, judge_tokens, statistics.mean(q_len),
+    return Rates(statistics.mean(steps), 1.0, statistics.mean(step_len) + 1, w, _judge_tokens(cfg), statistics.mean(q_len),
                  statistics.mean(step_len), "IFT data (before any iteration)")  # fmt: skip
 
 
@@ -153,8 +160,7 @@ def recipe_rates(cfg: Config) -> Rates | None:
     pc = cfg.plan
     if not (pc.steps_per_question and pc.tokens_per_step):
         return None
-    judge_tokens = 0.0 if cfg.search.verdict in ("logits", "soft") else float(cfg.search.judge_max_tokens) / 2
-    return Rates(pc.steps_per_question, 1.0, pc.tokens_per_step + 1, cfg.search.width, judge_tokens,
+    return Rates(pc.steps_per_question, 1.0, pc.tokens_per_step + 1, cfg.search.width, _judge_tokens(cfg),
                  pc.question_tokens, pc.tokens_per_step, "the recipe's plan.* estimates")  # fmt: skip
 
 
@@ -223,7 +229,7 @@ def _prompt_overhead(cfg: Config, tok) -> tuple[float, float]:
     from psrlm.prompts import get_prompts
 
     p = get_prompts(cfg.prompts.variant)
-    n = (lambda s: len(tok(s, add_special_tokens=False)["input_ids"])) if tok else (lambda s: len(s) / 3.5)
+    n = _token_counter(tok)
     return float(n(p.step_prompt("", []))), float(n(p.judge_prompt("", [], "", "")))
 
 
@@ -313,7 +319,7 @@ def plan(cfg: Config, run_dir: Path | None = None) -> dict:
     run = Run(cfg)
     tok = _tokenizer(cfg, run_dir)
     overhead = _prompt_overhead(cfg, tok)
-    prior = prior_rates(cfg, run_dir) if all(f.exists() for f in run.ift_files()) else recipe_rates(cfg)
+    prior = prior_rates(cfg, tok) if all(f.exists() for f in run.ift_files()) else recipe_rates(cfg)
     measured = measured_rates(run_dir, cfg.search.width)
     pc = cfg.plan
     peak = PEAK_TFLOPS.get(pc.gpu, 989.0) * 1e12
@@ -422,7 +428,7 @@ def calibration(cfg: Config, run_dir: Path) -> dict:
     from psrlm.records import SearchTrace, read_jsonl
 
     tok = _tokenizer(cfg, run_dir)
-    prior = prior_rates(cfg, run_dir)
+    prior = prior_rates(cfg, tok)
     overhead = _prompt_overhead(cfg, tok)
     out = {}
     for it in range(2, len(cfg.iterate.questions) + 2):

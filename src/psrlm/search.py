@@ -242,14 +242,10 @@ def oracle_verdicts(
     rng = random.Random(f"flip:{seed}")
     out = []
     for a, b in pairs:
-        if right[a] == right[b]:
-            if ties == "coin":
-                a_wins = rng.random() < 0.5
-                out.append(Verdict("A" if a_wins else "B", 1.0 if a_wins else 0.0, 0))
-            else:
-                out.append(Verdict(None, 0.5, 0))
+        if right[a] == right[b] and ties == "tie":
+            out.append(Verdict(None, 0.5, 0))
             continue
-        a_wins = right[a] != (rng.random() < flip)
+        a_wins = rng.random() < 0.5 if right[a] == right[b] else right[a] != (rng.random() < flip)
         out.append(Verdict("A" if a_wins else "B", 1.0 if a_wins else 0.0, 0))
     return out
 

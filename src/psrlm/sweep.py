@@ -38,11 +38,16 @@ def _accuracies(metrics: dict) -> dict[str, float]:
     return {s: metrics["benchmarks"][s]["accuracy"] for s in SPLITS}
 
 
+def _eval_rows(run_dir: Path, name: str, split: str) -> dict[str, dict]:
+    """The per-problem evaluation rows of model `name` on `split` (what evaluate_benchmarks wrote), by problem id."""
+    from psrlm.records import iter_json_rows
+
+    return {row["problem_id"]: row for _, row in iter_json_rows(run_dir / "eval" / name / f"{split}.jsonl")}
+
+
 def right_prefix(run_dir: Path, name: str) -> dict[str, float]:
     """Per split, the mean share of a problem's gold steps that the model's greedy solution gets right before its
     first wrong step (step oracle): a step-level reading of the same evaluation, finer than final accuracy."""
-    import json
-
     from psrlm.records import Problem, read_jsonl
     from psrlm.steps import split_steps
     from psrlm.tasks.arith import label_step
@@ -51,14 +56,12 @@ def right_prefix(run_dir: Path, name: str) -> dict[str, float]:
     for split in SPLITS:
         problems = {p.id: p for p in read_jsonl(run_dir / "data" / f"{split}.jsonl", Problem)}
         shares = []
-        with open(run_dir / "eval" / name / f"{split}.jsonl", encoding="utf-8") as fh:
-            for line in fh:
-                row = json.loads(line)
-                problem, steps = problems[row["problem_id"]], split_steps(row["response"])
-                right = 0
-                while right < len(steps) and label_step(problem, steps[:right], steps[right]).correct:
-                    right += 1
-                shares.append(min(1.0, right / max(1, len(problem.meta["equations"]))))
+        for pid, row in _eval_rows(run_dir, name, split).items():
+            problem, steps = problems[pid], split_steps(row["response"])
+            right = 0
+            while right < len(steps) and label_step(problem, steps[:right], steps[right]).correct:
+                right += 1
+            shares.append(min(1.0, right / max(1, len(problem.meta["equations"]))))
         out[split] = sum(shares) / max(1, len(shares))
     return out
 
@@ -66,15 +69,9 @@ def right_prefix(run_dir: Path, name: str) -> dict[str, float]:
 def answer_changes(run_dir: Path, before: str, after: str) -> dict[str, float]:
     """Over the three splits: the share of problems whose greedy solution changed from `before` to `after`, and how
     many problems went from wrong to right (gained) and right to wrong (lost)."""
-    import json
-
-    def rows(name, split):
-        with open(run_dir / "eval" / name / f"{split}.jsonl", encoding="utf-8") as fh:
-            return {r["problem_id"]: r for r in map(json.loads, fh)}
-
     changed = gained = lost = n = 0
     for split in SPLITS:
-        a, b = rows(before, split), rows(after, split)
+        a, b = _eval_rows(run_dir, before, split), _eval_rows(run_dir, after, split)
         for pid, ra in a.items():
             rb = b[pid]
             n += 1
