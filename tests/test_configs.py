@@ -48,11 +48,22 @@ def test_override_beats_recipe_and_is_typed(tmp_path):
         ("arith=3", "must be a mapping"),
         ("arith.n_train", "expected section.key=value"),
         ("arith.n_train=true", "expected int"),
+        ("dpo.lr=1e-4x", "expected float"),
+        ("dpo.nll_weight=-1", r"dpo\.nll_weight=-1\.0 .*must be >= 0"),
     ],
 )
 def test_bad_overrides(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
+
+
+@pytest.mark.parametrize("text, value", [("1e-4", 1e-4), ("5E-7", 5e-7), ("2.5e-5", 2.5e-5), ("0.001", 0.001), ("3", 3.0)])
+def test_exponent_floats_are_numbers(text, value, tmp_path):
+    # YAML 1.1 reads 1e-4 (no dot) as a string: on the command line and in a recipe it is still the number
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"sft:\n  lr: {text}\n")
+    assert load_config(None, [f"dpo.lr={text}"]).dpo.lr == value
+    assert load_config(recipe).sft.lr == value
 
 
 def test_missing_file_and_bad_yaml(tmp_path):
@@ -214,3 +225,12 @@ def test_the_controlled_judge_is_checked(sets, key):
     with pytest.raises(ConfigError, match=key.replace(".", "[.]")):
         load_config(None, sets)
     assert load_config(None, ["search.judge=oracle", "search.judge_flip=0.3"]).search.judge_flip == 0.3
+
+
+def test_a_later_setting_left_at_its_default_keeps_old_model_identities():
+    # dpo.nll_weight came after runs were made: at 0 it must not change what an existing model folder is keyed on,
+    # or every finished run would be refused on resume
+    from psrlm.iterate import train_settings
+
+    assert "nll_weight" not in train_settings(load_config(None).dpo)
+    assert train_settings(load_config(None, ["dpo.nll_weight=0.5"]).dpo)["nll_weight"] == 0.5

@@ -88,6 +88,19 @@ def test_dpo_logs_loss_and_changes_parameters(tiny_model_dir, tmp_path):
     assert _changed(_params(tiny_model_dir), _params(tmp_path / "M2"))
 
 
+def test_dpo_nll_weight_adds_the_chosen_steps_nll(tiny_model_dir, tmp_path):
+    # RPO: the first step's loss is DPO's log 2 (policy = reference) plus the weighted NLL of the chosen steps,
+    # which for an untrained 1,000-token vocabulary is several nats per token
+    from psrlm.train import dpo
+
+    plain = dpo(tiny_model_dir, _pairs(), FAST, tmp_path / "plain")
+    rpo = dpo(tiny_model_dir, _pairs(), TrainConfig(epochs=1, lr=1e-3, batch_size=4, logging_steps=1, nll_weight=1.0),
+              tmp_path / "rpo")  # fmt: skip
+    assert plain["loss_curve"][0]["loss"] == pytest.approx(0.693, abs=0.01)
+    assert rpo["loss_curve"][0]["loss"] > plain["loss_curve"][0]["loss"] + 2
+    assert rpo["nll_weight"] == 1.0 and plain["nll_weight"] == 0.0
+
+
 @pytest.mark.parametrize("stage", ["sft", "dpo"])
 def test_lora_is_merged(tiny_model_dir, tmp_path, stage):
     from psrlm import train

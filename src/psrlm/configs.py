@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -306,6 +307,8 @@ class TrainConfig:
     max_length: token cap per example; 0 = set from the data (reported: how many examples exceed the model limit).
     beta: DPO's beta (paper: unspecified; TRL default 0.1).   (dpo)
     precompute_ref_log_probs: compute the reference log-probs once up front (faster on CPU).   (dpo)
+    nll_weight: weight of an NLL term on the chosen step added to the DPO loss (RPO, Pang et al. 2024, iterative
+        reasoning preference optimisation; TRL loss_type ["sigmoid", "sft"]); 0 = plain DPO, as the paper.   (dpo)
     lora: train a LoRA adapter (peft) and merge it at the end; lora_r / lora_alpha: its rank and scale.
     bf16: bf16 autocast: "auto" = on with CUDA, and on a CPU only where it has native bf16 (else fp32: emulated
         bf16 is ~30x slower); true / false force it. Whatever it says, the weights being trained are fp32 (master
@@ -330,6 +333,7 @@ class TrainConfig:
     max_length: int = 0
     beta: float = 0.1
     precompute_ref_log_probs: bool = False
+    nll_weight: float = 0.0
     lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
@@ -555,6 +559,9 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check `value` against a field's type; ints are accepted where floats are expected."""
     origin = typing.get_origin(tp)
@@ -579,6 +586,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string; every user means the number
     if tp is int and isinstance(value, bool):
         raise ConfigError(f"{where}: expected int, got {value!r}")
     if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -725,6 +734,7 @@ def _train_rules(t: TrainConfig) -> list[tuple[str, bool, str]]:
         ("lr_scheduler", t.lr_scheduler in LR_SCHEDULERS, f"choose one of {', '.join(LR_SCHEDULERS)}"),
         ("max_length", t.max_length >= 0, "must be >= 0 (0 = from the data)"),
         ("beta", t.beta > 0, "must be > 0"),
+        ("nll_weight", t.nll_weight >= 0, "must be >= 0 (0 = plain DPO)"),
         ("lora_r", t.lora_r >= 1, "must be >= 1"),
         ("lora_alpha", t.lora_alpha > 0, "must be > 0"),
         ("bf16", _parse_bool_setting(t.bf16) in (True, False, "auto"), "choose auto, true or false"),

@@ -175,8 +175,10 @@ class Run:
 def train_settings(tc) -> dict:
     """What a training stage's config contributes to a model's identity: precision and logging are how a machine
     ran it, not what it built (a run moved between a bf16 CPU and an fp32 one still resumes)."""
+    # a setting added later counts only when it leaves its default, so runs made before it still resume
     return {k: v for k, v in dataclasses.asdict(tc).items()
-            if k not in ("bf16", "logging_steps", "save_steps", "gradient_checkpointing")}  # fmt: skip
+            if k not in ("bf16", "logging_steps", "save_steps", "gradient_checkpointing")
+            and not (k == "nll_weight" and v == 0)}  # fmt: skip
 
 
 def generation_settings(cfg) -> dict:

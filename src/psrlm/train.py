@@ -327,6 +327,7 @@ def dpo(
         **_common_args(tc, work),
         beta=tc.beta,
         max_length=max_length,
+        **({"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, tc.nll_weight]} if tc.nll_weight else {}),
         # TRL caches precomputed reference log-probs of an in-memory dataset in a per-process temp folder that the
         # other ranks cannot read: a multi-process job scores the reference online instead
         precompute_ref_log_probs=tc.precompute_ref_log_probs and int(os.environ.get("WORLD_SIZE", "1")) == 1,
@@ -348,6 +349,7 @@ def dpo(
         "stage": "dpo",
         "pairs": len(pairs),
         "beta": tc.beta,
+        "nll_weight": tc.nll_weight,
         "max_length": max_length,
         "truncated": cut,
         "final_pairs": sum(r["chosen_final"] for r in rows),
