@@ -4,7 +4,7 @@ PIP     := .venv/bin/pip
 STAMP   := .venv/.installed
 CONFIG  ?= configs/demo.yaml
 
-.PHONY: setup demo test slow_test gpu_check gpu_wheels bench science sweep quality format clean
+.PHONY: setup demo test slow_test gpu_check gpu_wheels bench science sweep upper quality format clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,11 @@ science: $(STAMP)
 # The judge-quality sweep (science only: oracle judges of known accuracy, one iteration, 3 seeds; see psrlm sweep --help).
 sweep: $(STAMP)
 	.venv/bin/psrlm sweep --config $(CONFIG) --out runs/sweep
+
+# The oracle upper bound at a size DPO can learn from: the self judge and a perfect judge on 600 questions per seed
+# (about 30 min per seed on this 2-core CPU; the README has the result).
+upper: $(STAMP)
+	.venv/bin/psrlm sweep --config $(CONFIG) --accuracies 1.0 --questions 600 --out runs/sweep600
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -179,3 +179,9 @@ def test_search_resume_with_another_width_is_refused_then_fresh(capsys, tmp_path
     assert "search.width: 2 -> 3" in err and "--fresh" in err
     assert main([*base, *_sets(tmp_path / "run", *small, "search.width=3"), "--fresh"]) == 0
     assert list(tmp_path.glob("replaced/*/out/traces.jsonl"))
+
+
+def test_sweep_questions_must_be_positive(capsys, tmp_path):
+    with pytest.raises(SystemExit) as done:
+        main(["sweep", *_sets(tmp_path / "run"), "--questions", "0"])
+    assert done.value.code == 2 and "argument --questions" in capsys.readouterr().err

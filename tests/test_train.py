@@ -99,6 +99,7 @@ def test_dpo_nll_weight_adds_the_chosen_steps_nll(tiny_model_dir, tmp_path):
     assert plain["loss_curve"][0]["loss"] == pytest.approx(0.693, abs=0.01)
     assert rpo["loss_curve"][0]["loss"] > plain["loss_curve"][0]["loss"] + 2
     assert rpo["nll_weight"] == 1.0 and plain["nll_weight"] == 0.0
+    assert plain["chosen_reward"] is not None and plain["rejected_reward"] is not None
 
 
 @pytest.mark.parametrize("stage", ["sft", "dpo"])

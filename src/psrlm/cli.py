@@ -292,6 +292,8 @@ def cmd_sweep(cfg: Config, args: argparse.Namespace) -> dict:
     if not accuracies or any(not 0.0 <= a <= 1.0 for a in accuracies):
         raise ValueError(f"--accuracies {args.accuracies!r}: give judge accuracies in [0, 1], e.g. 0.5,0.8,1.0")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    if args.questions is not None:
+        cfg = dataclasses.replace(cfg, iterate=dataclasses.replace(cfg.iterate, questions=[args.questions]))
     summary = run_sweep(cfg, accuracies, seeds, out)
     print(format_table(summary))
     print(f"sweep: {out / 'sweep.md'}, {out / 'sweep.png'}")
@@ -703,6 +705,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--accuracies", default="0.5,0.6,0.7,0.8,0.9,1.0", help="judge accuracies (default 0.5..1.0)")
     p.add_argument("--seeds", default="0,1,2", help="iterate.seed values (default 0,1,2)")
+    p.add_argument("--questions", type=_positive, help="questions each judge searches (default: the first block of "
+                   "iterate.questions, 50 in the demo recipe; make upper uses 600: about 2 pairs per question with "
+                   "the oracle, and one iteration on 50 questions is 3-4 DPO steps)")  # fmt: skip
     p.add_argument("--out", default="runs/sweep", help="output folder (one run folder per seed inside)")
     p.set_defaults(func=cmd_sweep, name="sweep", wants_args=True)
 

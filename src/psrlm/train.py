@@ -358,6 +358,10 @@ def dpo(
         "wall_s": time.time() - start,
         "reward_accuracy": rewards[-1]["rewards/accuracies"] if rewards else None,
         "reward_margin": rewards[-1].get("rewards/margins") if rewards else None,
+        # beta * log-ratio to the reference of each side: a chosen reward below 0 means DPO lowered the likelihood
+        # of the steps it was told to prefer (likelihood displacement, common when the two sides differ in a token)
+        "chosen_reward": rewards[-1].get("rewards/chosen") if rewards else None,
+        "rejected_reward": rewards[-1].get("rewards/rejected") if rewards else None,
     }
     return _finish(trainer, tok, Path(out_dir), info, tc.lora, _save_dtype(tc, save_dtype), probe)
 
