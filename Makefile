@@ -34,7 +34,7 @@ sweep: $(STAMP)
 # The oracle upper bound at a size DPO can learn from: the self judge and a perfect judge on 600 questions per seed
 # (about 30 min per seed on this 2-core CPU; the README has the result).
 upper: $(STAMP)
-	.venv/bin/psrlm sweep --config $(CONFIG) --accuracies 1.0 --questions 600 --out runs/sweep600
+	.venv/bin/psrlm sweep --config $(CONFIG) --accuracies 1.0 --questions 600 --set search.oracle_ties=accept --out runs/sweep600
 
 test: $(STAMP)
 	$(PY) -m pytest -q

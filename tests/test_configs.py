@@ -57,7 +57,9 @@ def test_bad_overrides(override, message):
         load_config(None, [override])
 
 
-@pytest.mark.parametrize("text, value", [("1e-4", 1e-4), ("5E-7", 5e-7), ("2.5e-5", 2.5e-5), ("0.001", 0.001), ("3", 3.0)])
+@pytest.mark.parametrize(
+    "text, value", [("1e-4", 1e-4), ("5E-7", 5e-7), ("2.5e-5", 2.5e-5), ("0.001", 0.001), ("3", 3.0)]
+)
 def test_exponent_floats_are_numbers(text, value, tmp_path):
     # YAML 1.1 reads 1e-4 (no dot) as a string: on the command line and in a recipe it is still the number
     recipe = tmp_path / "r.yaml"

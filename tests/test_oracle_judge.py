@@ -75,6 +75,24 @@ def test_search_with_the_oracle_judge_makes_only_right_over_wrong_pairs(small_cf
         assert label_step(p, prev, pair.chosen).correct and not label_step(p, prev, pair.rejected).correct
 
 
+@pytest.mark.parametrize("ties, finished", [("tie", False), ("accept", True)])
+def test_oracle_ties_accept_goes_on_where_every_candidate_is_right(small_cfg, ties, finished):
+    # with "tie", a round of several right candidates (two wordings of the gold step) has no preference and the
+    # paper's rule rolls back a right step, round after round; "accept" takes one with no pair and goes on
+    problems = [p for p in arith_splits(small_cfg)["test"] if len(p.meta["steps"]) >= 3][:2]
+
+    def policy(q, prev, params):
+        gold = next(x for x in problems if x.question == q).meta["steps"][len(prev)]
+        return ([gold, gold.replace(", so", "; so") if ", so" in gold else gold + " "] * params.n)[: params.n]
+
+    eng = ScriptedEngine(policy, lambda a, b: "never asked")
+    cfg = SearchConfig(width=2, judge="oracle", oracle_ties=ties, max_steps=8, max_rounds=6)
+    res = run_search(problems, eng, PROMPTS, cfg, progress=False)
+    assert all(t.finished for t in res.traces) == finished and not res.pairs
+    summary = res.summary()
+    assert (summary["all_right_rounds"] > 0) == finished and (summary["rollbacks"] == 0) == finished
+
+
 def test_break_even_interpolates_where_the_mean_change_reaches_zero():
     assert break_even([0.5, 0.7, 0.9], [-0.1, -0.02, 0.06]) == 0.75
     assert break_even([0.5, 0.9], [0.01, 0.05]) == 0.5
@@ -175,3 +193,11 @@ def test_the_sweep_summary_has_intervals_the_break_even_and_a_plot(tmp_path):
     assert "| oracle, verdict accuracy 1.0 | 0.30, 0.30, 0.30 | 6, 6, 6 | 7, 7, 7 |" in text
     plot(summary, [0.5, 1.0], tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").stat().st_size > 1000
+
+
+def test_oracle_knobs_do_not_key_a_self_judged_search():
+    from psrlm.iterate import generation_settings
+
+    base = generation_settings(SearchConfig())
+    assert generation_settings(SearchConfig(oracle_ties="accept", judge_flip=0.3)) == base
+    assert generation_settings(SearchConfig(judge="oracle", oracle_ties="accept")) != base

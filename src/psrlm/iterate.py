@@ -183,8 +183,13 @@ def train_settings(tc) -> dict:
 
 def generation_settings(cfg) -> dict:
     """What a search / SRLM config contributes: everything but how many problems share a batch (max_active),
-    which cannot change a result (samples are seeded per problem)."""
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k != "max_active"}
+    which cannot change a result (samples are seeded per problem). The oracle judge's knobs do nothing for the
+    model's own judge: a self-judged search records them at their defaults, so a sweep that changes them still
+    resumes its self-judged arm."""
+    out = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "max_active"}
+    if out.get("judge") == "self":
+        out.update(judge_flip=0.0, oracle_ties="tie")
+    return out
 
 
 def engine_settings(run: Run) -> dict:

@@ -71,6 +71,7 @@ class SearchResult:
             "failed_problems": len(self.failed),
             "capped_candidates": sum(x.capped for x in t),  # cut at max_step_tokens: never judged
             "unanimous_rounds": sum(r.get("action") == "accept_unanimous" for x in t for r in x.rounds),
+            "all_right_rounds": sum(r.get("action") == "accept_all_right" for x in t for r in x.rounds),
             "empty_rounds": sum(r.get("action") == "resample_empty" for x in t for r in x.rounds),
         }
 
@@ -188,9 +189,11 @@ def _advance(
         cands = [c for c in (clean_candidate(o.text) for o in whole) if c]
         uniques, _ = unique_candidates(cands)
         pairs = plan_pairs(len(uniques), cfg.judge_mode, cfg.cyclic_k) if len(uniques) > 1 else []
-        plans.append((cands, uniques, pairs, len(judged) + len(judge_prompts)))
+        plans.append((cands, uniques, pairs, len(judged) + len(judge_prompts), False))
         if cfg.judge == "oracle":  # science runs only: the step oracle decides, no prompt is written
             judged += oracle_verdicts(st, uniques, pairs, cfg.judge_flip, seed, cfg.oracle_ties)
+            if cfg.oracle_ties == "accept" and len(uniques) > 1 and _all_right(st, uniques):
+                plans[-1] = (*plans[-1][:4], True)
             continue
         q = st.problem.question
         judge_prompts += [prompts.judge_prompt(q, st.steps, uniques[a], uniques[b]) for a, b in pairs]
@@ -205,7 +208,7 @@ def _advance(
         if plan == "failed":
             st.done, st.failed = True, True
             continue
-        cands, uniques, pairs, offset = plan
+        cands, uniques, pairs, offset, all_right = plan
         outs = judged[offset : offset + len(pairs)]
         st.trace.gen_tokens += sum(j.tokens for j in outs)
         st.trace.judge_calls += len(pairs)
@@ -216,7 +219,13 @@ def _advance(
             _stop_for_context(st)
             continue
         judgments = [Judgment(a, b, j.verdict, p_a=j.p_a) for (a, b), j in zip(pairs, outs, strict=True)]
-        _select(st, cands, uniques, judgments, prompts, cfg, iteration)
+        _select(st, cands, uniques, judgments, prompts, cfg, iteration, all_right)
+
+
+def _all_right(st: _State, uniques: list[str]) -> bool:
+    from psrlm.tasks.arith import label_step
+
+    return all(label_step(st.problem, st.steps, c).correct for c in uniques)
 
 
 def _stop_for_context(st: _State) -> None:
@@ -230,7 +239,8 @@ def oracle_verdicts(
     st: _State, uniques: list[str], pairs: list[tuple[int, int]], flip: float, seed: int, ties: str = "tie"
 ) -> list:
     """The controlled judge of the science runs (`search.judge: oracle`): the arith step oracle labels each
-    candidate; of two, the right one wins; two right or two wrong tie (P(A) = 0.5), or with `ties="coin"` get a
+    candidate; of two, the right one wins; two right or two wrong tie (P(A) = 0.5; with `ties="accept"` the round
+    then accepts a step when all are right, see _select), or with `ties="coin"` get a
     seeded fair coin's verdict (a judge that always answers); each verdict between a right and a wrong step is
     flipped with probability `flip`, from a generator seeded by the round, so the judge's accuracy on one-right
     pairs is exactly 1 - flip in expectation. The self-rewarding loop never comes here unless a recipe asks."""
@@ -242,7 +252,7 @@ def oracle_verdicts(
     rng = random.Random(f"flip:{seed}")
     out = []
     for a, b in pairs:
-        if right[a] == right[b] and ties == "tie":
+        if right[a] == right[b] and ties in ("tie", "accept"):
             out.append(Verdict(None, 0.5, 0))
             continue
         a_wins = rng.random() < 0.5 if right[a] == right[b] else right[a] != (rng.random() < flip)
@@ -315,7 +325,9 @@ def _select(
     prompts: Prompts,
     cfg: SearchConfig,
     iteration: int,
+    all_right: bool = False,
 ) -> None:
+    """`all_right`: an oracle judge with oracle_ties=accept found every candidate right (accepted with no pair)."""
     tr = st.trace
     tr.rounds_used += 1
     scored = score_candidates(max(1, len(uniques)), judgments, cfg.scoring, cfg.tie_margin)
@@ -330,10 +342,10 @@ def _select(
     }
     if not uniques:  # every candidate empty, cut or failed: nothing was judged, so draw again at this step
         record["action"] = "resample_empty"
-    elif len(uniques) == 1:  # every candidate the same text: nothing to prefer, nothing wrong with it either
+    elif len(uniques) == 1 or all_right:  # every candidate the same text (or all right): nothing to prefer
         st.pairs.append(None)
         st.steps.append(uniques[0])
-        record["action"] = "accept_unanimous"
+        record["action"] = "accept_unanimous" if len(uniques) == 1 else "accept_all_right"
     elif scored.tie:
         tr.ties += 1
         if st.steps:  # no preference at step l: discard step l-1 and its pair, search again from there

@@ -119,13 +119,15 @@ def run_seed(cfg: Config, seed: int, accuracies: list[float], out: Path) -> dict
                           "changes": answer_changes(run.dir, "psrlm-M1", "psrlm-M2"),
                           "own_pair_accuracy": own_pair_accuracy(manifest),
                           "pairs": manifest.metrics["search"]["pairs"]}  # fmt: skip
+        ties = scfg.search.oracle_ties  # its own folders: a run with other tie handling never resumes into these
         for acc in accuracies:
-            label = f"oracle{acc:.2f}"
+            key = f"oracle{acc:.2f}"
+            label = key if ties == "tie" else f"{key}-{ties}"
             search = dataclasses.replace(scfg.search, judge="oracle", judge_flip=round(1.0 - acc, 6))
             arun = Run(dataclasses.replace(scfg, search=search))
             path = run_iteration(arun, "psrlm", 2, m1, block, label=label)
             man = arun.load_manifest(f"{label}-M2")
-            result[label] = {"judge_accuracy": acc,
+            result[key] = {"judge_accuracy": acc,
                              "accuracy": _accuracies(evaluate_model(arun, f"{label}-M2", path, judge=False)),
                              "prefix": right_prefix(arun.dir, f"{label}-M2"),
                              "changes": answer_changes(arun.dir, "psrlm-M1", f"{label}-M2"),
@@ -270,9 +272,14 @@ def run_sweep(cfg: Config, accuracies: list[float], seeds: list[int], out: Path)
     from psrlm.records import atomic_write_text, write_json
 
     per_seed = {s: run_seed(cfg, s, accuracies, out) for s in seeds}
-    summary = {**summarise(per_seed, accuracies), "per_seed": per_seed, "accuracies": accuracies}
+    summary = {**summarise(per_seed, accuracies), "per_seed": per_seed, "accuracies": accuracies,
+               "oracle_ties": cfg.search.oracle_ties, "questions": cfg.iterate.questions[0]}  # fmt: skip
     write_json(out / "sweep.json", summary)
     text = format_table(summary)
-    atomic_write_text(out / "sweep.md", "# Judge-quality sweep (oracle judge; science only)\n\n" + text + "\n")
+    head = (
+        f"# Judge-quality sweep (oracle judge; science only)\n\n{summary['questions']} questions per judge and "
+        f"seed; oracle ties: {summary['oracle_ties']} (search.oracle_ties)\n\n"
+    )
+    atomic_write_text(out / "sweep.md", head + text + "\n")
     plot(summary, accuracies, out / "sweep.png")
     return summary
