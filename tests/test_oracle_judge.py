@@ -9,7 +9,7 @@ from psrlm.configs import SearchConfig
 from psrlm.initdata.build import arith_splits
 from psrlm.prompts import get_prompts
 from psrlm.records import SearchTrace
-from psrlm.search import _State, oracle_verdicts, run_search
+from psrlm.search import _State, oracle_labels, oracle_verdicts, run_search
 from psrlm.sweep import break_even
 from psrlm.tasks.arith import corrupt_step, label_step
 
@@ -34,7 +34,9 @@ def test_right_beats_wrong_and_equals_tie(small_cfg):
     p = _problem(small_cfg)
     right, wrong = _right_and_wrong(p, random.Random(0))
     st = _State(p, SearchTrace(problem_id=p.id, steps=[]))
-    v = oracle_verdicts(st, [right, wrong, right + " "], [(0, 1), (1, 0), (0, 2), (1, 1)], flip=0.0, seed=1)
+    v = oracle_verdicts(
+        oracle_labels(st, [right, wrong, right + " "]), [(0, 1), (1, 0), (0, 2), (1, 1)], flip=0.0, seed=1
+    )
     assert [x.verdict for x in v] == ["A", "B", None, None]
     assert [x.p_a for x in v] == [1.0, 0.0, 0.5, 0.5] and all(x.tokens == 0 for x in v)
 
@@ -45,12 +47,16 @@ def test_flip_sets_the_judges_accuracy(small_cfg):
     st = _State(p, SearchTrace(problem_id=p.id, steps=[]))
     for flip in (0.0, 0.3, 1.0):
         verdicts = [
-            v for seed in range(400) for v in oracle_verdicts(st, [right, wrong], [(0, 1), (1, 0)], flip, seed)
+            v
+            for seed in range(400)
+            for v in oracle_verdicts(oracle_labels(st, [right, wrong]), [(0, 1), (1, 0)], flip, seed)
         ]
         accuracy = sum((v.verdict == "A") if i % 2 == 0 else (v.verdict == "B") for i, v in enumerate(verdicts)) / 800
         assert abs(accuracy - (1 - flip)) < 0.05
-    again = [v.verdict for v in oracle_verdicts(st, [right, wrong], [(0, 1)] * 20, 0.5, seed=7)]
-    assert again == [v.verdict for v in oracle_verdicts(st, [right, wrong], [(0, 1)] * 20, 0.5, seed=7)]  # seeded
+    again = [v.verdict for v in oracle_verdicts(oracle_labels(st, [right, wrong]), [(0, 1)] * 20, 0.5, seed=7)]
+    assert again == [
+        v.verdict for v in oracle_verdicts(oracle_labels(st, [right, wrong]), [(0, 1)] * 20, 0.5, seed=7)
+    ]  # seeded
 
 
 def test_search_with_the_oracle_judge_makes_only_right_over_wrong_pairs(small_cfg):

@@ -189,12 +189,14 @@ def _advance(
         cands = [c for c in (clean_candidate(o.text) for o in whole) if c]
         uniques, _ = unique_candidates(cands)
         pairs = plan_pairs(len(uniques), cfg.judge_mode, cfg.cyclic_k) if len(uniques) > 1 else []
-        plans.append((cands, uniques, pairs, len(judged) + len(judge_prompts), False))
+        offset = len(judged) + len(judge_prompts)
         if cfg.judge == "oracle":  # science runs only: the step oracle decides, no prompt is written
-            judged += oracle_verdicts(st, uniques, pairs, cfg.judge_flip, seed, cfg.oracle_ties)
-            if cfg.oracle_ties == "accept" and len(uniques) > 1 and _all_right(st, uniques):
-                plans[-1] = (*plans[-1][:4], True)
+            right = oracle_labels(st, uniques)
+            judged += oracle_verdicts(right, pairs, cfg.judge_flip, seed, cfg.oracle_ties)
+            all_right = cfg.oracle_ties == "accept" and len(uniques) > 1 and all(right)
+            plans.append((cands, uniques, pairs, offset, all_right))
             continue
+        plans.append((cands, uniques, pairs, offset, False))
         q = st.problem.question
         judge_prompts += [prompts.judge_prompt(q, st.steps, uniques[a], uniques[b]) for a, b in pairs]
         judge_seeds += [seed_of(seed, "judge", k) for k in range(len(pairs))]
@@ -222,10 +224,11 @@ def _advance(
         _select(st, cands, uniques, judgments, prompts, cfg, iteration, all_right)
 
 
-def _all_right(st: _State, uniques: list[str]) -> bool:
+def oracle_labels(st: _State, uniques: list[str]) -> list[bool]:
+    """The arith step oracle's verdict on each candidate next step of `st` (science runs only)."""
     from psrlm.tasks.arith import label_step
 
-    return all(label_step(st.problem, st.steps, c).correct for c in uniques)
+    return [label_step(st.problem, st.steps, c).correct for c in uniques]
 
 
 def _stop_for_context(st: _State) -> None:
@@ -236,19 +239,16 @@ def _stop_for_context(st: _State) -> None:
 
 
 def oracle_verdicts(
-    st: _State, uniques: list[str], pairs: list[tuple[int, int]], flip: float, seed: int, ties: str = "tie"
+    right: list[bool], pairs: list[tuple[int, int]], flip: float, seed: int, ties: str = "tie"
 ) -> list:
-    """The controlled judge of the science runs (`search.judge: oracle`): the arith step oracle labels each
-    candidate; of two, the right one wins; two right or two wrong tie (P(A) = 0.5; with `ties="accept"` the round
-    then accepts a step when all are right, see _select), or with `ties="coin"` get a
+    """The controlled judge of the science runs (`search.judge: oracle`), given the oracle's label of each
+    candidate (`oracle_labels`): of two, the right one wins; two right or two wrong tie (P(A) = 0.5; with
+    `ties="accept"` the round then accepts a step when all are right, see _select), or with `ties="coin"` get a
     seeded fair coin's verdict (a judge that always answers); each verdict between a right and a wrong step is
     flipped with probability `flip`, from a generator seeded by the round, so the judge's accuracy on one-right
     pairs is exactly 1 - flip in expectation. The self-rewarding loop never comes here unless a recipe asks."""
     import random
 
-    from psrlm.tasks.arith import label_step
-
-    right = [label_step(st.problem, st.steps, c).correct for c in uniques]
     rng = random.Random(f"flip:{seed}")
     out = []
     for a, b in pairs:

@@ -128,11 +128,11 @@ def run_seed(cfg: Config, seed: int, accuracies: list[float], out: Path) -> dict
             path = run_iteration(arun, "psrlm", 2, m1, block, label=label)
             man = arun.load_manifest(f"{label}-M2")
             result[key] = {"judge_accuracy": acc,
-                             "accuracy": _accuracies(evaluate_model(arun, f"{label}-M2", path, judge=False)),
-                             "prefix": right_prefix(arun.dir, f"{label}-M2"),
-                             "changes": answer_changes(arun.dir, "psrlm-M1", f"{label}-M2"),
-                             "own_pair_accuracy": own_pair_accuracy(man), "pairs": man.metrics["search"]["pairs"],
-                             "pair_precision": (man.metrics.get("pair_precision") or {}).get("precision")}  # fmt: skip
+                           "accuracy": _accuracies(evaluate_model(arun, f"{label}-M2", path, judge=False)),
+                           "prefix": right_prefix(arun.dir, f"{label}-M2"),
+                           "changes": answer_changes(arun.dir, "psrlm-M1", f"{label}-M2"),
+                           "own_pair_accuracy": own_pair_accuracy(man), "pairs": man.metrics["search"]["pairs"],
+                           "pair_precision": (man.metrics.get("pair_precision") or {}).get("precision")}  # fmt: skip
     return result
 
 
