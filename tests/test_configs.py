@@ -98,6 +98,7 @@ def test_initdata_recipe_reuses_the_prebuilt_m0():
 
 BAD_VALUES = [
     ("search.max_rounds=0", "search.max_rounds"),
+    ("arith.pretrain_step_share=1.5", "arith.pretrain_step_share"),
     ("search.temperature=-0.1", "search.temperature"),
     ("search.top_p=0", "search.top_p"),
     ("search.top_p=1.5", "search.top_p"),
@@ -236,3 +237,36 @@ def test_a_later_setting_left_at_its_default_keeps_old_model_identities():
 
     assert "nll_weight" not in train_settings(load_config(None).dpo)
     assert train_settings(load_config(None, ["dpo.nll_weight=0.5"]).dpo)["nll_weight"] == 0.5
+
+
+@pytest.mark.parametrize("recipe", ["demo.yaml", "initdata-arith.yaml"])
+def test_the_prebuilt_m0_was_built_by_the_recipes_that_use_it(recipe):
+    """checkpoints/arith-m0 stands in for `psrlm model pretrain` with these recipes: a recipe whose domain, model or
+    pre-training settings drift from the checkpoint's build config would describe a model it does not load."""
+    from psrlm.configs import config_to_dict
+
+    built = config_to_dict(load_config(REPO / "checkpoints" / "arith-m0" / "build_config.yaml"))
+    used = config_to_dict(load_config(REPO / "configs" / recipe))
+    assert used["iterate"]["m0_path"] == "checkpoints/arith-m0"
+    for section in ("arith", "model", "pretrain"):
+        # precision is the building machine's (bf16 where the CPU has it), not part of what the recipe describes
+        assert {k: v for k, v in used[section].items() if k != "bf16"} == {
+            k: v for k, v in built[section].items() if k != "bf16"
+        }, section
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_pretraining_text_mixes_the_step_layout_by_its_share(share, tmp_path):
+    """Both halves of the stream (in-distribution and hard-style) get the step layout at the same rate, and the
+    share keys M0 only when it leaves 0, so every M0 built before the setting existed keeps its key."""
+    from psrlm.iterate import Run, m0_key, m0_texts
+
+    sets = ["arith.n_train=40", "arith.n_test=10", "arith.n_pretrain=400", f"paths.run_dir={tmp_path}"]
+    cfg = load_config(None, [*sets, f"arith.pretrain_step_share={share}"])
+    texts = m0_texts(Run(cfg))
+    assert len(texts) == 400
+    for half in (texts[0::2], texts[1::2]):  # the stream alternates in-distribution and hard-style problems
+        stepped = sum("\nStep 1: " in t for t in half) / len(half)
+        assert abs(stepped - share) < 0.12, stepped
+    assert all(" = " in t for t in texts)
+    assert (m0_key(cfg) == m0_key(load_config(None, sets))) == (share == 0.0)

@@ -79,14 +79,15 @@ def test_eval_cli_on_a_run_folder(tiny_model_dir, small_cfg, tmp_path, capsys):
             "search.max_steps=2", "search.max_rounds=2", "search.max_step_tokens=8", "search.judge_max_tokens=6"]  # fmt: skip
     from tests.conftest import SMALL
 
-    args = ["eval", "--model", str(tiny_model_dir), "--name", "m", "--limit", "3", "--tts", "2"]
+    args = ["eval", "--model", str(tiny_model_dir), "--name", "m", "--limit", "3", "--tts", "2", "--equations", "2"]
     for s in SMALL + sets:
         args += ["--set", s]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "| arith_test | 3 |" in out and "TTS vs greedy on 2" in out
+    assert "| arith_test | steps |" in out and "| arith_hard | prose |" in out
     folder = tmp_path / "run" / "eval" / "m"
-    assert {"arith_test.jsonl", "arith_hard.jsonl", "summary.json", "judge.json", "tts.json"} <= {
+    assert {"arith_test.jsonl", "arith_hard.jsonl", "summary.json", "judge.json", "tts.json", "equations.json"} <= {
         p.name for p in folder.iterdir()
     }
 
@@ -164,3 +165,62 @@ def test_a_few_shot_judge_stops_where_the_next_example_would_begin():
     assert eng.stop == (FEW_SHOT_SEP,)
     judge_accuracy([item], eng, PROMPTS)
     assert eng.stop == ()
+
+
+# ------------------------------------------------------------------------------ teacher-forced arithmetic
+
+
+def _arith_problems(n: int):
+    import random
+
+    from psrlm.tasks.arith import Difficulty, generate_problem
+
+    rng = random.Random(0)
+    return [generate_problem(rng, Difficulty(2, 4, 20), f"a{i}", "t") for i in range(n)]
+
+
+@pytest.mark.parametrize("layout", ["steps", "prose"])
+def test_equation_prompts_stop_at_each_gold_equals_sign(layout):
+    from psrlm.evaluate import equation_prompts
+
+    problems = _arith_problems(5)
+    items = equation_prompts(problems, PROMPTS, layout)
+    assert len(items) == sum(len(p.meta["equations"]) for p in problems)
+    gold = [(op, str(c)) for p in problems for _, op, _, c in p.meta["equations"]]
+    assert [(op, r) for _, op, r in items] == gold
+    assert all(prompt.endswith("= ") for prompt, _, _ in items)
+    first = items[0][0]
+    assert ("Step 1:" in first) == (layout == "steps")
+    assert first.startswith(PROMPTS.solve_prompt(problems[0].question) if layout == "steps" else problems[0].question)
+
+
+def test_equation_prompts_reject_an_unknown_layout_and_skip_non_arith_problems():
+    from psrlm.evaluate import equation_prompts
+
+    with pytest.raises(ValueError, match="layout 'latex'"):
+        equation_prompts(_arith_problems(1), PROMPTS, "latex")
+    assert equation_prompts(_problems(2), PROMPTS, "steps") == []
+
+
+class _AddsOnly:
+    """Answers every '+' right and everything else wrong: glue only, the grading is what is tested."""
+
+    def __init__(self, items):
+        self.answers = {prompt: (r if op == "+" else "999") for prompt, op, r in items}
+
+    def generate(self, prompts, params):
+        from psrlm.engines.base import Completion
+
+        return [[Completion(text=self.answers[p] + ".\nStep", tokens=3)] for p in prompts]
+
+
+def test_equation_accuracy_grades_each_operator():
+    from psrlm.evaluate import equation_accuracy, equation_prompts
+
+    problems = _arith_problems(8)
+    engine = _AddsOnly(equation_prompts(problems, PROMPTS, "steps"))
+    e = equation_accuracy(problems, engine, PROMPTS, "steps")
+    ops = e["per_operator"]
+    assert ops["+"]["accuracy"] == 1.0 and all(v["accuracy"] == 0.0 for k, v in ops.items() if k != "+")
+    assert e["equations"] == sum(v["n"] for v in ops.values())
+    assert e["accuracy"] == pytest.approx(ops["+"]["n"] / e["equations"])

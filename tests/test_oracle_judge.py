@@ -207,3 +207,18 @@ def test_oracle_knobs_do_not_key_a_self_judged_search():
     base = generation_settings(SearchConfig())
     assert generation_settings(SearchConfig(oracle_ties="accept", judge_flip=0.3)) == base
     assert generation_settings(SearchConfig(judge="oracle", oracle_ties="accept")) != base
+
+
+def test_an_oracle_only_sweep_summarises_and_plots_without_a_self_arm(tmp_path):
+    from psrlm.sweep import SPLITS, format_table, plot, summarise
+
+    row = {"accuracy": dict.fromkeys(SPLITS, 0.2), "prefix": dict.fromkeys(SPLITS, 0.3), "own_pair_accuracy": 1.0,
+           "pairs": 9, "changes": {"changed": 0.5, "gained": 3, "lost": 2, "problems": 600}}  # fmt: skip
+    per_seed = {s: {"M1": dict.fromkeys(SPLITS, 0.1 + s / 100), "M1_prefix": dict.fromkeys(SPLITS, 0.2),
+                    "oracle1.00": row} for s in range(3)}  # fmt: skip
+    summary = summarise(per_seed, [1.0])
+    assert list(summary["rows"]) == ["oracle1.00"]
+    text = format_table(summary)
+    assert "self" not in text and "| oracle, verdict accuracy 1.0 | 1.000 | 9, 9, 9 |" in text
+    plot(summary, [1.0], tmp_path / "sweep.png")
+    assert (tmp_path / "sweep.png").stat().st_size > 1000

@@ -294,7 +294,7 @@ def cmd_sweep(cfg: Config, args: argparse.Namespace) -> dict:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     if args.questions is not None:
         cfg = dataclasses.replace(cfg, iterate=dataclasses.replace(cfg.iterate, questions=[args.questions]))
-    summary = run_sweep(cfg, accuracies, seeds, out)
+    summary = run_sweep(cfg, accuracies, seeds, out, self_arm=not args.oracle_only)
     print(format_table(summary))
     print(f"sweep: {out / 'sweep.md'}, {out / 'sweep.png'}")
     return {"break_even": summary["break_even"]}
@@ -344,6 +344,31 @@ def cmd_bench(cfg: Config, args: argparse.Namespace) -> dict:
         report = run_bench(cfg, model, args.problems, args.naive_problems)
     print_report(report)
     return {k: report[k] for k in ("search_vs_raw", "search_vs_naive")}
+
+
+def _equation_accuracy(run, engine, names: list[str], n: int, out_dir: Path) -> dict:
+    """Teacher-forced arithmetic on the first n problems of each arith split, in the loop's layout and in M0's."""
+    from psrlm.evaluate import EQUATION_LAYOUTS, equation_accuracy
+    from psrlm.iterate import cached
+    from psrlm.tasks.benchmarks import ARITH_SPLITS, ARITH_VALID
+
+    splits = [b for b in names if b in (*ARITH_SPLITS, ARITH_VALID)]
+    if not splits:
+        raise ValueError("--equations needs an arith split in --benchmarks (the gold step chains it forces)")
+    benchmarks = run.benchmarks(splits, n)
+
+    def compute() -> dict:
+        return {b: {lay: equation_accuracy(ps, engine, run.prompts, lay) for lay in EQUATION_LAYOUTS}
+                for b, ps in benchmarks.items()}  # fmt: skip
+
+    found = cached(out_dir / "equations.json", {"n": n, "splits": splits}, compute)
+    print("| benchmark | layout | equations | right | + | - | * | / |\n|---|---|---|---|---|---|---|---|")
+    for b in splits:
+        for lay, e in found[b].items():
+            ops = " | ".join(f"{e['per_operator'][o]['accuracy']:.2f}" if o in e["per_operator"] else "-"
+                             for o in "+-*/")  # fmt: skip
+            print(f"| {b} | {lay} | {e['equations']} | {e['accuracy']:.3f} | {ops} |")
+    return {b: found[b] for b in splits}
 
 
 def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
@@ -396,6 +421,8 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
             print(f"| {b} | {s['n']} | {s['accuracy']:.3f} | {s['mean_steps']:.2f} | {s['mean_step_tokens']:.1f} "
                   f"| {s['no_answer_rate']:.3f} | {s['context_skipped']} | {s['hit_token_cap']} |")  # fmt: skip
         result["benchmarks"] = summaries
+        if args.equations:
+            result["equations"] = _equation_accuracy(run, engine, names, args.equations, out_dir)
         if args.judge:
             eft = Path(args.eft) if args.eft else run.eft_test_file()
             judge_settings = {"eft_file": sha256_file(eft), "n": cfg.iterate.eval_eft, "few_shot": args.few_shot,
@@ -608,6 +635,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--eft", help="JudgeExample JSONL for judge accuracy (default: the run's EFT test file)")
     p.add_argument(
+        "--equations",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="also measure arithmetic alone on the first N problems of each arith split: the gold solution is given "
+        "up to each equation's '=' and the model's next number is graded, in the loop's 'Step n:' layout and in "
+        "the prose M0 is pre-trained on (per operator; equations.json). Separates arithmetic slips from wrong "
+        "choices of operation",
+    )
+    p.add_argument(
         "--tts",
         type=_count,
         default=0,
@@ -705,6 +742,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--accuracies", default="0.5,0.6,0.7,0.8,0.9,1.0", help="judge accuracies (default 0.5..1.0)")
     p.add_argument("--seeds", default="0,1,2", help="iterate.seed values (default 0,1,2)")
+    p.add_argument("--oracle-only", action="store_true",
+                   help="skip the self-judged arm (the upper bound alone: the oracle's searches make no judge calls, "
+                   "so a seed takes about half the time)")  # fmt: skip
     p.add_argument("--questions", type=_positive, help="questions each judge searches (default: the first block of "
                    "iterate.questions, 50 in the demo recipe; make upper uses 600: about 2 pairs per question with "
                    "the oracle, and one iteration on 50 questions is 3-4 DPO steps)")  # fmt: skip

@@ -60,6 +60,10 @@ class ArithConfig:
     hard_min_ops / hard_max_ops / hard_max_number: the same for the harder held-out split.
     n_pretrain: raw problems (half in-distribution, half hard-style) whose free-form solutions pre-train the base
         model M0; disjoint from every split by canonical hash.
+    pretrain_step_share: share of those problems whose worked solution is written as numbered "Step n:" lines
+        instead of prose (0 = prose only). Measured: a model pre-trained on prose alone computes 0.93 of its
+        additions right in prose and 0.19 in the step layout the loop uses, and IFT does not restore them; real
+        math corpora carry both layouts.
     """
 
     seed: int = 0
@@ -72,6 +76,7 @@ class ArithConfig:
     hard_max_ops: int = 8
     hard_max_number: int = 60
     n_pretrain: int = 20000
+    pretrain_step_share: float = 0.0
 
 
 @dataclass
@@ -764,6 +769,7 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
         "paths": [("run_dir", bool(cfg.paths.run_dir.strip()), "must name a folder")],
         "arith": [
             *_at_least(a, 0, "n_train n_test n_pretrain"),
+            ("pretrain_step_share", 0 <= a.pretrain_step_share <= 1, "must be in [0, 1]"),
             ("min_ops", a.min_ops >= 1, "must be >= 1"),
             ("min_ops", a.min_ops <= a.max_ops, f"must be <= arith.max_ops ({a.max_ops})"),
             ("hard_min_ops", a.hard_min_ops >= 1, "must be >= 1"),

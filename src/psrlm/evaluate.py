@@ -427,3 +427,51 @@ def appendix_b_result(examples: list[JudgeExample], judged: dict, scored: dict) 
         "scoring": {"agreement": agree / (2 * n), "consistency": consistent / n, "no_preference_rate": ties / (2 * n),
                     "unparsed_rate": unparsed / (4 * n)},
     }  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ teacher-forced arithmetic (arith)
+
+EQUATION_LAYOUTS = ("steps", "prose")
+
+
+def equation_prompts(problems: list[Problem], prompts: Prompts, layout: str) -> list[tuple[str, str, str]]:
+    """(prompt, operator, result) for every equation of every gold solution: the gold text up to its "= ".
+
+    `steps` is the loop's layout (the solve prompt, then "Step n:" lines); `prose` is how M0 is pre-trained (the
+    question, then the solution as prose). The model only has to compute, so this separates "cannot do the
+    arithmetic" from "chose the wrong operation", which greedy accuracy mixes."""
+    from psrlm.tasks.arith import EQUATION
+
+    if layout not in EQUATION_LAYOUTS:
+        raise ValueError(f"equation layout {layout!r}: choose one of {', '.join(EQUATION_LAYOUTS)}")
+    out = []
+    for p in problems:
+        steps = p.meta.get("steps")
+        if not steps:  # not an arith problem: no gold chain to force
+            continue
+        if layout == "steps":
+            text = prompts.solve_prompt(p.question) + render_steps(steps)
+        else:
+            text = f"{p.question} {' '.join(steps)}"
+        out += [(text[: m.start(4)], m.group(2), m.group(4)) for m in EQUATION.finditer(text)]
+    return out
+
+
+def equation_accuracy(problems: list[Problem], engine: Engine, prompts: Prompts, layout: str = "steps") -> dict:
+    """Greedy next number after each gold equation's "=", right or wrong, overall and per operator."""
+    import re
+
+    items = equation_prompts(problems, prompts, layout)
+    outs = engine.generate([t for t, _, _ in items], GenParams(n=1, max_new_tokens=6))
+    right: dict[str, list[bool]] = {}
+    for (_, op, result), o in zip(items, outs, strict=True):
+        got = re.match(r"\s*(-?\d+)", o[0].text)
+        right.setdefault(op, []).append(bool(got) and got.group(1) == result)
+    every = [r for rs in right.values() for r in rs]
+    return {
+        "layout": layout,
+        "problems": len(problems),
+        "equations": len(every),
+        "accuracy": sum(every) / len(every) if every else None,
+        "per_operator": {op: {"n": len(rs), "accuracy": sum(rs) / len(rs)} for op, rs in sorted(right.items())},
+    }

@@ -286,15 +286,22 @@ def prebuilt_m0(cfg: Config) -> Path:
 
 
 def m0_texts(run: Run) -> list[str]:
-    """Raw domain text: problems with free-form solutions (no step markers, no judge data), from a pre-training
+    """Raw domain text: problems with worked solutions (no prompt template, no judge data), from a pre-training
     stream disjoint from the training pool and the test splits, half of it hard-style (more operations, bigger
-    numbers): the base model has seen the domain, not these problems."""
+    numbers): the base model has seen the domain, not these problems. A share `arith.pretrain_step_share` of the
+    solutions is written as "Step n:" lines, the rest as prose (drawn per problem, seeded)."""
+    import random
+
     from psrlm.initdata.build import pretrain_stream
+    from psrlm.steps import render_steps
     from psrlm.tasks.arith import free_form_solution
 
     easy, hard = pretrain_stream(run.cfg)
     mixed = [p for pair in zip(easy, hard, strict=False) for p in pair] + easy[len(hard) :] + hard[len(easy) :]
-    return [f"{p.question} {free_form_solution(p)}" for p in mixed]
+    share, rng = run.cfg.arith.pretrain_step_share, random.Random(f"pretrain-layout-{run.cfg.arith.seed}")
+    stepped = [rng.random() < share for _ in mixed]
+    return [f"{p.question}\n{render_steps(p.meta['steps'])}" if s else f"{p.question} {free_form_solution(p)}"
+            for p, s in zip(mixed, stepped, strict=True)]  # fmt: skip
 
 
 M0_RECIPE_KEYS = ("epochs", "lr", "batch_size", "grad_accum", "warmup_steps", "weight_decay", "lr_scheduler",
@@ -307,6 +314,8 @@ def m0_key(cfg: Config) -> str:
     a = cfg.arith  # only what shapes the training pool M0 reads
     pool = [a.seed, a.n_train, a.n_test, a.min_ops, a.max_ops, a.max_number, a.n_pretrain, a.hard_min_ops,
             a.hard_max_ops, a.hard_max_number]  # fmt: skip
+    if a.pretrain_step_share:  # added later: at its default it leaves every earlier M0's key as it was
+        pool.append(a.pretrain_step_share)
     # only what decides what pre-training learns: not precision or logging (how a machine runs the recipe: a
     # prebuilt M0 must serve a CPU with native bf16 and one without alike), nor fields added to TrainConfig later
     recipe = {k: getattr(cfg.pretrain, k) for k in M0_RECIPE_KEYS}

@@ -88,8 +88,9 @@ def own_pair_accuracy(manifest) -> float | None:
     return cw / (cw + wc) if cw + wc else None
 
 
-def run_seed(cfg: Config, seed: int, accuracies: list[float], out: Path) -> dict:
-    """One seed: M1, its self-judged M2, an oracle-judged M2 per accuracy; all evaluated. Resumable."""
+def run_seed(cfg: Config, seed: int, accuracies: list[float], out: Path, self_arm: bool = True) -> dict:
+    """One seed: M1, its self-judged M2 (unless not `self_arm`), an oracle-judged M2 per accuracy; all evaluated.
+    Resumable."""
     from psrlm.folders import FolderLock
     from psrlm.iterate import (
         Run,
@@ -112,13 +113,14 @@ def run_seed(cfg: Config, seed: int, accuracies: list[float], out: Path) -> dict
         block = question_blocks(run)[0]
         result = {"M1": _accuracies(evaluate_model(run, "psrlm-M1", m1, judge=False)),
                   "M1_prefix": right_prefix(run.dir, "psrlm-M1")}  # fmt: skip
-        m2 = run_iteration(run, "psrlm", 2, m1, block)
-        manifest = run.load_manifest("psrlm-M2")
-        result["self"] = {"accuracy": _accuracies(evaluate_model(run, "psrlm-M2", m2, judge=False)),
-                          "prefix": right_prefix(run.dir, "psrlm-M2"),
-                          "changes": answer_changes(run.dir, "psrlm-M1", "psrlm-M2"),
-                          "own_pair_accuracy": own_pair_accuracy(manifest),
-                          "pairs": manifest.metrics["search"]["pairs"]}  # fmt: skip
+        if self_arm:
+            m2 = run_iteration(run, "psrlm", 2, m1, block)
+            manifest = run.load_manifest("psrlm-M2")
+            result["self"] = {"accuracy": _accuracies(evaluate_model(run, "psrlm-M2", m2, judge=False)),
+                              "prefix": right_prefix(run.dir, "psrlm-M2"),
+                              "changes": answer_changes(run.dir, "psrlm-M1", "psrlm-M2"),
+                              "own_pair_accuracy": own_pair_accuracy(manifest),
+                              "pairs": manifest.metrics["search"]["pairs"]}  # fmt: skip
         ties = scfg.search.oracle_ties  # its own folders: a run with other tie handling never resumes into these
         for acc in accuracies:
             key = f"oracle{acc:.2f}"
@@ -140,7 +142,8 @@ def summarise(per_seed: dict[int, dict], accuracies: list[float]) -> dict:
     from psrlm.report import mean_ci
 
     rows = {}
-    for key in ["self"] + [f"oracle{a:.2f}" for a in accuracies]:
+    with_self = all("self" in r for r in per_seed.values())  # --oracle-only sweeps have no self arm
+    for key in ["self"] * with_self + [f"oracle{a:.2f}" for a in accuracies]:
         row: dict = {}
         for split in SPLITS:
             deltas = [r[key]["accuracy"][split] - r["M1"][split] for r in per_seed.values()]
@@ -245,7 +248,7 @@ def plot(summary: dict, accuracies: list[float], path: Path) -> None:
         dx = (i - 1) * 0.004  # side by side, so the intervals stay readable
         ax.errorbar([x + dx for x in xs], [rows[k][split]["mean"] for k in arms], yerr=[ci(rows[k][split]) for k in arms],
                     marker="o", capsize=3, color=color, label=f"{split[6:]}, oracle judge")  # fmt: skip
-        own = rows["self"]["own_pair_accuracy"]["mean"]
+        own = rows["self"]["own_pair_accuracy"]["mean"] if "self" in rows else None
         if own is not None:
             ax.errorbar([own + dx], [rows["self"][split]["mean"]], yerr=[ci(rows["self"][split])], marker="*",
                         markersize=11, capsize=3, color=color, ls="none", label=f"{split[6:]}, self judge")  # fmt: skip
@@ -268,10 +271,10 @@ def plot(summary: dict, accuracies: list[float], path: Path) -> None:
     plt.close(fig)
 
 
-def run_sweep(cfg: Config, accuracies: list[float], seeds: list[int], out: Path) -> dict:
+def run_sweep(cfg: Config, accuracies: list[float], seeds: list[int], out: Path, self_arm: bool = True) -> dict:
     from psrlm.records import atomic_write_text, write_json
 
-    per_seed = {s: run_seed(cfg, s, accuracies, out) for s in seeds}
+    per_seed = {s: run_seed(cfg, s, accuracies, out, self_arm) for s in seeds}
     summary = {**summarise(per_seed, accuracies), "per_seed": per_seed, "accuracies": accuracies,
                "oracle_ties": cfg.search.oracle_ties, "questions": cfg.iterate.questions[0]}  # fmt: skip
     write_json(out / "sweep.json", summary)
