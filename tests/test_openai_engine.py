@@ -265,8 +265,11 @@ def test_ctrl_c_during_hung_requests_stops_at_once_with_one_line(server: Server,
                 "search.verdict=generate"]  # fmt: skip
         cmd = [sys.executable, "-m", "psrlm.cli", "search", *sum((["--set", s] for s in sets), []),
                "--problems", str(problems), "--out", str(tmp_path / "out")]  # fmt: skip
+        # a suite started in the background of a non-interactive shell (`make test &`) inherits SIGINT ignored, and
+        # Python then installs no KeyboardInterrupt handler: give the child the disposition a terminal would
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "TQDM_DISABLE": "1"})  # fmt: skip
+                                env={**os.environ, "TQDM_DISABLE": "1"},
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
         deadline = time.time() + 60
         while not proxy.seen and time.time() < deadline:
             time.sleep(0.05)
