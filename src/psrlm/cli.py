@@ -350,9 +350,9 @@ def _equation_accuracy(run, engine, names: list[str], n: int, out_dir: Path) -> 
     """Teacher-forced arithmetic on the first n problems of each arith split, in the loop's layout and in M0's."""
     from psrlm.evaluate import EQUATION_LAYOUTS, equation_accuracy
     from psrlm.iterate import cached
-    from psrlm.tasks.benchmarks import ARITH_SPLITS, ARITH_VALID
+    from psrlm.tasks.benchmarks import ARITH_NAMES
 
-    splits = [b for b in names if b in (*ARITH_SPLITS, ARITH_VALID)]
+    splits = [b for b in names if b in ARITH_NAMES]
     if not splits:
         raise ValueError("--equations needs an arith split in --benchmarks (the gold step chains it forces)")
     benchmarks = run.benchmarks(splits, n)

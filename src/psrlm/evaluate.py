@@ -440,7 +440,7 @@ def equation_prompts(problems: list[Problem], prompts: Prompts, layout: str) -> 
     `steps` is the loop's layout (the solve prompt, then "Step n:" lines); `prose` is how M0 is pre-trained (the
     question, then the solution as prose). The model only has to compute, so this separates "cannot do the
     arithmetic" from "chose the wrong operation", which greedy accuracy mixes."""
-    from psrlm.tasks.arith import EQUATION
+    from psrlm.tasks.arith import EQUATION, pretraining_text
 
     if layout not in EQUATION_LAYOUTS:
         raise ValueError(f"equation layout {layout!r}: choose one of {', '.join(EQUATION_LAYOUTS)}")
@@ -449,10 +449,7 @@ def equation_prompts(problems: list[Problem], prompts: Prompts, layout: str) -> 
         steps = p.meta.get("steps")
         if not steps:  # not an arith problem: no gold chain to force
             continue
-        if layout == "steps":
-            text = prompts.solve_prompt(p.question) + render_steps(steps)
-        else:
-            text = f"{p.question} {' '.join(steps)}"
+        text = prompts.solve_prompt(p.question) + render_steps(steps) if layout == "steps" else pretraining_text(p)
         out += [(text[: m.start(4)], m.group(2), m.group(4)) for m in EQUATION.finditer(text)]
     return out
 

@@ -293,15 +293,13 @@ def m0_texts(run: Run) -> list[str]:
     import random
 
     from psrlm.initdata.build import pretrain_stream
-    from psrlm.steps import render_steps
-    from psrlm.tasks.arith import free_form_solution
+    from psrlm.tasks.arith import pretraining_text
 
     easy, hard = pretrain_stream(run.cfg)
     mixed = [p for pair in zip(easy, hard, strict=False) for p in pair] + easy[len(hard) :] + hard[len(easy) :]
     share, rng = run.cfg.arith.pretrain_step_share, random.Random(f"pretrain-layout-{run.cfg.arith.seed}")
     stepped = [rng.random() < share for _ in mixed]
-    return [f"{p.question}\n{render_steps(p.meta['steps'])}" if s else f"{p.question} {free_form_solution(p)}"
-            for p, s in zip(mixed, stepped, strict=True)]  # fmt: skip
+    return [pretraining_text(p, s) for p, s in zip(mixed, stepped, strict=True)]
 
 
 M0_RECIPE_KEYS = ("epochs", "lr", "batch_size", "grad_accum", "warmup_steps", "weight_decay", "lr_scheduler",

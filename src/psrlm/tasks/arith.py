@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from psrlm.records import Problem
-from psrlm.steps import find_boxed
+from psrlm.steps import find_boxed, render_steps
 
 NAMES = [("Mia", "she"), ("Leo", "he"), ("Ava", "she"), ("Sam", "he"), ("Zoe", "she"), ("Max", "he"),
          ("Ivy", "she"), ("Ben", "he"), ("Amy", "she"), ("Tom", "he"), ("Eva", "she"), ("Jay", "he")]  # fmt: skip
@@ -164,6 +164,14 @@ def generate_split(seed: int, n: int, diff: Difficulty, source: str, exclude: se
 def free_form_solution(problem: Problem) -> str:
     """The gold solution as plain prose, no step markers: the raw text the base model M0 is pre-trained on."""
     return " ".join(problem.meta["steps"])
+
+
+def pretraining_text(problem: Problem, step_layout: bool = False) -> str:
+    """One problem as M0's raw domain text: the question, then its gold solution as prose or as "Step n:" lines
+    (`arith.pretrain_step_share` decides which; `psrlm eval --equations` reads the prose the same way)."""
+    if step_layout:
+        return f"{problem.question}\n{render_steps(problem.meta['steps'])}"
+    return f"{problem.question} {free_form_solution(problem)}"
 
 
 # ------------------------------------------------------------------------------------------------ oracle

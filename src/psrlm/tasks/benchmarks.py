@@ -32,7 +32,8 @@ QUESTION_FIELD = {
 # is for choosing settings by experiment, never the test splits)
 ARITH_SPLITS = ("arith_test", "arith_hard")
 ARITH_VALID = "arith_valid"
-ALL_BENCHMARKS = (*ARITH_SPLITS, ARITH_VALID, *BENCHMARKS)
+ARITH_NAMES = (*ARITH_SPLITS, ARITH_VALID)  # every split with gold step chains (the step oracle can read them)
+ALL_BENCHMARKS = (*ARITH_NAMES, *BENCHMARKS)
 _META_FIELDS = ("level", "subject", "unique_id", "idx", "id", "answer_type", "subfield")
 
 
@@ -64,7 +65,7 @@ def load_benchmark(
     name: str, data_dir: Path | None = None, limit: int = 0, run_data: Path | None = None
 ) -> list[Problem]:
     """One benchmark's problems in file order (the first `limit` when > 0)."""
-    if name in (*ARITH_SPLITS, ARITH_VALID):
+    if name in ARITH_NAMES:
         if run_data is None:
             raise BenchmarkError(f"{name} lives in a run's data folder: pass run_data (e.g. runs/demo/data)")
         path = Path(run_data) / f"{name}.jsonl"
