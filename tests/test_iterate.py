@@ -170,7 +170,9 @@ def test_a_finished_rerun_keeps_the_stage_timings(finished_run):
 
 
 @pytest.mark.parametrize("change,key", [("search.width=3", "search.width: 4 -> 3"), ("dpo.beta=0.2", "dpo.beta: 0.1 -> 0.2"),
-                                        ("sft.lr=0.002", "sft.lr: 0.01 -> 0.002")])  # fmt: skip
+                                        ("sft.lr=0.002", "sft.lr: 0.01 -> 0.002"),
+                                        # keyed only when set: runs made before the option keep their M1
+                                        ("prompts.verdict_first=true", "prompts.verdict_first: <unset> -> true")])  # fmt: skip
 def test_a_rerun_with_other_settings_is_refused_naming_the_keys(finished_run, change, key):
     from psrlm.folders import FolderError
 

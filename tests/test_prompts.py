@@ -57,3 +57,30 @@ def test_every_variant_fills_every_slot():
             assert not re.search(r"\{(problem|question|solution|previous|response|Step A|Step B|Question and)", t), (
                 name
             )
+
+
+@pytest.mark.parametrize("verdict_first", [False, True])
+def test_eft_completion_order_and_where_the_soft_verdict_reads_it(verdict_first):
+    from psrlm.judge import parse_verdict
+    from psrlm.prompts import judge_target_tag
+    from psrlm.records import JudgeExample
+    from psrlm.train import eft_rows
+
+    p = get_prompts("compact", verdict_first)
+    e = JudgeExample("Q?", ["a"], "3 + 9 = 2.", "3 + 9 = 12.", "3 + 9 is 12, so Step A is wrong.", "B", {})
+    (row,) = eft_rows([e], p)
+    assert row["prompt"] == p.judge_prompt("Q?", ["a"], "3 + 9 = 2.", "3 + 9 = 12.")
+    assert parse_verdict(row["completion"]) == "B"  # generated verdicts read the last tag in either order
+    # soft / logits verdicts compare log p(judge_target_tag) right after the prompt: only verdict_first trains it there
+    assert row["completion"].startswith(judge_target_tag("B")) is verdict_first
+    assert row["completion"] == (" [[B]] 3 + 9 is 12, so Step A is wrong." if verdict_first
+                                 else " 3 + 9 is 12, so Step A is wrong. [[B]]")  # fmt: skip
+
+
+def test_prompts_of_a_config_and_the_paper_order_by_default():
+    from psrlm.configs import load_config
+    from psrlm.prompts import prompts_of
+
+    assert prompts_of(load_config(None, [])).verdict_first is False
+    cfg = load_config(None, ["prompts.variant=compact", "prompts.verdict_first=true"])
+    assert prompts_of(cfg) == get_prompts("compact", True) and prompts_of(cfg).verdict_first

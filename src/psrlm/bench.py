@@ -194,9 +194,9 @@ def precision_comparison(cfg: Config, model_dir: Path, prompts, problems: list[P
 
 def run_bench(cfg: Config, model_dir: Path, n_problems: int, n_naive: int) -> dict:
     from psrlm.engines import make_engine
-    from psrlm.prompts import get_prompts
+    from psrlm.prompts import prompts_of
 
-    prompts = get_prompts(cfg.prompts.variant)
+    prompts = prompts_of(cfg)
     problems: list[Problem] = read_jsonl(Path(cfg.paths.run_dir) / "data" / "arith_test.jsonl", Problem)[:n_problems]
     engine = make_engine(cfg.engine, model_dir)
     scfg = dataclasses.replace(cfg.search, max_active=max(cfg.search.max_active, n_problems))

@@ -95,7 +95,7 @@ def cmd_data_ift(cfg: Config, args: argparse.Namespace) -> dict:
     else:
         from psrlm.initdata.segment import read_rows, segment_rows
         from psrlm.initdata.teacher_cache import make_teacher
-        from psrlm.prompts import get_prompts
+        from psrlm.prompts import prompts_of
 
         if ic.teacher != "engine":
             raise ValueError("segmentation needs a model teacher: set initdata.teacher=engine")
@@ -104,7 +104,7 @@ def cmd_data_ift(cfg: Config, args: argparse.Namespace) -> dict:
                          ic.ift_limit)  # fmt: skip
         with make_teacher(cfg, cfg.paths.run_dir) as teacher:
             counts = segment_rows(
-                rows, teacher, get_prompts(cfg.prompts.variant), out, max_tokens=ic.segment_max_tokens,
+                rows, teacher, prompts_of(cfg), out, max_tokens=ic.segment_max_tokens,
                 retries=ic.segment_retries, retry_temperature=ic.segment_retry_temperature, seed=ic.seed,
                 chunk_size=ic.chunk_size, source=ic.ift_source,
             )  # fmt: skip
@@ -161,7 +161,7 @@ def cmd_search(cfg: Config, args: argparse.Namespace) -> dict:
     from psrlm.engines import engine_for
     from psrlm.folders import FolderLock, claim_settings, recorded_extra
     from psrlm.iterate import generation_settings
-    from psrlm.prompts import get_prompts
+    from psrlm.prompts import prompts_of
     from psrlm.records import read_problems
 
     problems = read_problems(Path(args.problems))
@@ -186,7 +186,7 @@ def cmd_search(cfg: Config, args: argparse.Namespace) -> dict:
                     "prompts": {"variant": cfg.prompts.variant}, section: generation_settings(getattr(cfg, section))}  # fmt: skip
         claim_settings(out, settings, fresh=args.fresh, extra=extra)
         with engine_for(cfg.engine, model, Path(cfg.paths.run_dir) / "servers", "search") as engine:
-            return _search(cfg, args, problems, engine, get_prompts(cfg.prompts.variant), model, out)
+            return _search(cfg, args, problems, engine, prompts_of(cfg), model, out)
     finally:
         lock.release()
 

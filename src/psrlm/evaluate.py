@@ -106,11 +106,10 @@ def judge_accuracy(
     """Accuracy over both A/B orders, consistency under the swap, and the no-verdict rate.
 
     `few_shot` examples are prepended as solved demonstrations (the paper's 3-shot M0 judge)."""
-    from psrlm.prompts import judge_target
 
     prefix = "".join(
         prompts.judge_prompt(e.question, e.prev_steps, e.step_a, e.step_b)
-        + judge_target(e.explanation, e.verdict)
+        + prompts.judge_completion(e.explanation, e.verdict)
         + FEW_SHOT_SEP
         for e in few_shot or []
     )

@@ -58,6 +58,14 @@ def _prompt_variant(run_dir: Path) -> str:
     return PromptConfig().variant
 
 
+def _verdict_first(run_dir: Path) -> bool:
+    """Whether the run's EFT put the verdict first (prompts.verdict_first, from its M1 manifest)."""
+    manifest = run_dir / "manifests" / "psrlm-M1.json"
+    if manifest.exists():
+        return bool((json.loads(manifest.read_text()).get("config", {}).get("prompts") or {}).get("verdict_first"))
+    return False
+
+
 def load_texts(run_dir: Path, variant: str | None = None) -> dict[str, list[dict]]:
     """Per kind, every example as {"prompt", "response", "source"}; a missing data file is a clear error."""
     from psrlm import train
@@ -76,7 +84,7 @@ def load_texts(run_dir: Path, variant: str | None = None) -> dict[str, list[dict
         raise FileNotFoundError(
             f"no PPD pairs under {run_dir / 'psrlm'}/it*/pairs.jsonl: run `psrlm iterate` past M1 first"
         )
-    prompts = get_prompts(variant or _prompt_variant(run_dir))
+    prompts = get_prompts(variant or _prompt_variant(run_dir), _verdict_first(run_dir))
 
     def rows(path: Path, train_rows: list[dict], response_key: str) -> list[dict]:
         return [

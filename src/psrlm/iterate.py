@@ -61,7 +61,7 @@ class Run:
     outputs are moved to <run>/replaced/) instead of stopping with the keys that differ."""
 
     def __init__(self, cfg: Config, fresh: bool = False):
-        from psrlm.prompts import get_prompts
+        from psrlm.prompts import prompts_of
 
         self.cfg = cfg
         self.fresh = fresh
@@ -69,7 +69,7 @@ class Run:
         self.data = self.dir / "data"
         self.models = self.dir / "models"
         self.manifests = self.dir / "manifests"
-        self.prompts = get_prompts(cfg.prompts.variant)
+        self.prompts = prompts_of(cfg)
         self.seed = cfg.iterate.seed
         self.timings_path = self.dir / "timings.json"
 
@@ -417,7 +417,12 @@ def m0_identity(m0: Path) -> dict:
 
 def m1_settings(run: Run, method: str, m0: Path) -> dict:
     eft_file = run.eft_train_file() if method == "psrlm" else srlm_eft_file(run)
-    return {"method": method, "m0": m0_identity(m0), "prompts": {"variant": run.cfg.prompts.variant},
+    # verdict_first keys M1 only when set, so the M1s of runs made before the option still count as up to date
+    prompts = {
+        "variant": run.cfg.prompts.variant,
+        **({"verdict_first": True} if run.cfg.prompts.verdict_first else {}),
+    }
+    return {"method": method, "m0": m0_identity(m0), "prompts": prompts,
             "data": {"ift": [sha256_file(f) for f in run.ift_files()], "eft": sha256_file(eft_file)},
             "sft": train_settings(run.seeded(run.cfg.sft))}  # fmt: skip
 

@@ -226,9 +226,9 @@ def search_tokens(cfg: Config, rates: Rates, questions: int, prompt_overhead: tu
 
 
 def _prompt_overhead(cfg: Config, tok) -> tuple[float, float]:
-    from psrlm.prompts import get_prompts
+    from psrlm.prompts import prompts_of
 
-    p = get_prompts(cfg.prompts.variant)
+    p = prompts_of(cfg)
     n = _token_counter(tok)
     return float(n(p.step_prompt("", []))), float(n(p.judge_prompt("", [], "", "")))
 

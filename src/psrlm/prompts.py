@@ -22,7 +22,7 @@ Nothing else in the package spells out a template.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from psrlm.steps import continuation_prefix, render_steps
 
@@ -152,6 +152,8 @@ class Prompts:
     answer_start: str = ""  # added after the solve / judge / segment templates (see the module docstring)
     # "merged": Fig. 5's one slot holds the question and the previous steps; "split": {question} and {previous}
     judge_context: str = "split"
+    # the judge's training completion: explanation then verdict (paper), or the verdict first (prompts.verdict_first)
+    verdict_first: bool = False
 
     def solve_prompt(self, question: str) -> str:
         return fill(self.solve, problem=question) + self.answer_start
@@ -176,6 +178,10 @@ class Prompts:
     def score_prompt(self, question: str, response: str) -> str:
         return fill(self.score, question=question, response=response)
 
+    def judge_completion(self, explanation: str, verdict: str) -> str:
+        """What EFT trains the judge to write after a judge prompt."""
+        return judge_target(explanation, verdict, self.verdict_first)
+
 
 VARIANTS = {
     "paper": Prompts(
@@ -186,10 +192,15 @@ VARIANTS = {
 }
 
 
-def get_prompts(variant: str) -> Prompts:
+def get_prompts(variant: str, verdict_first: bool = False) -> Prompts:
     if variant not in VARIANTS:
         raise ValueError(f"unknown prompts.variant {variant!r}; choose one of {sorted(VARIANTS)}")
-    return VARIANTS[variant]
+    return replace(VARIANTS[variant], verdict_first=verdict_first)
+
+
+def prompts_of(cfg) -> Prompts:
+    """A config's prompts (its `prompts` section)."""
+    return get_prompts(cfg.prompts.variant, cfg.prompts.verdict_first)
 
 
 def score_target(explanation: str, score: int) -> str:
@@ -201,6 +212,10 @@ def judge_target_tag(verdict: str) -> str:
     return f" [[{verdict}]]"
 
 
-def judge_target(explanation: str, verdict: str) -> str:
-    """The judge's training completion: a short explanation, then the verdict tag."""
+def judge_target(explanation: str, verdict: str, verdict_first: bool = False) -> str:
+    """The judge's training completion: a short explanation, then the verdict tag (the paper's order), or the tag
+    first, where search.verdict soft / logits read it (right after the judge prompt). judge.parse_verdict reads the
+    last tag either way; explanations hold none."""
+    if verdict_first:
+        return f"{judge_target_tag(verdict)} {explanation}"
     return f" {explanation}{judge_target_tag(verdict)}"

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from psrlm.configs import TrainConfig
-from psrlm.prompts import Prompts, judge_target
+from psrlm.prompts import Prompts
 from psrlm.records import JudgeExample, Manifest, PreferencePair, StepSolution
 from psrlm.steps import render_steps
 from psrlm.tiny import config_key
@@ -55,7 +55,7 @@ def eft_rows(examples: list[JudgeExample], prompts: Prompts) -> list[dict]:
     return [
         {
             "prompt": prompts.judge_prompt(e.question, e.prev_steps, e.step_a, e.step_b),
-            "completion": judge_target(e.explanation, e.verdict),
+            "completion": prompts.judge_completion(e.explanation, e.verdict),
         }
         for e in examples
     ]
@@ -479,7 +479,7 @@ def train_stage(
 
     from psrlm.configs import config_to_dict
     from psrlm.folders import FolderLock, flatten
-    from psrlm.prompts import get_prompts
+    from psrlm.prompts import prompts_of
     from psrlm.records import Manifest, read_jsonl, sha256_file, write_json
 
     out_dir = Path(out_dir)
@@ -495,7 +495,7 @@ def train_stage(
     with lock:  # one job per output (its processes are one writer: only the main one writes)
         if stage == "sft":
             rows = rows_from_files(data.get("ift", []), data.get("eft", []), data.get("score", []),
-                                   get_prompts(cfg.prompts.variant))  # fmt: skip
+                                   prompts_of(cfg))  # fmt: skip
             info = sft(model_dir, rows, tc, out_dir)
         elif stage == "dpo":
             pairs = [p for f in data["pairs"] for p in read_jsonl(f, PreferencePair)]
