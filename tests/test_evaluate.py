@@ -224,3 +224,38 @@ def test_equation_accuracy_grades_each_operator():
     assert ops["+"]["accuracy"] == 1.0 and all(v["accuracy"] == 0.0 for k, v in ops.items() if k != "+")
     assert e["equations"] == sum(v["n"] for v in ops.values())
     assert e["accuracy"] == pytest.approx(ops["+"]["n"] / e["equations"])
+
+
+# ------------------------------------------------------------------------------ judge accuracy by error kind
+
+
+@pytest.mark.parametrize("kinds,scores,expected", [
+    ([None, None], [1.0, 0.0], {}),  # items that name no kind (a teacher's EFT): no breakdown
+    (["arithmetic_slip", "premature_answer", "arithmetic_slip"], [0.5, 1.0, 0.0],
+     {"arithmetic_slip": {"n": 2, "accuracy": 0.25}, "premature_answer": {"n": 1, "accuracy": 1.0}}),
+    (["policy", None], [1.0, 0.0], {"policy": {"n": 1, "accuracy": 1.0}}),  # only items with a kind count
+])  # fmt: skip
+def test_judge_accuracy_by_error_kind(kinds, scores, expected):
+    from psrlm.evaluate import by_error_kind
+
+    items = [JudgeExample("q", [], "a", "b", "", "A", {"error_kind": k} if k else {}) for k in kinds]
+    assert by_error_kind(items, scores) == ({"by_kind": expected} if expected else {})
+
+
+def test_generated_judge_reports_each_kind_from_both_orders():
+    from psrlm.engines.base import Completion, EngineStats
+    from psrlm.evaluate import judge_accuracy
+
+    class AlwaysA:  # position-bound: right in one order of every item, so 0.5 on each kind
+        stats = EngineStats()
+
+        def generate(self, prompts, params):
+            return [[Completion("[[A]]", 1)] for _ in prompts]
+
+    items = [JudgeExample("q", [], "1 + 1 = 2.", "1 + 1 = 3.", "", "A", {"error_kind": "arithmetic_slip"}),
+             JudgeExample("q", [], "x", "y \\boxed{3}", "", "A", {"error_kind": "premature_answer"})]  # fmt: skip
+    out = judge_accuracy(items, AlwaysA(), PROMPTS)
+    assert out["by_kind"] == {
+        "arithmetic_slip": {"n": 1, "accuracy": 0.5},
+        "premature_answer": {"n": 1, "accuracy": 0.5},
+    }

@@ -99,6 +99,7 @@ def test_single_run_report_tables_and_plots(tmp_path):
     assert "| psrlm-M3 | 20 | 0.300 | 0.400 | 60 | 900 | 40.0 | 12.5× |" in text  # Table 5
     assert "| pairwise, generated verdict | 0.600 | 0.300 | 0.000 |" in text  # Appendix B
     assert "| psrlm-M3 | 10 | 90 | 0.800 | - | - |" in text  # PPD pairs
+    assert "Table 3b" not in text  # the fixture's judge items name no error kind
     plots = sorted(p.name for p in (run / "report_plots").iterdir())
     assert plots == ["accuracy_vs_iteration.png", "judge_vs_iteration.png", "pair_precision_vs_iteration.png",
                      "steps_vs_iteration.png"]  # fmt: skip
@@ -106,3 +107,17 @@ def test_single_run_report_tables_and_plots(tmp_path):
         data = (run / "report_plots" / p).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
         assert f"(report_plots/{p})" in text
+
+
+def test_judge_by_error_kind_table_prefers_the_soft_reading():
+    from psrlm.report import table_judge_kinds
+
+    kinds = {"arithmetic_slip": {"n": 74, "accuracy": 0.527}, "premature_answer": {"n": 57, "accuracy": 1.0}}
+    models = {"M0": {"judge": {"judge_accuracy": 0.0}},
+              "psrlm-M1": {"judge": {"by_kind": {"arithmetic_slip": {"n": 74, "accuracy": 0.1}}},
+                           "judge_soft": {"by_kind": kinds}},
+              "srlm-M1": {"judge": {"by_kind": {"arithmetic_slip": {"n": 74, "accuracy": 0.5}}}}}  # fmt: skip
+    assert table_judge_kinds(models).splitlines() == [
+        "| model | verdict | arithmetic_slip (n=74) | premature_answer (n=57) |", "|---|---|---|---|",
+        "| psrlm-M1 | soft | 0.527 | 1.000 |", "| srlm-M1 | generated | 0.500 | - |"]  # fmt: skip
+    assert table_judge_kinds({"M0": {"judge": {"judge_accuracy": 0.0}}}) is None

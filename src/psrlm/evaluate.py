@@ -122,9 +122,11 @@ def judge_accuracy(
     outs = engine.generate(asks, GenParams(n=1, temperature=0.0, max_new_tokens=max_tokens, stop=stop))
     verdicts = [parse_verdict(o[0].text) for o in outs]
     right = consistent = missing = 0
+    scores = []
     for i, e in enumerate(examples):
         v1, v2 = verdicts[2 * i], verdicts[2 * i + 1]
         swapped = {"A": "B", "B": "A"}[e.verdict]
+        scores.append(((v1 == e.verdict) + (v2 == swapped)) / 2)
         right += (v1 == e.verdict) + (v2 == swapped)
         missing += (v1 is None) + (v2 is None)
         consistent += v1 is not None and v2 is not None and v1 != v2
@@ -134,7 +136,21 @@ def judge_accuracy(
         "judge_accuracy": right / (2 * n),
         "consistency": consistent / n,
         "no_verdict_rate": missing / (2 * n),
+        **by_error_kind(examples, scores),
     }
+
+
+def by_error_kind(examples: list[JudgeExample], scores: list[float]) -> dict:
+    """{"by_kind": {kind: {"n", "accuracy"}}} over the items' meta.error_kind (arith EFT: arithmetic_slip,
+    wrong_operand, ...; policy EFT: "policy"), or {} when the items name none. A judge can score well overall on
+    the kinds visible on the surface (an answer boxed too early) and at chance on those it must recompute."""
+    groups: dict[str, list[float]] = {}
+    for e, s in zip(examples, scores, strict=True):
+        if (e.meta or {}).get("error_kind"):
+            groups.setdefault(str(e.meta["error_kind"]), []).append(s)
+    if not groups:
+        return {}
+    return {"by_kind": {k: {"n": len(v), "accuracy": sum(v) / len(v)} for k, v in sorted(groups.items())}}
 
 
 def judge_accuracy_soft(examples: list[JudgeExample], engine, prompts: Prompts) -> dict:
@@ -156,8 +172,10 @@ def judge_accuracy_soft(examples: list[JudgeExample], engine, prompts: Prompts) 
     skipped, m = m - len(fits), len(fits)
     n = 2 * m
     right = single = per_order = consistent = 0
+    picks = []
     for i, e in enumerate(examples):
         score_a = p_first[i] + (1.0 - p_first[m + i])
+        picks.append(float(("A" if score_a > 1.0 else "B") == e.verdict))
         right += ("A" if score_a > 1.0 else "B") == e.verdict
         in_ab, in_ba = ("A" if p_first[i] > 0.5 else "B"), ("B" if p_first[m + i] > 0.5 else "A")  # step named
         single += in_ab == e.verdict
@@ -171,6 +189,7 @@ def judge_accuracy_soft(examples: list[JudgeExample], engine, prompts: Prompts) 
         "swap_consistency": consistent / max(1, m),
         "position_bias": sum(p_first) / max(1, n),
         "skipped_context": skipped,
+        **by_error_kind(examples, picks),
     }
 
 

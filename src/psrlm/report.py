@@ -260,6 +260,23 @@ def table_judge(models: dict) -> str:
     return _table(head, rows)
 
 
+def table_judge_kinds(models: dict) -> str | None:
+    """Table 3 by EFT error kind: the soft judge (both orders) where it was measured, else generated verdicts."""
+    kinds = sorted({k for m in models.values() for key in ("judge_soft", "judge")
+                    for k in ((m.get(key) or {}).get("by_kind") or {})})  # fmt: skip
+    if not kinds:
+        return None
+    rows = []
+    for name, m in models.items():
+        soft = (m.get("judge_soft") or {}).get("by_kind")
+        by_kind, how = (soft, "soft") if soft else ((m.get("judge") or {}).get("by_kind"), "generated")
+        if by_kind:
+            rows.append([name, how, *(_fmt((by_kind.get(k) or {}).get("accuracy")) for k in kinds)])
+    n = {k: max(((m.get(key) or {}).get("by_kind") or {}).get(k, {}).get("n", 0)
+                for m in models.values() for key in ("judge_soft", "judge")) for k in kinds}  # fmt: skip
+    return _table(["model", "verdict", *(f"{k} (n={n[k]})" for k in kinds)], rows)
+
+
 def table_steps(models: dict) -> str:
     """Table 4: steps per solution and tokens per step, per benchmark."""
     benches = _benchmark_names(models)
@@ -456,8 +473,10 @@ def report_run(run_dir: Path, plots_dir: Path | None = None) -> str:
                f"itself: {', '.join(oracle)}. That is not the self-rewarding method.**\n") if oracle else ""  # fmt: skip
     parts = [f"# Report: {run_dir}\n", warning, "## Table 1: greedy accuracy per benchmark\n", table_accuracy(models),
              "\n## Table 2: M1 → Mn change\n", table_deltas(models),
-             "\n## Table 3: judge accuracy on the EFT test split\n", table_judge(models),
-             "\n## Table 4: steps per solution / tokens per step\n", table_steps(models)]  # fmt: skip
+             "\n## Table 3: judge accuracy on the EFT test split\n", table_judge(models)]  # fmt: skip
+    if kinds := table_judge_kinds(models):
+        parts += ["\n## Table 3b: judge accuracy by EFT error kind\n", kinds]
+    parts += ["\n## Table 4: steps per solution / tokens per step\n", table_steps(models)]
     for title, text in (("Table 5: greedy vs test-time search (arith test)", table_tts(models)),
                         ("Appendix B: step-wise pairwise judging vs solution scoring", table_appendix_b(c["appendix_b"])),
                         ("PPD pairs per iteration", table_pairs(models))):  # fmt: skip
