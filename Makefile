@@ -22,7 +22,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	.venv/bin/psrlm bench --config $(CONFIG) --set search.verdict=generate
 
-# The science check: the demo recipe over 3 seeds, then M1 -> M4 changes with 95 % CIs (about 3 x 16 min on this 2-core CPU).
+# The science check: the demo recipe over 3 seeds, then M1 -> M4 changes with 95 % CIs (about 3 x 18 min on this 2-core CPU).
 science: $(STAMP)
 	for s in 0 1 2; do .venv/bin/psrlm iterate --config $(CONFIG) --set iterate.seed=$$s --set paths.run_dir=runs/science/seed$$s || exit 1; done
 	.venv/bin/psrlm report runs/science/seed0 runs/science/seed1 runs/science/seed2 --out runs/science/report.md
