@@ -31,10 +31,10 @@ science: $(STAMP)
 sweep: $(STAMP)
 	.venv/bin/psrlm sweep --config $(CONFIG) --out runs/sweep
 
-# The oracle upper bound at a size DPO can learn from: the self judge and a perfect judge on 600 questions per seed
-# (about 30 min per seed on this 2-core CPU; the README has the result).
+# The oracle upper bound on 600 questions per seed: the self judge, a coin-flip oracle (which pairs, not which
+# verdicts) and a perfect one (about 26 min per seed, 80 min in all, on this 2-core CPU; the README has the result).
 upper: $(STAMP)
-	.venv/bin/psrlm sweep --config $(CONFIG) --accuracies 1.0 --questions 600 --set search.oracle_ties=accept --out runs/sweep600
+	.venv/bin/psrlm sweep --config $(CONFIG) --accuracies 0.5,1.0 --questions 600 --set search.oracle_ties=accept --out runs/upper
 
 test: $(STAMP)
 	$(PY) -m pytest -q
