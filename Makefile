@@ -3,18 +3,25 @@ PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 STAMP   := .venv/.installed
 CONFIG  ?= configs/demo.yaml
+LOCK    := requirements.lock
 
-.PHONY: setup demo test slow_test gpu_check gpu_wheels bench science sweep upper quality format clean
+.PHONY: setup lock demo test slow_test gpu_check gpu_wheels bench science sweep upper quality format clean
 
 setup: $(STAMP)
 
 # torch first and pinned: the CPU build is on disk here, and an unpinned torch pulls a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+# Everything else at the exact versions the suite last passed with (requirements.lock, refreshed by `make lock`).
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv .venv
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -c $(LOCK) pip setuptools
+	$(PIP) install -q -c $(LOCK) torch==2.13.0
+	$(PIP) install -q -c $(LOCK) -e ".[dev]"
 	touch $(STAMP)
+
+# Resolve every dependency afresh, run the fast suite on it, and write requirements.lock only if it passes; prints
+# what changed (LOCK_TEST=0 skips the suite). See scripts/lock.sh.
+lock:
+	bash scripts/lock.sh
 
 demo: $(STAMP)
 	.venv/bin/psrlm demo --config $(CONFIG)

@@ -85,7 +85,7 @@ def judge_mode_agreement(engine, prompts, problems, cfg) -> dict:
             pairs = plan_pairs(len(s), mode, cfg.cyclic_k)
             spans.append((len(asks), pairs))
             asks += [prompts.judge_prompt(p.question, [], s[a], s[b]) for a, b in pairs]
-        outs = judge_all(engine, asks, cfg, seed=2) if asks else []
+        outs = judge_all(engine, asks, cfg, seeds=2) if asks else []
         picks = []
         for (offset, pairs), (_, s) in zip(spans, sets, strict=True):
             js = [Judgment(a, b, v.verdict, p_a=v.p_a) for (a, b), v in zip(pairs, outs[offset:], strict=False)]
