@@ -39,6 +39,19 @@ def test_pairs_and_batching():
     assert res.traces[0].judge_calls == 3 * 6
 
 
+def test_each_round_records_who_was_judged_against_whom_and_what_the_judge_said():
+    """A trace shows why a step was kept (psrlm view reads it): the judge's verdict matrix over the unique
+    candidates and, with generated verdicts, each explanation as written."""
+    eng = ScriptedEngine(three_step_policy, lambda a, b: f"{a} vs {b}: " + prefer_higher_quality(a, b))
+    (t,) = run_search(PROBLEMS[:1], eng, PROMPTS, cfg(), progress=False).traces
+    first = t.rounds[0]
+    assert first["candidates"] == ["s1 q0", "s1 q1", "s1 q2"] and first["best"] == 2 and first["worst"] == 0
+    assert len(first["judgments"]) == 6 and len(first["explanations"]) == 6
+    for (a, b, verdict, p_a), text in zip(first["judgments"], first["explanations"], strict=True):
+        assert verdict == ("A" if a > b else "B") and p_a is None
+        assert text.startswith(f"s1 q{a} vs s1 q{b}:")
+
+
 def test_tie_at_step_one_resamples():
     calls = {"n": 0}
 

@@ -34,6 +34,9 @@ from psrlm.records import PreferencePair, Problem, ProblemLog, SearchTrace, chec
 from psrlm.steps import STEP_STOP, clean_candidate, final_answer, is_final
 
 
+EXPLANATION_CHARS = 2000  # a judge explanation kept in a trace is cut here: traces of runaway text stay small
+
+
 @dataclass
 class _State:
     problem: Problem
@@ -220,7 +223,7 @@ def _advance(
         if any(j.skipped for j in outs):
             _stop_for_context(st)
             continue
-        judgments = [Judgment(a, b, j.verdict, p_a=j.p_a) for (a, b), j in zip(pairs, outs, strict=True)]
+        judgments = [Judgment(a, b, j.verdict, j.text, j.p_a) for (a, b), j in zip(pairs, outs, strict=True)]
         _select(st, cands, uniques, judgments, prompts, cfg, iteration, all_right)
 
 
@@ -267,6 +270,7 @@ class Verdict:
     tokens: int  # generated tokens (explanations)
     skipped: bool = False  # the judge prompt does not fit the model's context
     failed: bool = False  # the request failed (after the engine's retries)
+    text: str = ""  # the judge's generated explanation and verdict (verdict=generate)
 
 
 def judge_all(
@@ -285,8 +289,8 @@ def judge_all(
         params = GenParams(n=1, temperature=cfg.judge_temperature, max_new_tokens=cfg.judge_max_tokens,
                            affinity=affinity, **per_prompt)  # fmt: skip
         outs = [o[0] for o in engine.generate(judge_prompts, params)]
-        return [Verdict(parse_verdict(o.text), None, o.tokens, o.finish_reason == "context", o.finish_reason == "error")
-                for o in outs]  # fmt: skip
+        return [Verdict(parse_verdict(o.text), None, o.tokens, o.finish_reason == "context", o.finish_reason == "error",
+                        o.text) for o in outs]  # fmt: skip
     out = []
     for d in verdict_log_odds(engine, judge_prompts, affinity):
         if d is None:
@@ -339,7 +343,12 @@ def _select(
         "scores": scored.scores,
         "judge_calls": len(judgments),
         "no_verdicts": scored.no_verdicts,
+        # who was asked about whom and what it said: [a, b, verdict, P(A)] over the unique candidates, and the
+        # generated explanations (verdict=generate), so a trace shows why a step was kept (psrlm view)
+        "judgments": [[j.a, j.b, j.verdict, None if j.p_a is None else round(j.p_a, 4)] for j in judgments],
     }
+    if any(j.text for j in judgments):
+        record["explanations"] = [j.text[:EXPLANATION_CHARS] for j in judgments]
     if not uniques:  # every candidate empty, cut or failed: nothing was judged, so draw again at this step
         record["action"] = "resample_empty"
     elif len(uniques) == 1 or all_right:  # every candidate the same text (or all right): nothing to prefer
