@@ -1,9 +1,18 @@
 # The two commands: `make demo` and `make test`. Both set up .venv on first use.
 PY      := .venv/bin/python
 PIP     := .venv/bin/pip
+PSRLM   := .venv/bin/psrlm
 STAMP   := .venv/.installed
-CONFIG  ?= configs/demo.yaml
 LOCK    := requirements.lock
+# What a target runs on, and where it writes. Users keep the defaults; the smoke tests (tests/test_commands.py,
+# tests/slow/test_make_targets.py) run every target to its end at the smallest size through these:
+CONFIG  ?= configs/demo.yaml
+RUNS    ?= runs
+SET     ?=
+ARGS    ?=
+SEEDS   ?= 0 1 2
+PYTEST_ARGS ?=
+WHEELS  ?= .gpu-wheels
 
 .PHONY: setup lock demo test slow_test gpu_check gpu_wheels bench science sweep upper quality format clean
 
@@ -24,38 +33,38 @@ lock:
 	bash scripts/lock.sh
 
 demo: $(STAMP)
-	.venv/bin/psrlm demo --config $(CONFIG)
+	$(PSRLM) demo --config $(CONFIG) $(SET) $(ARGS)
 
 bench: $(STAMP)
-	.venv/bin/psrlm bench --config $(CONFIG) --set search.verdict=generate
+	$(PSRLM) bench --config $(CONFIG) --set search.verdict=generate $(SET) $(ARGS)
 
 # The science check: the demo recipe over 3 seeds, then M1 -> M4 changes with 95 % CIs (about 3 x 18 min on this 2-core CPU).
 science: $(STAMP)
-	for s in 0 1 2; do .venv/bin/psrlm iterate --config $(CONFIG) --set iterate.seed=$$s --set paths.run_dir=runs/science/seed$$s || exit 1; done
-	.venv/bin/psrlm report runs/science/seed0 runs/science/seed1 runs/science/seed2 --out runs/science/report.md
+	for s in $(SEEDS); do $(PSRLM) iterate --config $(CONFIG) --set iterate.seed=$$s --set paths.run_dir=$(RUNS)/science/seed$$s $(SET) || exit 1; done
+	$(PSRLM) report $(foreach s,$(SEEDS),$(RUNS)/science/seed$(s)) --out $(RUNS)/science/report.md
 
 # The judge-quality sweep (science only: oracle judges of known accuracy, one iteration, 3 seeds; see psrlm sweep --help).
 sweep: $(STAMP)
-	.venv/bin/psrlm sweep --config $(CONFIG) --out runs/sweep
+	$(PSRLM) sweep --config $(CONFIG) --out $(RUNS)/sweep $(SET) $(ARGS)
 
 # The oracle upper bound on 600 questions per seed: the self judge, a coin-flip oracle (which pairs, not which
 # verdicts) and a perfect one (about 26 min per seed, 80 min in all, on this 2-core CPU; the README has the result).
 upper: $(STAMP)
-	.venv/bin/psrlm sweep --config $(CONFIG) --accuracies 0.5,1.0 --questions 600 --set search.oracle_ties=accept --out runs/upper
+	$(PSRLM) sweep --config $(CONFIG) --accuracies 0.5,1.0 --questions 600 --set search.oracle_ties=accept --out $(RUNS)/upper $(SET) $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 slow_test: $(STAMP)
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
 
 # The checks that need CUDA (tests/test_gpu.py; skipped without a GPU). On a lent GPU machine: bash scripts/gpu_check.sh
 gpu_check: $(STAMP)
-	PY=$(PY) bash scripts/gpu_check.sh
+	PY=$(PY) bash scripts/gpu_check.sh $(PYTEST_ARGS)
 
 # Pure-Python wheels the GPU machine lacks, for scripts/gpu_check.sh to install there (Python 3.12, no network).
 gpu_wheels: $(STAMP)
-	$(PIP) download -q --no-deps --only-binary=:all: --python-version 3.12 -d .gpu-wheels math-verify latex2sympy2_extended antlr4-python3-runtime==4.13.2
+	$(PIP) download -q --no-deps --only-binary=:all: --python-version 3.12 -d $(WHEELS) math-verify latex2sympy2_extended antlr4-python3-runtime==4.13.2
 
 quality: $(STAMP)
 	.venv/bin/ruff check src tests
@@ -66,4 +75,4 @@ format: $(STAMP)
 	.venv/bin/ruff format src tests
 
 clean:
-	rm -rf runs/demo .pytest_cache
+	rm -rf $(RUNS)/demo .pytest_cache

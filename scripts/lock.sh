@@ -12,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 LOCK=requirements.lock
+OUT=${LOCK_OUT:-$LOCK}  # where the new lock goes (the smoke test writes a scratch copy; changes are against $LOCK)
 VENV=${LOCK_VENV:-.lock-venv}
 EXTRAS=$(sed -n 's/^\([a-z]*\) = \[.*$/\1/p' <(sed -n '/^\[project.optional-dependencies\]/,/^\[/p' pyproject.toml) | paste -sd, -)
 
@@ -34,13 +35,13 @@ new=$(mktemp)
 if [ "${LOCK_TEST:-1}" != 0 ]; then
   echo "lock: running the fast test suite against the new resolution ($VENV)"
   if ! "$VENV/bin/python" -m pytest -q -p no:cacheprovider; then
-    echo "lock: the suite FAILED against these versions; $LOCK is unchanged. The resolution that failed:" >&2
+    echo "lock: the suite FAILED against these versions; $OUT is unchanged. The resolution that failed:" >&2
     "$VENV/bin/python" scripts/lock_diff.py "$LOCK" "$new" >&2 || true
     rm -f "$new"
     exit 1
   fi
 fi
 "$VENV/bin/python" scripts/lock_diff.py "$LOCK" "$new"
-mv "$new" "$LOCK"
+mv "$new" "$OUT"
 rm -rf "$VENV"
-echo "lock: wrote $LOCK; the next \`make test\` / \`make demo\` reinstalls .venv from it"
+echo "lock: wrote $OUT; the next \`make test\` / \`make demo\` reinstalls .venv from it"
