@@ -33,7 +33,6 @@ from psrlm.prompts import Prompts, judge_target_tag
 from psrlm.records import PreferencePair, Problem, ProblemLog, SearchTrace, check_unique_ids
 from psrlm.steps import STEP_STOP, clean_candidate, final_answer, is_final
 
-
 EXPLANATION_CHARS = 2000  # a judge explanation kept in a trace is cut here: traces of runaway text stay small
 
 
