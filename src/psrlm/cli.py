@@ -751,6 +751,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/sweep", help="output folder (one run folder per seed inside)")
     p.set_defaults(func=cmd_sweep, name="sweep", wants_args=True)
 
+    from psrlm.frontier import add_frontier_args, cmd_frontier
+
+    p = sub.add_parser(
+        "frontier",
+        help="science (arith): iterations at the model's frontier; the method, an oracle upper bound and controls",
+        description="For each seed: M1, then per arm a chain of iterations whose questions come from the easiest "
+        "difficulty level the current model does not master (iterate.schedule=frontier, arith.levels): self = "
+        "PSRLM; oracle = the same search with a perfect judge; rft = SFT on the oracle search's right solutions; "
+        "outcome = whole right-vs-wrong solutions (oracle), plain DPO; srlm = the baseline. Every model is "
+        "evaluated on the validation, test and hard splits; OUT/frontier.md, frontier.json and frontier.png hold "
+        "the table and the figure with 95 %% intervals over seeds. ORACLE arms are labelled as such.",
+    )
+    _add_config_args(p)
+    add_frontier_args(p)
+    p.set_defaults(func=cmd_frontier, name="frontier", wants_args=True)
+
     p = sub.add_parser("show-config", help="print the effective config (defaults + recipe + --set)")
     _add_config_args(p)
     p.set_defaults(func=cmd_show_config, name="show-config")
@@ -758,7 +774,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Stages that load a model and compute: they print the precision chosen for this machine when they start.
-_COMPUTES = {"iterate", "demo", "search", "eval", "bench", "sweep", "model pretrain", "data eft", "data ift", "train sft",
+_COMPUTES = {"iterate", "demo", "search", "eval", "bench", "sweep", "frontier", "model pretrain", "data eft", "data ift", "train sft",
              "train dpo", "train prm"}  # fmt: skip
 
 

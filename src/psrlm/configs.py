@@ -64,6 +64,12 @@ class ArithConfig:
         instead of prose (0 = prose only). Measured: a model pre-trained on prose alone computes 0.93 of its
         additions right in prose and 0.19 in the step layout the loop uses, and IFT does not restore them; real
         math corpora carry both layouts.
+    levels: a difficulty ladder above the in-distribution level for `iterate.schedule: frontier`, easiest first,
+        each [min_ops, max_ops, max_number] (e.g. [[3, 5, 30], [4, 6, 40], [5, 7, 50]]); level 0 is the
+        in-distribution pool (data/fresh_questions.jsonl). Each level above it gets a pool of `level_pool`
+        questions (data/arith_level<k>.jsonl) and every level a probe of `level_probe` problems
+        (data/arith_level<k>_probe.jsonl) that measures the current model's pass rate; all disjoint from the training
+        pool, M0's pre-training stream and every held-out split by canonical hash. Empty = no ladder.
     """
 
     seed: int = 0
@@ -77,6 +83,9 @@ class ArithConfig:
     hard_max_number: int = 60
     n_pretrain: int = 20000
     pretrain_step_share: float = 0.0
+    levels: list[list[int]] = field(default_factory=list)
+    level_pool: int = 2000
+    level_probe: int = 100
 
 
 @dataclass
@@ -297,6 +306,9 @@ class SRLMConfig:
     judge_max_tokens: token cap for one scoring answer (justification + "Score: X").
     max_active: problems processed together in one engine call.
     seed: sampling seed.
+    judge: "self" (the baseline: the model scores its solutions) or "oracle" (science only, arith only: a solution
+        scores 5 when its final answer is right, else 0, so the pairs are right-vs-wrong whole solutions: the
+        outcome-level control of the frontier experiment). Labelled as such in every manifest it makes.
     """
 
     n_samples: int = 4
@@ -308,12 +320,14 @@ class SRLMConfig:
     judge_max_tokens: int = 64
     max_active: int = 64
     seed: int = 0
+    judge: str = "self"
 
 
 @dataclass
 class TrainConfig:
     """One training stage through TRL (train.py). Used as `pretrain` (M0 on raw domain text), `sft` (M0 -> M1 on
-    EFT + IFT, completion-only loss) and `dpo` (step-wise DPO, M_n -> M_n+1).
+    EFT + IFT, completion-only loss), `dpo` (step-wise DPO, M_n -> M_n+1) and `rft` (science control of `psrlm
+    frontier`: SFT of M_n on its own search's right complete solutions, rejection-sampling fine-tuning).
 
     epochs / lr / batch_size / grad_accum / warmup_steps / weight_decay / lr_scheduler: the usual.
         Paper (7B): SFT 3 epochs, lr 1e-6, batch 32; DPO 1 epoch, lr 5e-7. A model trained from scratch needs far
@@ -380,6 +394,13 @@ class IterateConfig:
     eval_appendix_b: EFT test items for the Appendix B comparison (psrlm-M1 judging step pairs vs srlm-M1
         scoring solutions); 0 = skip.
     seed: offsets the seeds of every training and sampling stage (for repeated runs); data stays the same.
+    schedule: where each iteration's questions come from. "fixed" = the next `questions[i]` of the fresh question
+        pool (the paper). "frontier" (arith, needs `arith.levels`) = before each iteration the current model solves
+        every level's probe greedily, and the questions are the next unused ones of the easiest level whose pass
+        rate is at most frontier_band's top: training at the edge of what it solves (Lee et al., 2025); that level's
+        pass rate must reach the band's bottom, else the run stops naming the rates. The manifest records the level
+        and the probe's pass rates.
+    frontier_band: [low, high] pass rates of the level an iteration searches (schedule: frontier).
     """
 
     methods: list[str] = field(default_factory=lambda: ["psrlm", "srlm"])
@@ -395,6 +416,8 @@ class IterateConfig:
     eval_tts_benchmark: str = ""
     eval_appendix_b: int = 0
     seed: int = 0
+    schedule: str = "fixed"
+    frontier_band: list[float] = field(default_factory=lambda: [0.2, 0.7])
 
 
 @dataclass
@@ -562,6 +585,7 @@ class Config:
     pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=1e-3, batch_size=32))
     sft: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=1e-6, batch_size=32))
     dpo: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, lr=5e-7, batch_size=32))
+    rft: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, lr=1e-6, batch_size=32))
     iterate: IterateConfig = field(default_factory=IterateConfig)
     grading: GradingConfig = field(default_factory=GradingConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
@@ -782,6 +806,12 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
             ("hard_min_ops", a.hard_min_ops <= a.hard_max_ops, f"must be <= arith.hard_max_ops ({a.hard_max_ops})"),
             ("max_number", a.max_number >= 2, "must be >= 2"),
             ("hard_max_number", a.hard_max_number >= 2, "must be >= 2"),
+            (
+                "levels",
+                all(len(v) == 3 and 1 <= v[0] <= v[1] and v[2] >= 2 for v in a.levels),
+                "must list [min_ops, max_ops, max_number] per level, 1 <= min_ops <= max_ops, max_number >= 2",
+            ),
+            *_at_least(a, 1, "level_pool level_probe"),
         ],
         "data": [
             ("source", d.source in ("arith", "files"), "choose arith (the embedded domain) or files (a real run)"),
@@ -855,10 +885,17 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
             ("judge_temperature", r.judge_temperature >= 0, "must be >= 0"),
             ("judge_max_tokens", r.judge_max_tokens >= 1, "must be >= 1"),
             ("max_active", r.max_active >= 1, "must be >= 1"),
+            ("judge", r.judge in ("self", "oracle"), "choose self (the baseline) or oracle (science runs only)"),
+            (
+                "judge",
+                r.judge == "self" or cfg.data.source == "arith",
+                "oracle needs the arith domain (data.source=arith)",
+            ),
         ],
         "pretrain": _train_rules(cfg.pretrain),
         "sft": _train_rules(cfg.sft),
         "dpo": _train_rules(cfg.dpo),
+        "rft": _train_rules(cfg.rft),
         "iterate": [
             ("methods", bool(it.methods) and set(it.methods) <= {"psrlm", "srlm"}, "must list psrlm and/or srlm"),
             (
@@ -878,6 +915,17 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
                 "eval_benchmarks",
                 d.source != "files" or bool(it.eval_benchmarks),
                 "must name the test sets of a files run (e.g. [paper]): it has no arith splits",
+            ),
+            ("schedule", it.schedule in ("fixed", "frontier"), "choose fixed (the paper) or frontier"),
+            (
+                "schedule",
+                it.schedule != "frontier" or (d.source == "arith" and bool(a.levels)),
+                "frontier needs the arith domain and a difficulty ladder (arith.levels)",
+            ),
+            (
+                "frontier_band",
+                len(it.frontier_band) == 2 and 0 <= it.frontier_band[0] <= it.frontier_band[1] <= 1,
+                "must be [low, high] with 0 <= low <= high <= 1",
             ),
         ],  # fmt: skip
         "initdata": [
@@ -957,7 +1005,7 @@ def validate(cfg: Config, sources: dict[str, str] | None = None) -> None:
 
     for e in (cfg.engine, cfg.initdata.teacher_engine):
         e.static_cache = _parse_bool_setting(e.static_cache)
-    for t in (cfg.pretrain, cfg.sft, cfg.dpo, cfg.initdata.prm_train):
+    for t in (cfg.pretrain, cfg.sft, cfg.dpo, cfg.rft, cfg.initdata.prm_train):
         t.bf16 = _parse_bool_setting(t.bf16)
     errors = []
     for section, rules in _rules(cfg).items():

@@ -34,6 +34,7 @@ from psrlm.records import (
     Manifest,
     PreferencePair,
     Problem,
+    SearchTrace,
     StepSolution,
     from_dict,
     read_json,
@@ -187,8 +188,10 @@ def generation_settings(cfg) -> dict:
     model's own judge: a self-judged search records them at their defaults, so a sweep that changes them still
     resumes its self-judged arm."""
     out = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "max_active"}
-    if out.get("judge") == "self":
+    if out.get("judge") == "self" and "judge_flip" in out:  # a search config
         out.update(judge_flip=0.0, oracle_ties="tie")
+    elif out.get("judge") == "self":  # srlm's judge, added later: at its default it keys nothing
+        del out["judge"]
     return out
 
 
@@ -497,6 +500,82 @@ def question_blocks(run: Run) -> list[list[Problem]]:
     return blocks
 
 
+def iteration_questions(run: Run, label: str, it: int, parent: Path) -> tuple[list[Problem], dict]:
+    """The questions M_it of `label` searches, and how they were chosen (recorded in its manifest): the next block of
+    the fresh pool (schedule fixed, the paper), or the frontier level's next unused questions (schedule frontier)."""
+    if run.cfg.iterate.schedule == "fixed":
+        return question_blocks(run)[it - 2], {"kind": "fixed"}
+    return frontier_questions(run, label, it, parent)
+
+
+def ladder(run: Run) -> list[tuple[int, int, int]]:
+    """[min_ops, max_ops, max_number] per level: 0 = in-distribution (the fresh pool), then arith.levels."""
+    a = run.cfg.arith
+    return [(a.min_ops, a.max_ops, a.max_number), *(tuple(v) for v in a.levels)]
+
+
+def level_pool(run: Run, level: int) -> list[Problem]:
+    return read_problems(run.data / ("fresh_questions.jsonl" if level == 0 else f"arith_level{level}.jsonl"))
+
+
+def probe_levels(run: Run, model: Path) -> dict[int, float]:
+    """Greedy pass rate of `model` (a model of this run, evaluated under its folder name) on every level's probe,
+    cached with its evaluation (<run>/eval/<name>/arith_level<k>_probe.jsonl): a probe is never a test split."""
+    from psrlm.evaluate import evaluate_benchmarks
+
+    names = [f"arith_level{k}_probe" for k in range(len(ladder(run)))]
+    cfg = run.cfg
+    with eval_folder(run, model.name, model, cfg.iterate.eval_max_tokens) as out:
+        done = {b: (out / f"{b}.jsonl").exists() for b in names}
+        problems = run.benchmarks(names, 0)
+        start = time.time()
+        if all(done.values()):  # read back without serving the model
+            from psrlm.records import iter_json_rows
+
+            rows = {b: [r for _, r in iter_json_rows(out / f"{b}.jsonl")] for b in names}
+            if all(len(rows[b]) >= len(problems[b]) for b in names):
+                return {k: sum(r["correct"] for r in rows[b]) / max(1, len(rows[b])) for k, b in enumerate(names)}
+        with run.serving(model, model.name) as engine:
+            summaries = evaluate_benchmarks(problems, engine, run.prompts, out, cfg.iterate.eval_max_tokens,
+                                            desc=f"probe {model.name}",
+                                            include_percentage=cfg.grading.include_percentage)  # fmt: skip
+        run.timed("frontier probe", start, model.name)
+    return {k: summaries[b]["accuracy"] for k, b in enumerate(names)}
+
+
+def frontier_questions(run: Run, label: str, it: int, parent: Path) -> tuple[list[Problem], dict]:
+    """schedule=frontier: probe the parent on every level, take the easiest level whose pass rate is at most the
+    band's top (what the model does not yet master), and draw that level's next questions not yet searched by
+    this chain's earlier iterations. Stops with one line when no level falls in the band or the level's pool is
+    used up."""
+    cfg = run.cfg.iterate
+    low, high = cfg.frontier_band
+    rates = probe_levels(run, parent)
+    shown = ", ".join(f"level {k} {ladder(run)[k]}: {r:.2f}" for k, r in rates.items())
+    level = next((k for k, r in rates.items() if r <= high), None)
+    if level is None or rates[level] < low:
+        why = "masters every level" if level is None else f"solves level {level} at {rates[level]:.2f}, below it"
+        raise ConfigError(f"iterate.frontier_band={cfg.frontier_band}: {parent.name} {why} (pass rates {shown}); "
+                          "widen the band or change arith.levels")  # fmt: skip
+    used = 0  # questions of this level the chain's earlier iterations searched
+    for k in range(2, it):
+        m = run.load_manifest(f"{label}-M{k}")
+        sched = ((m.metrics.get("questions") or {}).get("schedule") or {}) if m else {}
+        if sched.get("level") == level:
+            used += sched["count"]
+    pool = level_pool(run, level)
+    n = cfg.questions[it - 2]
+    if used + n > len(pool):
+        raise ConfigError(f"iterate.questions: {label}-M{it} needs {n} questions of level {level} {ladder(run)[level]}"
+                          f" but its pool has {len(pool) - used} left of {len(pool)} (pass rates {shown}); raise "
+                          "arith.level_pool (or arith.n_train for level 0)")  # fmt: skip
+    schedule = {"kind": "frontier", "level": level, "difficulty": list(ladder(run)[level]), "band": [low, high],
+                "pass_rates": {str(k): round(r, 4) for k, r in rates.items()}, "offset": used, "count": n,
+                "probe": parent.name}  # fmt: skip
+    log.info("%s-M%d: frontier level %d %s (pass rates %s)", label, it, level, ladder(run)[level], shown)
+    return pool[used : used + n], schedule
+
+
 def pair_precision(pairs: list[PreferencePair], problems: dict[str, Problem]) -> dict:
     """With the oracle: share of pairs whose chosen step is correct and rejected step wrong (arith only)."""
     from psrlm.tasks.arith import label_step
@@ -522,28 +601,57 @@ def _search_cfg(run: Run, method: str, it: int):
     return dataclasses.replace(cfg.srlm, seed=cfg.srlm.seed + 1000 * it + run.seed)
 
 
-def iteration_settings(run: Run, method: str, it: int, parent: str, questions: list[Problem]) -> tuple[dict, dict]:
+def iteration_settings(
+    run: Run, method: str, it: int, parent: str, questions: list[Problem], training: str = "dpo"
+) -> tuple[dict, dict]:
     """(search-folder settings, model settings) of M_it: the pairs depend on the parent, the questions, the search
-    config, the prompts and the engine's precision; the model adds DPO's config."""
+    config, the prompts and the engine's precision; the model adds its training's config (DPO's, or RFT's)."""
     parent_manifest = run.load_manifest(parent)
     section = "search" if method == "psrlm" else "srlm"  # keys read as the config's own: search.width, dpo.beta
     search = {"method": method, "parent": fingerprint(parent_manifest.settings),
               "questions": fingerprint({"ids": [q.id for q in questions], "text": [q.question for q in questions]}),
               "prompts": {"variant": run.cfg.prompts.variant}, "engine": engine_settings(run),
               section: generation_settings(_search_cfg(run, method, it))}  # fmt: skip
+    if training == "rft":
+        return search, {**search, "training": "rft", "rft": train_settings(run.seeded(run.cfg.rft))}
     return search, {**search, "dpo": train_settings(run.seeded(run.cfg.dpo))}
 
 
+def right_solutions(traces: list[SearchTrace], questions: list[Problem]) -> list[StepSolution]:
+    """The complete solutions a search ended with whose final answer is right (graded against the gold answer):
+    the training data of rejection-sampling fine-tuning (science control; the loop itself never grades)."""
+    from psrlm.grading import is_equiv
+
+    by_id = {q.id: q for q in questions}
+    out = []
+    for t in traces:
+        q = by_id.get(t.problem_id)
+        if q is not None and t.finished and t.final_answer is not None and is_equiv(q.answer, t.final_answer):
+            out.append(StepSolution(problem_id=t.problem_id, steps=list(t.steps), final_answer=t.final_answer,
+                                    meta={"question": q.question, "source": "rft"}))  # fmt: skip
+    return out
+
+
 def run_iteration(
-    run: Run, method: str, it: int, parent: Path, questions: list[Problem], label: str | None = None
+    run: Run,
+    method: str,
+    it: int,
+    parent: Path,
+    questions: list[Problem],
+    label: str | None = None,
+    schedule: dict | None = None,
+    training: str = "dpo",
 ) -> Path:
     """M_it of `method` from its parent: search (or SRLM sampling) on `questions`, then DPO. `label` names the
     model and its folders instead of the method (the judge sweep keeps several M2 of one M1 side by side). A
-    problem whose requests failed is left for a rerun; more than `engine.max_failed_share` of them stops here."""
+    problem whose requests failed is left for a rerun; more than `engine.max_failed_share` of them stops here.
+    `schedule` (how the questions were chosen) goes into the manifest. `training="rft"` (science control, arith):
+    instead of DPO on the pairs, SFT of the parent (settings `rft.*`) on the search's complete solutions whose
+    final answer is right."""
     label = label or method
     name = f"{label}-M{it}"
     out = run.models / name
-    search_settings, settings = iteration_settings(run, method, it, parent.name, questions)
+    search_settings, settings = iteration_settings(run, method, it, parent.name, questions, training)
     if reuse_model(run, name, settings):
         return out
     cfg = run.cfg
@@ -575,14 +683,28 @@ def run_iteration(
     precision = pair_precision(pairs, {p.id: p for p in questions}) if method == "psrlm" and run.arith else {}
     start_train = time.time()
     metrics = {"search": summary, "pair_precision": precision,
-               "questions": {"block": len(questions), "pool": read_json(run.data / "questions.json")}}  # fmt: skip
+               "questions": {"block": len(questions), "pool": read_json(run.data / "questions.json"),
+                             "schedule": schedule or {"kind": "fixed"}}}  # fmt: skip
     if method == "psrlm":  # an oracle judge is a science run: said in every manifest it makes
         metrics["judge"] = {"kind": cfg.search.judge, "flip": cfg.search.judge_flip}
-    if pairs:
+    else:
+        metrics["judge"] = {"kind": cfg.srlm.judge}
+    rft = right_solutions(result.traces, questions) if training == "rft" else []
+    if training == "rft":
+        metrics["rft"] = {"solutions": len(rft), "problems": len(questions)}
+        write_jsonl(search_dir / "rft_solutions.jsonl", rft)
+    if (
+        training == "rft" and rft
+    ):  # rft.* settings in the sft stage's place: the same code path, in-process or launched
+        rft_run = Run(dataclasses.replace(cfg, sft=cfg.rft), fresh=run.fresh)
+        manifest = rft_run.train("sft", parent, out, {"ift": [search_dir / "rft_solutions.jsonl"]}, iteration=it,
+                                 method=f"{method}-rft", settings=settings, metrics=metrics)  # fmt: skip
+    elif training == "dpo" and pairs:
         manifest = run.train("dpo", parent, out, {"pairs": [search_dir / "pairs.jsonl"]}, ref_dir=parent,
                              iteration=it, method=method, settings=settings, metrics=metrics)  # fmt: skip
-    else:  # no preference at all: the model carries over unchanged, and the manifest says so
-        log.warning("%s: search produced no pairs; %s is a copy of its parent", name, name)
+    else:  # no preference (or no right solution) at all: the model carries over unchanged, and the manifest says so
+        log.warning("%s: search produced no %s; %s is a copy of its parent", name,
+                    "right solutions" if training == "rft" else "pairs", name)  # fmt: skip
         import shutil
 
         tmp = out.with_name(out.name + ".tmp")
@@ -591,11 +713,12 @@ def run_iteration(
         tmp.rename(out)
         manifest = Manifest(iteration=it, method=method, parent_model=str(parent), model_path=str(out),
                             config=config_to_dict(cfg), settings=flatten(settings),
-                            metrics={**metrics, "train": {"stage": "dpo", "pairs": 0, "skipped": True}})  # fmt: skip
+                            metrics={**metrics, "train": {"stage": "sft" if training == "rft" else "dpo",
+                                                          "pairs": 0, "skipped": True}})  # fmt: skip
         from psrlm.train import MANIFEST_NAME
 
         write_json(out / MANIFEST_NAME, dataclasses.asdict(manifest))  # not the parent's, copied with the weights
-    run.timed(f"{method} DPO", start_train, name)
+    run.timed(f"{method} {'RFT' if training == 'rft' else 'DPO'}", start_train, name)
     manifest.seeds["search"] = _search_cfg(run, method, it).seed
     manifest.wall_time_s = time.time() - start
     run.write_manifest(name, manifest)
@@ -765,12 +888,14 @@ def run_all(cfg: Config, progress: bool = True, fresh: bool = False) -> dict:
         m0 = ensure_m0(run)
         ensure_policy_eft(run, m0)
         models: dict[str, Path] = {"M0": m0}
-        blocks = question_blocks(run)
+        if cfg.iterate.schedule == "fixed":
+            question_blocks(run)  # a pool too small for the schedule stops here, before any model is built
         for method in cfg.iterate.methods:
             parent = ensure_m1(run, method, m0)
             models[f"{method}-M1"] = parent
-            for it, questions in enumerate(blocks, start=2):
-                parent = run_iteration(run, method, it, parent, questions)
+            for it in range(2, len(cfg.iterate.questions) + 2):
+                questions, schedule = iteration_questions(run, method, it, parent)
+                parent = run_iteration(run, method, it, parent, questions, schedule=schedule)
                 models[f"{method}-M{it}"] = parent
         results = {name: evaluate_model(run, name, path, few_shot=name == "M0") for name, path in models.items()}
         for name, res in results.items():
@@ -783,7 +908,7 @@ def run_all(cfg: Config, progress: bool = True, fresh: bool = False) -> dict:
                 }
         summary = {"models": results}
         if cfg.iterate.eval_tts and "psrlm" in cfg.iterate.methods:  # Table 5: PSRLM's first and last model
-            tts_models = dict.fromkeys(["psrlm-M1", f"psrlm-M{len(blocks) + 1}"])
+            tts_models = dict.fromkeys(["psrlm-M1", f"psrlm-M{len(cfg.iterate.questions) + 1}"])
             summary["tts"] = {n: evaluate_tts(run, n, models[n]) for n in tts_models}
         if cfg.iterate.eval_appendix_b and {"psrlm-M1", "srlm-M1"} <= set(models):
             summary["appendix_b"] = evaluate_appendix_b(run, models["psrlm-M1"], models["srlm-M1"])
@@ -864,9 +989,15 @@ def dry_run(cfg: Config) -> list[str]:
             out = run.models / f"{method}-M{it}"
             pairs = run.dir / method / f"it{it}" / "pairs.jsonl"
             lines.append(f"{method}-M{it}:")
+            source = "questions"
+            if cfg.iterate.schedule == "frontier":
+                levels = len(cfg.arith.levels) + 1
+                serve(parent, f"probe {parent.name} on the {levels} level probes (greedy, "
+                              f"{cfg.arith.level_probe} problems each); frontier band {cfg.iterate.frontier_band}")  # fmt: skip
+                source = "questions of the frontier level"
             serve(
                 parent,
-                f"{'step search' if method == 'psrlm' else 'SRLM sampling + scoring'} of {n} questions -> {pairs}",
+                f"{'step search' if method == 'psrlm' else 'SRLM sampling + scoring'} of {n} {source} -> {pairs}",
             )
             train("dpo", parent, out, {"pairs": [pairs]}, ref=parent, it=it)
             parent, models[f"{method}-M{it}"] = out, out

@@ -115,6 +115,9 @@ def _score_batch(batch: list[Problem], engine: Engine, prompts: Prompts, cfg: SR
         ),
     )
     whole = [[o.text.strip() for o in outs if o.finish_reason not in ("length", "error", "context")] for outs in gen]
+    if cfg.judge == "oracle":  # science control: right answers score 5, wrong 0; no scoring prompt is written
+        yield from _pair_batch(batch, solve, gen, whole, _oracle_scores(batch, whole), iteration, "oracle")
+        return
     score_prompts, score_seeds, score_homes = [], [], []
     for p, sols, home in zip(batch, whole, homes, strict=True):
         for j, sol in enumerate(sols):
@@ -130,27 +133,41 @@ def _score_batch(batch: list[Problem], engine: Engine, prompts: Prompts, cfg: SR
         affinity=tuple(score_homes),
     )
     judged = engine.generate(score_prompts, judge_params) if score_prompts else []
-    k = 0
-    for prompt, p, outs, sols in zip(solve, batch, gen, whole, strict=True):
+    scores, k = [], 0
+    for sols in whole:
+        scores.append(judged[k : k + len(sols)])
+        k += len(sols)
+    yield from _pair_batch(batch, solve, gen, whole, scores, iteration, "srlm")
+
+
+def _oracle_scores(batch: list[Problem], whole: list[list[str]]) -> list[list[float]]:
+    from psrlm.grading import is_equiv
+
+    return [[5.0 if is_equiv(p.answer, final_answer(split_steps(s))) else 0.0 for s in sols]
+            for p, sols in zip(batch, whole, strict=True)]  # fmt: skip
+
+
+def _pair_batch(batch, solve, gen, whole, scores, iteration: int, judge: str):
+    """Per problem: its trace and its (best, worst) pair from the solutions' scores, which are either the scoring
+    answers of each solution (the model's judge) or the oracle's numbers."""
+    for prompt, p, outs, sols, scored_answers in zip(solve, batch, gen, whole, scores, strict=True):
         trace = SearchTrace(problem_id=p.id, steps=[], gen_tokens=sum(o.tokens for o in outs))
-        scored_answers = judged[k : k + len(sols)]
         if any(o.finish_reason == "error" for o in outs) or any(
-            a.finish_reason == "error" for r in scored_answers for a in r
+            not isinstance(r, float) and any(a.finish_reason == "error" for a in r) for r in scored_answers
         ):
-            k += len(sols)
             trace.stop_reason = "failed"
             yield trace, []
             continue
         if any(o.finish_reason == "context" for o in outs):
-            k += len(sols)
             trace.stop_reason = "context"
             yield trace, []
             continue
         trace.capped = len(outs) - len(sols)
         means: list[float | None] = []
-        for _ in sols:
-            answers = judged[k]
-            k += 1
+        for answers in scored_answers:
+            if isinstance(answers, float):  # the oracle's score
+                means.append(answers)
+                continue
             values = [parse_score(a.text) for a in answers]
             trace.judge_calls += len(values)
             trace.no_verdicts += sum(v is None for v in values)
@@ -173,6 +190,7 @@ def _score_batch(batch: list[Problem], engine: Engine, prompts: Prompts, cfg: SR
                         "problem_id": p.id,
                         "iteration": iteration,
                         "method": "srlm",
+                        **({"judge": "oracle"} if judge == "oracle" else {}),
                         "chosen_score": means[best],
                         "rejected_score": means[worst],
                         # EOS stays after a solution that states its answer (steps.is_final), as in step DPO

@@ -65,6 +65,28 @@ def arith_valid(cfg: Config, splits: dict[str, list[Problem]]) -> list[Problem]:
     return generate_split(a.seed, a.n_test, Difficulty(a.min_ops, a.max_ops, a.max_number), "arith-valid", seen)
 
 
+def arith_levels(cfg: Config, splits: dict[str, list[Problem]], valid: list[Problem]) -> dict[str, list[Problem]]:
+    """The difficulty ladder of `iterate.schedule: frontier` (arith.levels): `level<k>` question pools for k >= 1
+    and a `level<k>_probe` for every level, level 0 (in-distribution) included, whose pool is the fresh questions.
+    Disjoint by canonical hash from the training pool, both test splits, the validation split, M0's pre-training
+    stream and each other: a probe is never a test split, and no level question was ever seen or held out."""
+    a = cfg.arith
+    if not a.levels:
+        return {}
+    easy, hard = pretrain_stream(cfg, splits)
+    seen = {p.meta["hash"] for ps in (*splits.values(), valid, easy, hard) for p in ps}
+    out: dict[str, list[Problem]] = {}
+    ladder = [(a.min_ops, a.max_ops, a.max_number), *(tuple(v) for v in a.levels)]
+    for k, (lo, hi, top) in enumerate(ladder):
+        diff = Difficulty(lo, hi, top)
+        if k:
+            out[f"level{k}"] = generate_split(a.seed, a.level_pool, diff, f"arith-level{k}", seen)
+            seen |= {p.meta["hash"] for p in out[f"level{k}"]}
+        out[f"level{k}_probe"] = generate_split(a.seed, a.level_probe, diff, f"arith-probe{k}", seen)
+        seen |= {p.meta["hash"] for p in out[f"level{k}_probe"]}
+    return out
+
+
 def pool_blocks(cfg: Config, train: list[Problem]) -> dict[str, list[Problem]]:
     d = cfg.data
     n_eft_problems = max(1, min(d.eft_train, len(train) // 4))
@@ -90,7 +112,8 @@ def build_arith_data(cfg: Config) -> dict[str, Path]:
     out = data_dir(cfg)
     paths: dict[str, Path] = {}
     splits = arith_splits(cfg)
-    for name, problems in {**splits, "valid": arith_valid(cfg, splits)}.items():
+    valid = arith_valid(cfg, splits)
+    for name, problems in {**splits, "valid": valid, **arith_levels(cfg, splits, valid)}.items():
         paths[f"arith_{name}"] = out / f"arith_{name}.jsonl"
         write_jsonl(paths[f"arith_{name}"], problems)
     blocks = pool_blocks(cfg, splits["train"])

@@ -13,6 +13,7 @@ both name the file and line.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from psrlm.grading import BENCHMARKS, gold_answer
@@ -34,6 +35,15 @@ ARITH_SPLITS = ("arith_test", "arith_hard")
 ARITH_VALID = "arith_valid"
 ARITH_NAMES = (*ARITH_SPLITS, ARITH_VALID)  # every split with gold step chains (the step oracle can read them)
 ALL_BENCHMARKS = (*ARITH_NAMES, *BENCHMARKS)
+# the difficulty ladder of iterate.schedule=frontier (arith.levels): level<k> pools and level<k>_probe sets
+ARITH_LEVEL = re.compile(r"arith_level\d+(_probe)?")
+
+
+def in_run_data(name: str) -> bool:
+    """A split that lives in a run's data folder (the embedded domain's), not under paths.data_dir."""
+    return name in ARITH_NAMES or bool(ARITH_LEVEL.fullmatch(name))
+
+
 _META_FIELDS = ("level", "subject", "unique_id", "idx", "id", "answer_type", "subfield")
 
 
@@ -54,7 +64,7 @@ def parse_benchmarks(spec: str | list[str]) -> list[str]:
         expanded = {"all": list(BENCHMARKS), "paper": [b for b in BENCHMARKS if b != "math500"],
                     "arith": list(ARITH_SPLITS)}.get(n, [n])  # fmt: skip
         for e in expanded:
-            if e not in ALL_BENCHMARKS:
+            if e not in ALL_BENCHMARKS and not ARITH_LEVEL.fullmatch(e):
                 raise BenchmarkError(f"unknown benchmark {e!r}; known: {', '.join(ALL_BENCHMARKS)}, all, paper, arith")
             if e not in out:
                 out.append(e)
@@ -65,7 +75,7 @@ def load_benchmark(
     name: str, data_dir: Path | None = None, limit: int = 0, run_data: Path | None = None
 ) -> list[Problem]:
     """One benchmark's problems in file order (the first `limit` when > 0)."""
-    if name in ARITH_NAMES:
+    if in_run_data(name):
         if run_data is None:
             raise BenchmarkError(f"{name} lives in a run's data folder: pass run_data (e.g. runs/demo/data)")
         path = Path(run_data) / f"{name}.jsonl"
