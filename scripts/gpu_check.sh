@@ -3,7 +3,8 @@
 # `bash scripts/gpu_check.sh`). The lent machines have torch, transformers, accelerate and peft but no TRL, datasets,
 # math-verify or network; wheels for them can travel in .gpu-wheels/ (git-ignored: `make gpu_wheels` fills it),
 # but pyarrow alone is 52 MiB of the 64 MiB a run may carry, so the TRL checks (DPO on the GPU, `accelerate launch`
-# of `psrlm train`) skip unless TRL is importable; the precision and engine checks run everywhere.
+# of `psrlm train`) skip unless TRL is importable, and the ZeRO-3 job check also unless DeepSpeed is
+# (DS_BUILD_OPS=0 pip install deepspeed); the precision and engine checks run everywhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}

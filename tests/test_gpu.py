@@ -2,7 +2,8 @@
 
 What they pin down: `auto` precision picks bf16 on CUDA for generation and training; the in-process engine
 generates on the GPU and reads logit verdicts there alike in a batch and one by one; a DPO step under bf16 autocast
-trains fp32 master weights on the GPU and moves them; `accelerate launch` runs `psrlm train` on the GPU."""
+trains fp32 master weights on the GPU and moves them; `accelerate launch` runs `psrlm train` on the GPU, and as a
+DeepSpeed ZeRO-3 job (NCCL) saves the weights a one-process run of the same effective batch saves."""
 
 from __future__ import annotations
 
@@ -63,3 +64,19 @@ def test_psrlm_train_runs_as_an_accelerate_job_on_the_gpu(tiny_model_dir, tmp_pa
                              "launch.num_processes=1", "dpo.batch_size=2", "dpo.lr=0.001"])  # fmt: skip
     m = launch_training(cfg, "dpo", tiny_model_dir, tmp_path / "M2", {"pairs": [pairs]}, iteration=2)
     assert m.metrics["train"]["steps"] > 0 and m.metrics["train"]["processes"] == 1
+
+
+@pytest.mark.parametrize("stage,per_rank", [("sft", 4), ("dpo", 2)])
+def test_zero3_training_on_the_gpu_saves_the_weights_of_one_process(stage, per_rank, tiny_model_dir, tmp_path):
+    """tests/test_zero3.py's check on CUDA: `psrlm train` as a DeepSpeed ZeRO-3 job over NCCL (one process per GPU,
+    at most 2; with one GPU ZeRO-3 still partitions, into one part, so the gather and the save are exercised, the
+    memory split is not), in fp32 so the weights compare to the same tolerance."""
+    pytest.importorskip("trl", reason="TRL (and datasets, pyarrow) are not on the GPU machine: scripts/gpu_check.sh")
+    pytest.importorskip(
+        "deepspeed", reason="DeepSpeed is not on the GPU machine (DS_BUILD_OPS=0 pip install deepspeed)"
+    )
+    from .test_zero3 import check, write_data, zero3_against_one_process
+
+    processes = min(2, torch.cuda.device_count())
+    r = zero3_against_one_process(stage, tiny_model_dir, write_data(tmp_path), tmp_path, per_rank, processes)
+    check(r, backend="nccl", processes=processes)

@@ -28,6 +28,7 @@ def _paper(name: str, tmp_path: Path, *sets: str):
         ("paper-72b", [], TrainingShape(3, 8, True, True, "zero3-offload.yaml")),
         ("paper-7b", ["launch.accelerate_config=fsdp"], TrainingShape(3, 8, False, False, "fsdp.yaml")),
         ("paper-7b", ["launch.num_processes=4"], TrainingShape(3, 4, False, False, "zero3.yaml")),
+        ("demo", ["launch.accelerate_config=zero3-cpu"], TrainingShape(3, 2, False, False, "zero3-cpu.yaml")),
         ("paper-7b", ['launch.accelerate_config=""', "plan.zero_stage=2", "plan.gpus=1"], TrainingShape(2, 1)),
     ],
 )

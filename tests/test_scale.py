@@ -232,7 +232,8 @@ def test_a_failed_job_stops_with_its_log_tail_and_leaves_no_finished_model(tiny_
 def test_an_unknown_accelerate_config_lists_the_shipped_ones():
     from psrlm.launch import accelerate_config
 
-    with pytest.raises(ConfigError, match=r"no accelerate config 'zero4'; shipped: cpu, fsdp, zero3, zero3-offload"):
+    shipped = "cpu, fsdp, zero3, zero3-cpu, zero3-offload"
+    with pytest.raises(ConfigError, match=rf"no accelerate config 'zero4'; shipped: {shipped}"):
         accelerate_config("zero4")
 
 
@@ -247,6 +248,12 @@ def test_the_launch_command_is_built_in_one_place(tiny_model_dir, tmp_path):
     assert cmd[7:] == ["-m", "psrlm.cli", "train", "dpo", "-c", str(tmp_path / "r.yaml"), "--model", "/m/M1",
                        "--out", "/m/M2", "--iteration", "2", "--seed-offset", "1", "--pairs", "/p.jsonl",
                        "--ref", "/m/M1"]  # fmt: skip
+    # a DeepSpeed JSON named beside its accelerate config goes on the command line by its absolute path (accelerate
+    # would look for it in the working directory)
+    cpu = train_command(load_config(None, ["launch.accelerate_config=zero3-cpu"]), tmp_path / "r.yaml", "sft",
+                        Path("/m/M0"), Path("/m/M1"), {"ift": [Path("/i.jsonl")]})  # fmt: skip
+    assert cpu[5:7] == ["--deepspeed_config_file", str(cmd[4].removesuffix("zero3.yaml") + "zero3-cpu.json")]
+    assert Path(cpu[6]).is_absolute() and Path(cpu[6]).is_file()
     slurm = load_config(None, ["launch.accelerate_config=zero3", "launch.wrapper=srun --nodes=2 bash -c {command}",
                                "launch.extra_args=[--machine_rank, $SLURM_PROCID]"])  # fmt: skip
     wrapped = train_command(slurm, tmp_path / "r.yaml", "dpo", Path("/m/M1"), Path("/m/M2"), {"pairs": [Path("/p")]})

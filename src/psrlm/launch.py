@@ -62,13 +62,8 @@ def train_command(
 ) -> list[str]:
     """The `accelerate launch` command of one training stage; `recipe` holds the effective config."""
     lc = cfg.launch
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(accelerate_config(lc.accelerate_config)),
-    ]
+    config = accelerate_config(lc.accelerate_config)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), *_deepspeed_file(config)]
     if lc.num_processes:
         cmd += ["--num_processes", str(lc.num_processes)]
     cmd += [*lc.extra_args, "-m", "psrlm.cli", "train", stage, "-c", str(recipe), "--model", str(model),
@@ -80,6 +75,18 @@ def train_command(
     if ref is not None:
         cmd += ["--ref", str(ref)]
     return wrap(lc.wrapper, cmd) if lc.wrapper else cmd
+
+
+def _deepspeed_file(config: Path) -> list[str]:
+    """`--deepspeed_config_file PATH` where the accelerate config names a DeepSpeed JSON relative to its own folder
+    (zero3-cpu.yaml): accelerate would read it relative to the working directory; the command line overrides it."""
+    import yaml
+
+    ds = (yaml.safe_load(config.read_text()) or {}).get("deepspeed_config") or {}
+    name = ds.get("deepspeed_config_file")
+    if not name or Path(name).is_absolute() or not (config.parent / name).is_file():
+        return []
+    return ["--deepspeed_config_file", str((config.parent / name).resolve())]
 
 
 def _shell_word(arg: str) -> str:

@@ -263,6 +263,10 @@ def training_shape(cfg: Config) -> TrainingShape:
     kind = y.get("distributed_type", "NO")
     if kind == "DEEPSPEED":
         ds = y.get("deepspeed_config") or {}
+        if ds.get("deepspeed_config_file"):  # the settings in a DeepSpeed JSON (zero3-cpu.yaml: beside the config)
+            zo = json.loads((path.parent / ds["deepspeed_config_file"]).read_text()).get("zero_optimization", {})
+            ds = {"zero_stage": zo.get("stage", 0),
+                  **{f"offload_{k}_device": zo.get(f"offload_{k}", {}).get("device") for k in ("optimizer", "param")}}  # fmt: skip
         off = lambda key: str(ds.get(key, "none")).lower() not in ("none", "")  # noqa: E731
         return TrainingShape(int(ds.get("zero_stage", 0)), gpus, off("offload_optimizer_device"),
                              off("offload_param_device"), path.name)  # fmt: skip

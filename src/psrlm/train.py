@@ -151,12 +151,30 @@ def _length_plan(lengths: list[int], tc: TrainConfig, model_max: int) -> tuple[i
     return limit, cut
 
 
+def _whole(p):
+    """A context in which parameter `p` holds its whole tensor: one that ZeRO-3 partitioned (`ds_id`; outside a
+    gather it is `torch.empty(0)`) is gathered from every rank, which is a collective: every rank must enter it, for
+    the same parameters in the same order. Any other parameter is whole already."""
+    if hasattr(p, "ds_id"):
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters([p], modifier_rank=None)
+    from contextlib import nullcontext
+
+    return nullcontext()
+
+
 class ChangeProbe:
     """Did training move the weights, and does the move survive saving? A fixed sample of up to `per_tensor`
     elements of every trainable tensor, read before and after training: `changed` is the share that moved in the
-    fp32 master weights, `changed_as_saved` the share still different once both are rounded to the saved dtype.
+    weights the model holds (fp32 master weights, except under DeepSpeed bf16, where the model's copy is bf16),
+    `changed_as_saved` the share still different once both are rounded to the saved dtype.
     (In bf16 an update smaller than half a unit in the last place rounds away: at the paper's DPO lr, 5e-7, a few
-    hundred steps move a weight of 0.02 by less than that.) Cheap at any scale: a few hundred numbers per tensor."""
+    hundred steps move a weight of 0.02 by less than that.) Cheap at any scale: a few hundred numbers per tensor.
+
+    Under ZeRO-3 each tensor is gathered, one at a time, to read its sample (`_whole`): building the probe and
+    `measure` are collectives that every rank runs, in the same order, with the same sample (one seeded generator)
+    and the same result."""
 
     def __init__(self, model, per_tensor: int = 256):
         import torch
@@ -164,9 +182,12 @@ class ChangeProbe:
         gen = torch.Generator().manual_seed(0)
         self.samples = []
         for name, p in model.named_parameters():
-            if p.requires_grad and p.numel():  # (a ZeRO-3 shard can be empty on this rank)
-                idx = torch.randperm(p.numel(), generator=gen)[:per_tensor]
-                self.samples.append((name, idx, p.detach().flatten()[idx.to(p.device)].float().cpu().clone()))
+            if not p.requires_grad:
+                continue
+            with _whole(p):
+                if p.numel():
+                    idx = torch.randperm(p.numel(), generator=gen)[:per_tensor]
+                    self.samples.append((name, idx, p.detach().flatten()[idx.to(p.device)].float().cpu().clone()))
 
     def measure(self, model, saved_dtype) -> dict:
         params = dict(model.named_parameters())
@@ -174,17 +195,20 @@ class ChangeProbe:
         for name, idx, before in self.samples:
             if name not in params:
                 continue
-            after = params[name].detach().flatten()[idx.to(params[name].device)].float().cpu()
+            with _whole(params[name]):
+                after = params[name].detach().flatten()[idx.to(params[name].device)].float().cpu()
             moved += int((after != before).sum())
             kept_moved += int((after.to(saved_dtype) != before.to(saved_dtype)).sum())
             total += len(idx)
         return {"changed": moved / max(1, total), "changed_as_saved": kept_moved / max(1, total), "sampled": total}
 
 
-def _finish(trainer, tokenizer, out_dir: Path, info: dict, lora: bool, save_dtype=None, probe=None) -> dict:
+def _finish(trainer, tokenizer, out_dir: Path, info: dict, lora: bool, save_dtype=None, probe=None, load=None) -> dict:
     """Save the trained model, rank-safe: every process takes part in gathering the weights (ZeRO-3 shards them),
-    only the main process writes (temp folder + rename), and all wait for it before returning."""
+    only the main process writes (temp folder + rename), and all wait for it before returning. `load`: this rank's
+    footprint after loading (_load); the log keeps every rank's."""
     import torch
+    from accelerate.utils import gather_object
 
     from psrlm.tiny import save_model
 
@@ -194,10 +218,12 @@ def _finish(trainer, tokenizer, out_dir: Path, info: dict, lora: bool, save_dtyp
     args = trainer.args
     info = {**info, "processes": acc.num_processes,
             "effective_batch": args.per_device_train_batch_size * args.gradient_accumulation_steps * acc.num_processes}  # fmt: skip
-    if probe is not None and acc.is_main_process:
-        info = {**info, "weights": probe.measure(model, saved)}
+    if load is not None:  # a collective where there are several processes
+        info = {**info, "load": gather_object([load]) if acc.num_processes > 1 else [load]}
+    if probe is not None:  # on every rank: under ZeRO-3 reading a parameter is a collective gather
+        info = {**info, "weights": probe.measure(acc.unwrap_model(model), saved)}
         w = info["weights"]
-        if w["changed"] > 0.5 and w["changed_as_saved"] < 0.5 * w["changed"]:
+        if acc.is_main_process and w["changed"] > 0.5 and w["changed_as_saved"] < 0.5 * w["changed"]:
             log.warning("training moved %.0f%% of the sampled weights, but only %.0f%% still differ in %s, the dtype "
                         "the model is saved in: updates this small round away (train.save_dtype=float32 keeps them)",
                         100 * w["changed"], 100 * w["changed_as_saved"], saved)  # fmt: skip
@@ -211,7 +237,13 @@ def _finish(trainer, tokenizer, out_dir: Path, info: dict, lora: bool, save_dtyp
         "steps": trainer.state.global_step,
     }
     distributed = acc.num_processes > 1 or acc.state.deepspeed_plugin is not None
-    state = acc.get_state_dict(model) if distributed and not lora else None  # a collective: every rank calls it
+    if torch.distributed.is_available() and torch.distributed.is_initialized():  # how the job ran, for its log
+        plugin = acc.state.deepspeed_plugin
+        info = {**info, "distributed": {"type": acc.distributed_type.value, "backend": torch.distributed.get_backend(),
+                                        "zero_stage": plugin.zero_stage if plugin is not None else None}}  # fmt: skip
+    # a collective: every rank calls it, with the model as accelerate prepared it (DeepSpeed's engine gathers ZeRO-3
+    # partitions; the bare model has no such method)
+    state = acc.get_state_dict(trainer.model_wrapped) if distributed and not lora else None
     if acc.is_main_process:
         unwrapped = acc.unwrap_model(model)
         if lora:
@@ -222,18 +254,46 @@ def _finish(trainer, tokenizer, out_dir: Path, info: dict, lora: bool, save_dtyp
     return info
 
 
-def _load(model_dir: Path):
-    """The model in fp32 whatever dtype it was saved in, its tokenizer, and the saved dtype.
+def _model_facts(model_dir: Path):
+    """What a trainer config is built from, read without loading the weights: the tokenizer, the context length
+    (config.json) and the dtype the checkpoint was saved in."""
+    from transformers import AutoConfig
+
+    from psrlm.tiny import load_tokenizer, saved_dtype
+
+    max_position = AutoConfig.from_pretrained(str(model_dir)).max_position_embeddings
+    return load_tokenizer(model_dir), max_position, saved_dtype(model_dir)
+
+
+def _load(args, model_dir: Path, ref_dir: Path | None = None, ref_dtype=None, auto_class=None, **kwargs):
+    """The model at `model_dir` in fp32 whatever dtype it was saved in (and a reference model from `ref_dir`, in
+    `ref_dtype`), loaded once its trainer config `args` exists, and this rank's footprint after loading.
+
+    The order is the libraries' documented one (transformers' DeepSpeed guide: create the TrainingArguments before
+    `from_pretrained` for ZeRO-3 initialization; HfDeepSpeedConfig's docstring): under `accelerate launch` with
+    DeepSpeed ZeRO-3, building the trainer config registers the DeepSpeed config (a global weak reference to an object
+    `args` keeps alive), and `from_pretrained` then builds each model inside `deepspeed.zero.Init`, so every rank
+    holds only its partition of the weights from the start instead of a whole fp32 copy (8 ranks x policy +
+    reference of a 72B model). Rank 0 still reads the whole checkpoint while it loads (transformers hands it out
+    module by module). Anywhere else the order changes nothing.
 
     fp32 master weights are what make small updates land: AdamW steps at the paper's lr (5e-7) applied to bf16
     weights round away almost entirely. bf16 compute comes from autocast (`bf16` in the trainer args)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from psrlm.tiny import load_tokenizer, saved_dtype
+    from psrlm.footprint import host_memory, param_bytes
 
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-    return model, load_tokenizer(model_dir), saved_dtype(model_dir)
+    # `args` is unused here but must be alive during the loads: it holds the DeepSpeed config the loads read
+    auto_class = auto_class or AutoModelForCausalLM
+    load = {"rank": int(os.environ.get("RANK", "0"))}
+    with host_memory(load):
+        model = auto_class.from_pretrained(str(model_dir), dtype=torch.float32, **kwargs)
+        ref = None
+        if ref_dir is not None:
+            ref = AutoModelForCausalLM.from_pretrained(str(ref_dir), dtype=ref_dtype or torch.float32)
+    load.update(param_bytes(model, *([ref] if ref is not None else [])))
+    return model, ref, load
 
 
 def _save_dtype(tc: TrainConfig, source):
@@ -259,11 +319,12 @@ def _run_sft(stage: str, model_dir: Path, rows: list[dict], tc: TrainConfig, out
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    model, tok, save_dtype = _load(model_dir)
+    tok, max_position, save_dtype = _model_facts(model_dir)
     lengths = [len(tok(r.get("text") or r["prompt"] + r["completion"])["input_ids"]) + 1 for r in rows]
-    max_length, cut = _length_plan(lengths, tc, model.config.max_position_embeddings)
+    max_length, cut = _length_plan(lengths, tc, max_position)
     work = trainer_dir(Path(out_dir), tc, config_key(model_dir, rows))
     args = SFTConfig(**_common_args(tc, work), max_length=max_length, **sft_args)
+    model, _, load = _load(args, model_dir)  # after the config: see _load
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -278,7 +339,7 @@ def _run_sft(stage: str, model_dir: Path, rows: list[dict], tc: TrainConfig, out
     info = {"stage": stage, "examples": len(rows), "max_length": max_length, "truncated": cut, "resumed_from": resume}
     info["wall_s"] = time.time() - start
     info["tokens"] = sum(lengths)
-    return _finish(trainer, tok, Path(out_dir), info, tc.lora, _save_dtype(tc, save_dtype), probe)
+    return _finish(trainer, tok, Path(out_dir), info, tc.lora, _save_dtype(tc, save_dtype), probe, load)
 
 
 def make_step_dpo_trainer_class():
@@ -308,20 +369,15 @@ def dpo(
     """Step-wise DPO of the model at `model_dir` against the reference at `ref_dir` (default: the same weights)."""
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM
     from trl import DPOConfig
 
     if not pairs:
         raise ValueError("DPO needs at least one preference pair")
-    model, tok, save_dtype = _load(model_dir)
-    ref = None
-    if not tc.lora:  # the reference is never updated: it may stay in its saved dtype where bf16 compute is native
-        ref_dtype = save_dtype if _device_args(tc)["bf16"] else torch.float32
-        ref = AutoModelForCausalLM.from_pretrained(str(ref_dir or model_dir), dtype=ref_dtype)
+    tok, max_position, save_dtype = _model_facts(model_dir)
     rows = dpo_rows(pairs)
     # in tokens, the longer of the two sides (+1 for EOS): characters say little about tokens
     lengths = [max(len(tok(r["prompt"] + r[side])["input_ids"]) for side in ("chosen", "rejected")) + 1 for r in rows]
-    max_length, cut = _length_plan(lengths, tc, model.config.max_position_embeddings)
+    max_length, cut = _length_plan(lengths, tc, max_position)
     work = trainer_dir(Path(out_dir), tc, config_key(model_dir, rows, ref_dir))
     args = DPOConfig(
         **_common_args(tc, work),
@@ -332,6 +388,11 @@ def dpo(
         # other ranks cannot read: a multi-process job scores the reference online instead
         precompute_ref_log_probs=tc.precompute_ref_log_probs and int(os.environ.get("WORLD_SIZE", "1")) == 1,
     )
+    # after the config (see _load), the reference too: under ZeRO-3 TRL partitions it like the policy
+    # (trl.models.prepare_deepspeed). With LoRA the reference is the base model with the adapter switched off. The
+    # reference is never updated: it may stay in its saved dtype where bf16 compute is native.
+    ref_dtype = save_dtype if _device_args(tc)["bf16"] else torch.float32
+    model, ref, load = _load(args, model_dir, None if tc.lora else ref_dir or model_dir, ref_dtype)
     trainer = make_step_dpo_trainer_class()(
         model=model,
         ref_model=ref,
@@ -363,7 +424,7 @@ def dpo(
         "chosen_reward": rewards[-1].get("rewards/chosen") if rewards else None,
         "rejected_reward": rewards[-1].get("rewards/rejected") if rewards else None,
     }
-    return _finish(trainer, tok, Path(out_dir), info, tc.lora, _save_dtype(tc, save_dtype), probe)
+    return _finish(trainer, tok, Path(out_dir), info, tc.lora, _save_dtype(tc, save_dtype), probe, load)
 
 
 def prm(model_dir: Path, rows: list[dict], tc: TrainConfig, out_dir: Path, separator: str = "\n") -> dict:
@@ -373,22 +434,16 @@ def prm(model_dir: Path, rows: list[dict], tc: TrainConfig, out_dir: Path, separ
     in huggingface/trl#7133). Otherwise transformers' `Trainer` on the same rows tokenized exactly as PRMTrainer
     tokenizes them (prm.prm_token_row), with the same collator, so either way the checkpoint reads the same in
     prm.TokenClassificationPRM. The backbone starts from `model_dir` (a causal LM), the two-label head is new."""
-    import torch
     from datasets import Dataset
     from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
 
     from psrlm.prm import prm_token_row
-    from psrlm.tiny import load_tokenizer
 
-    tok = load_tokenizer(model_dir)
+    tok, max_position, _ = _model_facts(model_dir)
     tok.padding_side = "right"  # in memory only: the causal backbone reads positions from the left edge
-    model = AutoModelForTokenClassification.from_pretrained(
-        str(model_dir), dtype=torch.float32, num_labels=2, id2label={0: "-", 1: "+"}, label2id={"-": 0, "+": 1}
-    )
-    model.config.pad_token_id = tok.pad_token_id
     tokenized = [prm_token_row(tok, r["prompt"], r["completions"], r["labels"], separator) for r in rows]
     lengths = [len(t["input_ids"]) for t in tokenized]
-    max_length, cut = _length_plan(lengths, tc, model.config.max_position_embeddings)
+    max_length, cut = _length_plan(lengths, tc, max_position)
     work = trainer_dir(Path(out_dir), tc, config_key(model_dir, rows, separator))
     import warnings
 
@@ -400,17 +455,25 @@ def prm(model_dir: Path, rows: list[dict], tc: TrainConfig, out_dir: Path, separ
         PRMTrainer = None
     if PRMTrainer is not None:
         args = PRMConfig(**_common_args(tc, work), step_separator=separator, max_length=max_length)
+    else:
+        from transformers import TrainingArguments
+
+        args = TrainingArguments(**_common_args(tc, work))
+    model, _, load = _load(args, model_dir, auto_class=AutoModelForTokenClassification, num_labels=2,
+                           id2label={0: "-", 1: "+"}, label2id={"-": 0, "+": 1})  # fmt: skip  # after the config
+    model.config.pad_token_id = tok.pad_token_id
+    if PRMTrainer is not None:
         trainer = PRMTrainer(
             model=model, args=args, train_dataset=Dataset.from_list(rows).shuffle(seed=tc.seed), processing_class=tok
         )
         used = "trl.experimental.prm.PRMTrainer"
     else:
-        from transformers import Trainer, TrainingArguments
+        from transformers import Trainer
 
         tokenized = [{k: v[:max_length] for k, v in t.items()} for t in tokenized]
         trainer = Trainer(
             model=model,
-            args=TrainingArguments(**_common_args(tc, work)),
+            args=args,
             train_dataset=Dataset.from_list(tokenized).shuffle(seed=tc.seed),
             data_collator=DataCollatorForTokenClassification(tok),
             processing_class=tok,
@@ -431,7 +494,7 @@ def prm(model_dir: Path, rows: list[dict], tc: TrainConfig, out_dir: Path, separ
         "separator": separator,
         "wall_s": time.time() - start,
     }
-    return _finish(trainer, tok, Path(out_dir), info, lora=False, probe=probe)
+    return _finish(trainer, tok, Path(out_dir), info, lora=False, probe=probe, load=load)
 
 
 # ------------------------------------------------------------------------------- stages from files (CLI + driver)
