@@ -70,7 +70,7 @@ def _model_stage_lines(run: RunFolder, exported: dict) -> list[str]:
     lines = []
     for name in expected:
         if name not in exported:
-            why = "not pre-trained in this run (a prebuilt or Hub checkpoint that is not a psrlm model)" \
+            why = "no M1 manifest or summary.json names the M0 yet (not pre-trained, or not a psrlm-built model)" \
                 if name == "M0" else f"no manifests/{name}.json: not trained yet"  # fmt: skip
             lines.append(f"model {name:<14} missing: {why}")
     return lines
