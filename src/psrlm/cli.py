@@ -716,6 +716,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_figure_args(p)
     p.set_defaults(func=lambda a: (cmd_figure(a), 0)[1], name="figure2", no_config=True)
 
+    from psrlm.export import add_export_args, cmd_export
+
+    p = sub.add_parser(
+        "export",
+        help="a run's data and models in Hugging Face formats (parquet datasets, model folders, cards); "
+        "--push-to-hub ORG/NAME uploads them",
+        description="Writes IFT, EFT, each iteration's PPD pairs, the search traces and the evaluation samples as "
+        "datasets (parquet in the Hub's layout, with dataset cards) and each model folder with a model card; a "
+        "half-finished run exports what exists and says what is missing.",
+    )
+    add_export_args(p)
+    p.set_defaults(func=cmd_export, name="export", no_config=True)
+
     p = sub.add_parser(
         "plan",
         help="dry-run planner: tokens, prefill with and without prefix caching, GPU memory, disk, GPU-hours",
