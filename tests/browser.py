@@ -176,7 +176,8 @@ class Browser:
 
     def screenshot(self, path: Path, full_page: bool = True) -> Path:
         params: dict = {"format": "png"}
-        if full_page:
+        if full_page:  # from the top: a sticky header would otherwise be drawn where the page was scrolled to
+            self.eval("window.scrollTo(0, 0)")
             width, height = self.eval("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
             params.update(captureBeyondViewport=True, clip={"x": 0, "y": 0, "width": width, "height": height,
                                                             "scale": 1})  # fmt: skip

@@ -174,6 +174,7 @@ def test_every_step_search_replays_to_its_trace_and_its_pairs(site):
     rollback = next(r for r in rolled["rounds"] if r["action"] == "rollback")
     dropped = rolled["rounds"][rollback["dropped"] - 1]
     assert dropped["pair"] == {"state": "discarded", "by": rollback["n"]} and dropped["step"] == 1
+    assert dropped["discarded_by"] == rollback["n"]
     assert rollback["ctx"] == [dropped["n"]]  # the tie happened after the step it discards
     assert all(j[2] is None for j in rollback["judgments"]) and len(rollback["explanations"]) == 2
     unanimous = next(d for d in steps if d["id"] == problems[2].id)
@@ -378,7 +379,8 @@ def test_browser_opens_the_site_clicks_into_a_search_and_reads_the_dom(site, tmp
 
         b.click("#tabs a[data-tab=eval]")
         b.wait("document.querySelectorAll('#evals tbody tr').length === 1")
-        b.click("#evals tbody tr td:nth-child(2)")
+        assert b.eval("document.querySelector('#evals tbody td.num').textContent") == "50.0 % (2/4)"
+        b.click("#evals tbody td.num a")
         b.wait("document.querySelectorAll('#samples tbody tr').length === 4")
         b.click("#samples tbody tr:nth-child(2) td:nth-child(3)")
         b.wait("!!document.querySelector('.sample .facts')")

@@ -46,6 +46,8 @@ def cmd_view(args: argparse.Namespace) -> int:
     print(f"wrote {summary['searches']} searches ({summary['problems']} problems) and {summary['eval_samples']} "
           f"evaluation samples to {summary['out']} in {summary['seconds']} s; "
           + (f"{missing} stage(s) missing or partial" if missing else "every stage present"))  # fmt: skip
+    for path in summary["skipped"]:
+        print(f"skipped {path}: not a benchmark result file (no problem_id / response / correct)")
     print(f"open {Path(summary['index']).as_uri()}")
     if args.serve:
         serve(Path(summary["out"]), args.port)

@@ -34,10 +34,10 @@ def check_run_dir(run_dir: Path) -> None:
         raise FileNotFoundError(f"{run_dir} does not exist")
     if not run_dir.is_dir():
         raise NotADirectoryError(f"{run_dir} is not a folder (give a run folder, e.g. runs/demo)")
-    if not ((run_dir / "data").is_dir() or (run_dir / "manifests").is_dir() or (run_dir / "eval").is_dir()
-            or search_dirs(run_dir)):  # fmt: skip
-        raise FileNotFoundError(f"{run_dir} is not a run folder: no data/, manifests/, eval/ or <method>/itN/ in it "
-                                "(`psrlm iterate` makes one under paths.run_dir)")  # fmt: skip
+    if not (any((run_dir / d).is_dir() for d in ("data", "manifests", "eval")) or search_dirs(run_dir)
+            or (run_dir / "logs" / "runs.jsonl").is_file()):  # fmt: skip
+        raise FileNotFoundError(f"{run_dir} is not a run folder: no data/, manifests/, eval/, <method>/itN/ or "
+                                "logs/runs.jsonl in it (`psrlm iterate` makes one under paths.run_dir)")  # fmt: skip
 
 
 def search_dirs(run_dir: Path) -> list[tuple[str, int, Path]]:

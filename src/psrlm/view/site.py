@@ -170,6 +170,7 @@ def replay_rounds(rounds: list[dict], oracle, pair_keys: set[tuple[int, str]]) -
             _, dropped = stack.pop()
             rec["dropped"] = dropped
             prev = out[dropped - 1]
+            prev["discarded_by"] = n  # the step this round kept no longer stands
             if "pair" in prev:
                 prev["pair"] = {"state": "discarded", "by": n}
         out.append(rec)
@@ -294,13 +295,22 @@ def _eval_files(run_dir: Path) -> list[tuple[str, str, Path]]:
     return out
 
 
-def _write_eval(writer: _Writer, k: int, model: str, bench: str, path: Path, problems: _Problems) -> dict:
+def _eval_rows(path: Path) -> list[dict] | None:
+    """A benchmark result file's rows (evaluate.SolveResult as dicts); None for a file of another kind, whose first
+    row lacks the fields; a later row without them means a damaged file: an error naming the line."""
     rows = []
     for line, obj in iter_json_rows(path):
         missing = [f for f in ("problem_id", "response", "correct") if f not in obj]
+        if missing and not rows:
+            return None
         if missing:
-            raise RecordError(f"{path}:{line}: an evaluation row without {missing} (is this a benchmark result file?)")
+            raise RecordError(f"{path}:{line}: an evaluation row without {missing} (the file is damaged)")
         rows.append(obj)
+    return rows
+
+
+def _write_eval(writer: _Writer, k: int, model: str, bench: str, path: Path, rows: list[dict],
+                problems: _Problems) -> dict:  # fmt: skip
     index = []
     for j in range(0, max(1, len(rows)), EVAL_CHUNK):
         chunk = []
@@ -319,7 +329,7 @@ def _write_eval(writer: _Writer, k: int, model: str, bench: str, path: Path, pro
             writer.put(f"ev/{k}/{j // EVAL_CHUNK}", {"rows": chunk})
     writer.put(f"ev/{k}/index", {"rows": index, "chunk": EVAL_CHUNK})
     correct = sum(r[2] for r in index)
-    return {"k": k, "model": model, "bench": bench, "path": str(path), "n": len(index), "correct": correct,
+    return {"k": k, "model": model, "bench": bench, "path": f"eval/{model}/{path.name}", "n": len(index), "correct": correct,
             "oracle": any(r[8] is not None for r in index)}  # fmt: skip
 
 
@@ -363,7 +373,13 @@ def build_site(run_dir: Path, out: Path | None = None, stages: list[Stage] | Non
     grades = _Grades(_include_percentage(run_dir))
     try:
         sources, rows = _write_searches(writer, run_dir, problems, grades)
-        evals = [_write_eval(writer, k, m, b, p, problems) for k, (m, b, p) in enumerate(_eval_files(run_dir))]
+        evals, skipped = [], []
+        for model, bench, path in _eval_files(run_dir):
+            results = _eval_rows(path)
+            if results is None:
+                skipped.append(str(path.relative_to(run_dir)))
+                continue
+            evals.append(_write_eval(writer, len(evals), model, bench, path, results, problems))
     finally:
         grades.close()
     for c in range(0, len(rows), CHUNK):
@@ -383,7 +399,8 @@ def build_site(run_dir: Path, out: Path | None = None, stages: list[Stage] | Non
     return {"out": str(out), "index": str(out / "index.html"), "searches": len(rows),
             "problems": len({r[2] for r in rows}), "sources": len(sources),
             "eval_samples": sum(e["n"] for e in evals), "files": writer.files, "mb": round(writer.bytes / 1e6, 2),
-            "missing": [s.line() for s in stages if s.state != "done"], "seconds": round(time.time() - start, 2)}  # fmt: skip
+            "missing": [s.line() for s in stages if s.state != "done"], "skipped": skipped,
+            "seconds": round(time.time() - start, 2)}  # fmt: skip
 
 
 def _write_searches(writer: _Writer, run_dir: Path, problems: _Problems, grades: _Grades) -> tuple[list, list]:

@@ -198,7 +198,8 @@
       bar,
       h("p", {class: "count"}, rows.length ? "Showing " + ((page - 1) * PAGE + 1) + "–" + ((page - 1) * PAGE + shown.length) +
         " of " + rows.length + " searches" + (rows.length !== ROWS.length ? " (" + ROWS.length + " in all)" : "") + loading
-        : "No search matches" + loading + "."),
+        : ROWS.length || loading ? "No search matches" + loading + "."
+        : "This run has no search traces yet: the Run tab says which stages are missing."),
       pages > 1 ? pager() : null,
       table,
       pages > 1 ? pager() : null);
@@ -261,8 +262,8 @@
     return h("div", {class: "fact"}, h("span", {class: "label"}, label), h("span", {class: "value"}, value), extra || null);
   }
 
-  function stepList(steps, withRound) {
-    if (!steps.length) return h("p", {class: "dim"}, "No step kept.");
+  function stepList(steps, withRound, empty) {
+    if (!steps.length) return empty || h("p", {class: "dim"}, "No step kept.");
     return h("ol", {class: "steps"}, steps.map((s, k) => h("li", {class: s.ok === false ? "wrong" : s.ok ? "right" : ""},
       h("span", {class: "stepno"}, "Step " + (k + 1)), h("span", {class: "text"}, s.text),
       okPill(s.ok, s.why), s.ok === false ? h("span", {class: "why"}, s.why) : null,
@@ -296,11 +297,14 @@
     return h("div", {class: "overview", "aria-label": "rounds"}, rounds.map((r) => {
       const [label, kind] = ACTIONS[r.action] || [r.action || "?", "neutral"];
       const wrongKept = r.best != null && r.cands[r.best] && r.cands[r.best].ok === false;
-      return h("a", {class: "ov " + kind + (wrongKept ? " wrong-kept" : ""), href: "#round-" + r.n,
-        title: "Round " + r.n + ", step " + r.step + ": " + label + (wrongKept ? " (the oracle calls the kept step wrong)" : ""),
+      return h("a", {class: "ov " + kind + (wrongKept ? " wrong-kept" : "") + (r.discarded_by ? " discarded" : ""),
+        href: "#round-" + r.n, title: "Round " + r.n + ", step " + r.step + ": " + label +
+          (wrongKept ? " (the oracle calls the kept step wrong)" : "") +
+          (r.discarded_by ? " (its step discarded in round " + r.discarded_by + ")" : ""),
         onclick: (e) => { e.preventDefault(); jump(r.n); }}, h("span", {}, "R" + r.n), h("small", {}, "s" + r.step));
     }), h("span", {class: "ov-legend dim"}, "green: accepted with a pair · grey: accepted, nothing to judge · " +
-      "amber: tie (rollback or resample) · red outline: the oracle calls the kept step wrong"));
+      "amber: tie (rollback or resample) · struck out: its step was later discarded · red outline: the oracle calls " +
+      "the kept step wrong"));
   }
 
   function roundView(r, d, keptText) {
@@ -313,11 +317,11 @@
           h("span", {class: "round-step"}, "Step " + r.step), pill(label, kind, why),
           h("span", {class: "dim"}, r.drawn + " drawn, all"), h("span", {class: "text"}, "“" + c.text + "”"),
           okPill(c.ok, c.why), c.ok === false ? h("span", {class: "why"}, c.why) : null,
-          h("span", {class: "dim"}, "kept, no pair")));
+          h("span", {class: "dim"}, "kept, no pair"), discardedNote(r)));
     }
     const head = h("div", {class: "round-head"},
       h("span", {class: "round-no"}, "Round " + r.n), h("span", {class: "round-step"}, "Step " + r.step),
-      pill(label, kind, why),
+      pill(label, kind, why), discardedNote(r),
       h("span", {class: "dim"}, [r.drawn + " drawn", distinct !== r.drawn ? distinct + " distinct" : null,
         r.judge_calls ? r.judge_calls + " judge calls" : null,
         r.no_verdicts ? r.no_verdicts + " without a verdict" : null].filter(Boolean).join(" · ")));
@@ -338,6 +342,12 @@
   }
 
   const cname = (k) => "#" + (k + 1);
+
+  function discardedNote(r) {
+    if (!r.discarded_by) return null;
+    return h("a", {class: "pill warn", href: "#round-" + r.discarded_by, title: "a tie in a later round discarded this step",
+      onclick: (e) => { e.preventDefault(); jump(r.discarded_by); }}, "step discarded in round " + r.discarded_by);
+  }
 
   function candidatesTable(r, d) {
     const max = Math.max(0, ...r.cands.map((c) => c.score || 0));
@@ -478,14 +488,23 @@
     if (!META) return null;
     if (!META.evals.length) return h("div", {}, banner(), h("h2", {}, "Evaluation"),
       h("p", {class: "dim"}, "No evaluation results in eval/ yet."));
+    // models down, benchmarks across: each cell is one result file, opened by a click
+    const models = [...new Set(META.evals.map((e) => e.model))];
+    const benches = [...new Set(META.evals.map((e) => e.bench))];
+    const at = new Map(META.evals.map((e) => [e.model + "\u0000" + e.bench, e]));
+    const tts = META.sources.some((s) => s.method === "tts");
     return h("div", {}, banner(), h("h2", {}, "Evaluation"),
-      h("p", {class: "note"}, "Greedy answers per model and benchmark (eval/<model>/<benchmark>.jsonl): the model's " +
-        "response, the answer extracted from it and the grader's verdict."),
-      h("table", {class: "list", id: "evals"}, h("thead", {}, h("tr", {}, ["model", "benchmark", "samples", "correct",
-        "accuracy"].map((t) => h("th", {}, t)))),
-      h("tbody", {}, META.evals.map((e) => h("tr", {onclick: () => { location.hash = "#/eval/" + e.k; }},
-        h("td", {}, h("a", {href: "#/eval/" + e.k}, e.model)), h("td", {}, e.bench), h("td", {class: "num"}, e.n),
-        h("td", {class: "num"}, e.correct), h("td", {class: "num"}, pct(e.correct, e.n)))))));
+      h("p", {class: "note"}, "Greedy answers per model and benchmark (eval/<model>/<benchmark>.jsonl): accuracy, " +
+        "then per sample the model's response, the answer extracted from it and the grader's verdict.",
+        tts ? [" Test-time search traces are with the ", h("a", {href: route("searches", {method: "tts"})},
+          "searches (method tts)"), "."] : null),
+      h("table", {class: "list", id: "evals"}, h("thead", {}, h("tr", {}, h("th", {}, "model"),
+        benches.map((b) => h("th", {class: "num"}, b)))),
+      h("tbody", {}, models.map((m) => h("tr", {}, h("td", {class: "mono"}, m), benches.map((b) => {
+        const e = at.get(m + "\u0000" + b);
+        return h("td", {class: "num"}, e ? h("a", {href: "#/eval/" + e.k, title: e.correct + " of " + e.n + " correct"},
+          pct(e.correct, e.n), h("span", {class: "dim"}, " (" + e.correct + "/" + e.n + ")")) : "–");
+      }))))));
   }
 
   const EVAL_FILTERS = {
@@ -545,7 +564,8 @@
         fact("gold", s.gold == null ? "–" : s.gold), fact("grader", "", s.correct ? pill("✓ correct", "ok") : pill("✗ wrong", "bad")),
         fact("finish", s.finish || "–"), fact("tokens", s.tokens)),
       h("h3", {}, "The model's answer"),
-      stepList(s.steps, false),
+      stepList(s.steps, false, h("div", {}, h("p", {class: "dim"}, "The response has no step; as written:"),
+        h("pre", {}, s.response || "(empty)"))),
       h("details", {}, h("summary", {}, "Raw response and prompt"), h("h4", {}, "response"), h("pre", {}, s.response),
         h("h4", {}, "prompt"), h("pre", {}, s.prompt)));
   }
