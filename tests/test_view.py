@@ -269,6 +269,23 @@ def test_rebuild_replaces_the_old_site(site, tmp_path):
     assert not list(tmp_path.glob(".site.*"))  # no temporary folder left behind
 
 
+def test_a_damaged_trace_file_is_one_line_and_the_old_site_stays(site, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(site[0], run, ignore=shutil.ignore_patterns("view"))
+    assert main(["view", str(run)]) == 0
+    traces = run / "psrlm" / "it2" / "traces.jsonl"
+    lines = traces.read_text().splitlines(keepends=True)
+    traces.write_text(lines[0] + '{"problem_id": "x", "steps": [' + "\n" + "".join(lines[2:]))
+    capsys.readouterr()
+    assert main(["view", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{traces}:2" in err
+    assert (run / "view" / "data" / "t" / "0" / "0.js").is_file()  # the previous site is untouched
+    assert not list(run.glob(".view.*"))
+
+
 def test_thousands_of_searches_build_in_seconds(site, tmp_path):
     """3,000 searches (the scripted run's traces repeated under new ids): written in chunks, built quickly."""
     run, problems, _ = site

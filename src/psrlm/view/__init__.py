@@ -36,6 +36,8 @@ def cmd_view(args: argparse.Namespace) -> int:
     from psrlm.view.runfolder import check_run_dir, run_stages
     from psrlm.view.site import build_site
 
+    if args.serve and not 0 <= args.port <= 65535:
+        raise ValueError(f"--port {args.port}: give a port between 0 and 65535")
     check_run_dir(args.run_dir)
     stages = run_stages(args.run_dir)
     width = max(len(s.name) for s in stages)
@@ -63,8 +65,6 @@ def serve(folder: Path, port: int = 8000) -> None:
         def log_message(self, *a) -> None:  # one line per request would drown the URL
             pass
 
-    if not 0 <= port <= 65535:
-        raise ValueError(f"--port {port}: give a port between 0 and 65535")
     handler = functools.partial(Quiet, directory=str(folder))
     try:
         httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)

@@ -38,6 +38,7 @@ MARKER = ".psrlm-view"  # an output folder holding this file was written by psrl
 STATIC = ("index.html", "app.js", "style.css")
 INDEX_COLUMNS = ["i", "source", "problem", "question", "solved", "finished", "pairs", "rounds", "rollbacks",
                  "oracle_ok", "mixed", "pairs_right", "pairs_inverted", "stop"]  # fmt: skip
+PROBLEM, SOLVED, ORACLE_OK = (INDEX_COLUMNS.index(c) for c in ("problem", "solved", "oracle_ok"))
 
 
 def _norm(text: str) -> str:
@@ -240,7 +241,7 @@ def _solution_scoring(trace: SearchTrace, problem: Problem | None, oracle, pairs
 
 
 def _source_traces(folder: Path) -> tuple[list[SearchTrace], dict[str, list[PreferencePair]]]:
-    traces = list(iter_jsonl(folder / "traces.jsonl", SearchTrace))
+    traces = sorted(iter_jsonl(folder / "traces.jsonl", SearchTrace), key=lambda t: t.problem_id)  # not commit order
     pairs: dict[str, list[PreferencePair]] = defaultdict(list)
     if (folder / "pairs.jsonl").is_file():
         for p in iter_jsonl(folder / "pairs.jsonl", PreferencePair):
@@ -261,7 +262,7 @@ def _sources(run_dir: Path) -> list[dict]:
     return out
 
 
-def _trace_record(i: int, src_no: int, src: dict, trace: SearchTrace, problem: Problem | None,
+def _trace_record(i: int, src_no: int, trace: SearchTrace, problem: Problem | None,
                   pairs: list[PreferencePair], solved: bool | None, grades: _Grades) -> tuple[dict, list]:  # fmt: skip
     oracle = _oracle(problem)
     step_shaped = any("step" in r or "action" in r for r in trace.rounds) or not trace.rounds
@@ -276,7 +277,8 @@ def _trace_record(i: int, src_no: int, src: dict, trace: SearchTrace, problem: P
               "finished": trace.finished, "stop": trace.stop_reason, "stats": stats, "pairs": pair_rows, **body}  # fmt: skip
     oks = [s["ok"] for s in body["steps"] if "ok" in s]
     oracle_ok = int(bool(oks) and all(oks)) if detail["oracle"] else None
-    question = (problem.question if problem else "")[:QUESTION_CHARS]
+    question = problem.question if problem else ""
+    question = question if len(question) <= QUESTION_CHARS else question[: QUESTION_CHARS - 1].rstrip() + "…"
     row = [i, src_no, trace.problem_id, question, None if solved is None else int(solved), int(trace.finished),
            len(pairs), trace.rounds_used, trace.rollbacks, oracle_ok, body["mixed"],
            right if detail["oracle"] else None, inverted if detail["oracle"] else None, trace.stop_reason]  # fmt: skip
@@ -369,6 +371,17 @@ def build_site(run_dir: Path, out: Path | None = None, stages: list[Stage] | Non
     stages = stages if stages is not None else run_stages(run_dir)
     problems = _Problems(run_dir / "data")
     tmp = _fresh_folder(out)
+    try:
+        summary = _write_site(tmp, run_dir, stages, problems)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # the old site, if any, stays as it was
+        raise
+    _swap_in(tmp, out)
+    summary.update(out=str(out), index=str(out / "index.html"), seconds=round(time.time() - start, 2))
+    return summary
+
+
+def _write_site(tmp: Path, run_dir: Path, stages: list[Stage], problems: _Problems) -> dict:
     writer = _Writer(tmp)
     grades = _Grades(_include_percentage(run_dir))
     try:
@@ -387,7 +400,7 @@ def build_site(run_dir: Path, out: Path | None = None, stages: list[Stage] | Non
     meta = {"run": run_dir.name, "run_dir": str(run_dir), "built": time.strftime("%Y-%m-%d %H:%M:%S"),
             "stages": [vars(s) for s in stages], "sources": sources, "columns": INDEX_COLUMNS,
             "searches": len(rows), "chunks": -(-len(rows) // CHUNK), "evals": evals,
-            "oracle": any(r[9] is not None for r in rows) or any(e["oracle"] for e in evals)}  # fmt: skip
+            "oracle": any(r[ORACLE_OK] is not None for r in rows) or any(e["oracle"] for e in evals)}  # fmt: skip
     writer.put("meta", meta)
     static = resources.files("psrlm.view") / "static"
     (tmp / "assets").mkdir()
@@ -395,12 +408,9 @@ def build_site(run_dir: Path, out: Path | None = None, stages: list[Stage] | Non
         target = tmp / ("index.html" if name == "index.html" else f"assets/{name}")
         target.write_bytes((static / name).read_bytes())
     (tmp / MARKER).write_text(f"written by psrlm view from {run_dir}\n", encoding="utf-8")
-    _swap_in(tmp, out)
-    return {"out": str(out), "index": str(out / "index.html"), "searches": len(rows),
-            "problems": len({r[2] for r in rows}), "sources": len(sources),
+    return {"searches": len(rows), "problems": len({r[PROBLEM] for r in rows}), "sources": len(sources),
             "eval_samples": sum(e["n"] for e in evals), "files": writer.files, "mb": round(writer.bytes / 1e6, 2),
-            "missing": [s.line() for s in stages if s.state != "done"], "skipped": skipped,
-            "seconds": round(time.time() - start, 2)}  # fmt: skip
+            "missing": [s.line() for s in stages if s.state != "done"], "skipped": skipped}  # fmt: skip
 
 
 def _write_searches(writer: _Writer, run_dir: Path, problems: _Problems, grades: _Grades) -> tuple[list, list]:
@@ -414,10 +424,10 @@ def _write_searches(writer: _Writer, run_dir: Path, problems: _Problems, grades:
         for t, problem in zip(traces, golds, strict=True):
             solved = next(it_graded) if problem else None
             i = len(rows)
-            detail, row = _trace_record(i, src_no, src, t, problem, pairs.get(t.problem_id, []), solved, grades)
+            detail, row = _trace_record(i, src_no, t, problem, pairs.get(t.problem_id, []), solved, grades)
             writer.put(f"t/{i // 1000}/{i}", detail)
             rows.append(row)
             n_pairs += len(pairs.get(t.problem_id, []))
         sources.append({**src, "traces": len(traces), "pairs": n_pairs,
-                        "solved": sum(1 for r in rows[-len(traces):] if r[4]) if traces else 0})  # fmt: skip
+                        "solved": sum(1 for r in rows[-len(traces):] if r[SOLVED]) if traces else 0})  # fmt: skip
     return sources, rows

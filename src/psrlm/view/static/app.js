@@ -181,7 +181,7 @@
         const href = "#/t/" + r[C.i];
         return h("tr", {onclick: (e) => { if (e.target.tagName !== "A") location.hash = href; }},
           h("td", {class: "mono"}, h("a", {href}, r[C.problem])),
-          h("td", {}, s.method === "tts" ? "tts · " + s.by : s.method + " · it" + s.it),
+          h("td", {class: "nowrap"}, s.method === "tts" ? "tts · " + s.by : s.method + " · it" + s.it),
           h("td", {class: "question"}, r[C.question]),
           h("td", {class: "num"}, r[C.rounds]),
           h("td", {class: "num"}, r[C.rollbacks] || ""),
