@@ -168,6 +168,24 @@ def test_figure2(tiny, capsys):
     assert png.stat().st_size > 0 and png.with_suffix(".csv").exists()
 
 
+@covers("psrlm export")
+def test_export(tiny, capsys):
+    from datasets import load_dataset
+
+    out = tiny["root"] / "export"
+    _psrlm(capsys, "export", str(tiny["run"]), "--out", str(out))
+    pairs = load_dataset(str(out / "datasets" / "run-ppd"), "psrlm_it2", split="train")
+    assert len(pairs) == len(read_jsonl(tiny["run"] / "psrlm" / "it2" / "pairs.jsonl", PreferencePair))
+    assert (out / "models" / "run-psrlm-M2" / "README.md").exists()
+
+
+@covers("psrlm view")
+def test_view(tiny, capsys):
+    out = tiny["root"] / "view"
+    _psrlm(capsys, "view", str(tiny["run"]), "--out", str(out))
+    assert (out / "index.html").exists() and list((out / "data").rglob("*.js"))
+
+
 @covers("psrlm bench")
 def test_bench(tiny, capsys):
     out = _psrlm(capsys, "bench", "-c", tiny["recipe"], "--model", str(tiny["run"] / "models" / "psrlm-M1"),

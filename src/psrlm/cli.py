@@ -729,6 +729,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_args(p)
     p.set_defaults(func=cmd_export, name="export", no_config=True)
 
+    from psrlm.view import add_view_args, cmd_view
+
+    p = sub.add_parser(
+        "view",
+        help="a run's searches as a static site: rounds, candidates, verdict matrix, pairs, evaluation samples",
+        description="Writes RUN_DIR/view/ (or --out): index.html plus one data file per search, loadable from "
+        "file:// without a server; --serve serves it on 127.0.0.1. A half-finished run gets the site of what "
+        "exists and one line per stage saying what is missing.",
+    )
+    add_view_args(p)
+    p.set_defaults(func=cmd_view, name="view", no_config=True)
+
     p = sub.add_parser(
         "plan",
         help="dry-run planner: tokens, prefill with and without prefix caching, GPU memory, disk, GPU-hours",
