@@ -81,7 +81,11 @@ def test_a_chain_draws_the_next_unused_questions_of_its_level(tmp_path, monkeypa
 @pytest.mark.parametrize(
     "rates, band, message",
     [
-        ({0: 0.95, 1: 0.9, 2: 0.8}, "[0.2, 0.7]", r"psrlm-M1 masters every level \(pass rates level 0 \(2, 4, 20\): 0.95"),
+        (
+            {0: 0.95, 1: 0.9, 2: 0.8},
+            "[0.2, 0.7]",
+            r"psrlm-M1 masters every level \(pass rates level 0 \(2, 4, 20\): 0.95",
+        ),
         ({0: 0.9, 1: 0.1, 2: 0.0}, "[0.2, 0.7]", r"solves level 1 at 0.10, below it"),
     ],
 )
@@ -97,7 +101,9 @@ def test_a_level_without_enough_questions_names_its_pool(tmp_path, monkeypatch):
     from psrlm.iterate import frontier_questions
 
     run = _run_with_rates(tmp_path, monkeypatch, {0: 0.9, 1: 0.5, 2: 0.3}, "[0.2, 0.7]", questions="[31]")
-    with pytest.raises(ConfigError, match=r"needs 31 questions of level 1 \(3, 4, 30\) but its pool has 30 left of 30"):
+    with pytest.raises(
+        ConfigError, match=r"needs 31 questions of level 1 \(3, 4, 30\) but its pool has 30 left of 30"
+    ):
         frontier_questions(run, "psrlm", 2, tmp_path / "psrlm-M1")
 
 

@@ -52,6 +52,17 @@ def test_each_round_records_who_was_judged_against_whom_and_what_the_judge_said(
         assert text.startswith(f"s1 q{a} vs s1 q{b}:")
 
 
+def test_pairs_per_round_all_pairs_every_ranked_candidate():
+    """pairs_per_round=all: every two candidates whose scores differ make a pair, the better-scored one chosen (3
+    candidates with distinct scores: 3 pairs per step); the paper's best_worst makes one."""
+    eng = ScriptedEngine(three_step_policy, prefer_higher_quality)
+    res = run_search(PROBLEMS[:1], eng, PROMPTS, cfg(pairs_per_round="all"), progress=False)
+    step2 = [(p.chosen, p.rejected) for p in res.pairs if p.meta["step"] == 2]
+    assert step2 == [(" s2 q2", " s2 q1"), (" s2 q2", " s2 q0"), (" s2 q1", " s2 q0")]
+    assert len(res.pairs) == 9 and res.traces[0].rounds[1]["pairs"] == 3
+    assert all(p.meta["chosen_score"] > p.meta["rejected_score"] for p in res.pairs)
+
+
 def test_tie_at_step_one_resamples():
     calls = {"n": 0}
 

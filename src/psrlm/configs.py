@@ -273,6 +273,10 @@ class SearchConfig:
         candidates are all right accepts one with no pair, as a round of identical candidates does: a perfect
         judge knows nothing is wrong there. Measured: with "tie", 447 of 600 problems hit max_rounds and no pair
         came from step 5 on, so the upper bound never taught the later steps where most solutions fail).
+    pairs_per_round: which preference pairs a decided round makes: "best_worst" (the paper: the best-scored against
+        the worst-scored candidate) or "all" (every two candidates whose scores differ by more than tie_margin, the
+        better-scored one chosen: with the oracle judge, every right step against every wrong one; with the model's
+        own judge, every ranked pair of its scores).
     """
 
     width: int = 6
@@ -293,6 +297,7 @@ class SearchConfig:
     judge: str = "self"
     judge_flip: float = 0.0
     oracle_ties: str = "tie"
+    pairs_per_round: str = "best_worst"
 
 
 @dataclass
@@ -864,6 +869,7 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
             ),
             ("judge_flip", 0 <= s.judge_flip <= 1, "must be in [0, 1]"),
             ("oracle_ties", s.oracle_ties in ("tie", "coin", "accept"), "choose tie, coin or accept"),
+            ("pairs_per_round", s.pairs_per_round in ("best_worst", "all"), "choose best_worst (the paper) or all"),
             (
                 "judge_flip",
                 s.judge_flip == 0 or s.judge == "oracle",

@@ -188,6 +188,8 @@ def generation_settings(cfg) -> dict:
     model's own judge: a self-judged search records them at their defaults, so a sweep that changes them still
     resumes its self-judged arm."""
     out = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "max_active"}
+    if out.get("pairs_per_round") == "best_worst":  # added later: at its default it keys nothing
+        del out["pairs_per_round"]
     if out.get("judge") == "self" and "judge_flip" in out:  # a search config
         out.update(judge_flip=0.0, oracle_ties="tie")
     elif out.get("judge") == "self":  # srlm's judge, added later: at its default it keys nothing

@@ -41,7 +41,7 @@ class _State:
     problem: Problem
     trace: SearchTrace
     steps: list[str] = field(default_factory=list)
-    pairs: list[PreferencePair | None] = field(default_factory=list)  # pairs[k] belongs to steps[k] (None: no pair)
+    pairs: list[list[PreferencePair]] = field(default_factory=list)  # pairs[k]: the pairs made at steps[k]
     done: bool = False
     failed: bool = False  # a request of this problem failed: not committed, so a rerun searches it again
 
@@ -114,7 +114,7 @@ def run_search(
                     continue
                 st.trace.steps = list(st.steps)
                 st.trace.final_answer = final_answer(st.steps)
-                made = [p for p in st.pairs if p is not None]
+                made = [p for step_pairs in st.pairs for p in step_pairs]
                 if log:
                     log.commit(st.trace, made)
                 new_traces.append(st.trace)
@@ -351,7 +351,7 @@ def _select(
     if not uniques:  # every candidate empty, cut or failed: nothing was judged, so draw again at this step
         record["action"] = "resample_empty"
     elif len(uniques) == 1 or all_right:  # every candidate the same text (or all right): nothing to prefer
-        st.pairs.append(None)
+        st.pairs.append([])
         st.steps.append(uniques[0])
         record["action"] = "accept_unanimous" if len(uniques) == 1 else "accept_all_right"
     elif scored.tie:
@@ -364,27 +364,13 @@ def _select(
         else:
             record["action"] = "resample"
     else:
-        best, worst = uniques[scored.best], uniques[scored.worst]
-        st.pairs.append(
-            PreferencePair(
-                prompt=prompts.step_prompt(st.problem.question, st.steps),
-                chosen=" " + best,
-                rejected=" " + worst,
-                meta={
-                    "problem_id": st.problem.id,
-                    "step": len(st.steps) + 1,
-                    "iteration": iteration,
-                    "chosen_score": scored.scores[scored.best],
-                    "rejected_score": scored.scores[scored.worst],
-                    "chosen_final": is_final(best),
-                    "rejected_final": is_final(worst),
-                    "width": len(uniques),
-                    "prev_steps": list(st.steps),
-                },
-            )
-        )
-        st.steps.append(best)
+        prompt = prompts.step_prompt(st.problem.question, st.steps)
+        st.pairs.append([_pair(st, prompt, uniques, scored.scores, a, b, iteration)
+                         for a, b in round_pairs(scored, cfg)])  # fmt: skip
+        st.steps.append(uniques[scored.best])
         record.update(action="accept", best=scored.best, worst=scored.worst)
+        if cfg.pairs_per_round == "all":
+            record["pairs"] = len(st.pairs[-1])
     tr.rounds.append(record)
     if st.steps and is_final(st.steps[-1]):
         st.done, tr.finished, tr.stop_reason = True, True, "answer"
@@ -392,6 +378,36 @@ def _select(
         st.done, tr.stop_reason = True, "max_steps"
     elif tr.rounds_used >= cfg.max_rounds:
         st.done, tr.stop_reason = True, "round_cap"
+
+
+def round_pairs(scored, cfg: SearchConfig) -> list[tuple[int, int]]:
+    """(chosen, rejected) indices of the unique candidates a decided round trains on: the paper's (best, worst), or
+    with pairs_per_round=all every two candidates whose scores differ by more than tie_margin (best-scored pairs
+    first). With the oracle judge that is every right step against every wrong one."""
+    if cfg.pairs_per_round == "best_worst":
+        return [(scored.best, scored.worst)]
+    sc = scored.scores
+    order = sorted(range(len(sc)), key=lambda i: (-sc[i], i))
+    return [(a, b) for i, a in enumerate(order) for b in order[i + 1 :] if sc[a] - sc[b] > cfg.tie_margin]
+
+
+def _pair(st: _State, prompt: str, uniques: list[str], scores: list[float], a: int, b: int, iteration: int):
+    return PreferencePair(
+        prompt=prompt,
+        chosen=" " + uniques[a],
+        rejected=" " + uniques[b],
+        meta={
+            "problem_id": st.problem.id,
+            "step": len(st.steps) + 1,
+            "iteration": iteration,
+            "chosen_score": scores[a],
+            "rejected_score": scores[b],
+            "chosen_final": is_final(uniques[a]),
+            "rejected_final": is_final(uniques[b]),
+            "width": len(uniques),
+            "prev_steps": list(st.steps),
+        },
+    )
 
 
 def _progress(total: int, initial: int, enabled: bool):
