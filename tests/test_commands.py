@@ -208,6 +208,19 @@ def test_sweep(tiny, capsys):
     assert (out / "sweep.md").exists() and (out / "sweep.json").exists() and (out / "sweep.png").exists()
 
 
+@covers("psrlm frontier")
+def test_frontier_oracle_and_rft_arms(tiny, capsys):
+    """The science command's cheapest arms (no judge calls); every arm end to end: tests/test_frontier.py (slow)."""
+    out = tiny["root"] / "frontier"
+    sets = ["arith.levels=[[3, 4, 30]]", "arith.level_pool=10", "arith.level_probe=3", "iterate.frontier_band=[0.0, 1.0]",
+            "iterate.questions=[2]", "rft.lr=0.001", "rft.batch_size=4"]  # fmt: skip
+    _psrlm(capsys, "frontier", "-c", tiny["recipe"], "--arms", "oracle,rft", "--seeds", "0", "--out", str(out),
+           *(a for s in sets for a in ("--set", s)))  # fmt: skip
+    summary = json.loads((out / "frontier.json").read_text())
+    assert list(summary["arms"]) == ["oracle", "rft"] and (out / "frontier.png").exists()
+    assert "PSRLM (ORACLE judge)" in (out / "frontier.md").read_text()
+
+
 @covers("psrlm data ift")
 def test_data_ift_from_gsm8k_without_a_teacher(tiny, capsys):
     data = REPO.parent / "shared" / "data" / "train" / "gsm8k" / "train.jsonl"

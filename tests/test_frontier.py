@@ -16,7 +16,7 @@ LEVELS = ["arith.levels=[[3, 4, 30], [4, 5, 40]]", "arith.level_pool=30", "arith
 
 
 def test_the_ladder_is_disjoint_from_every_split_and_from_the_pretraining_stream(tmp_path):
-    from psrlm.initdata.build import arith_splits, arith_valid, build_arith_data, pretrain_stream
+    from psrlm.initdata.build import arith_splits, arith_valid, arith_valid_hard, build_arith_data, pretrain_stream
 
     cfg = small_config(tmp_path / "run", *LEVELS)
     build_arith_data(cfg)
@@ -27,7 +27,8 @@ def test_the_ladder_is_disjoint_from_every_split_and_from_the_pretraining_stream
     assert len(ladder["arith_level1"]) == 30 and len(ladder["arith_level2_probe"]) == 5
     assert all(3 <= len(p.meta["equations"]) for p in ladder["arith_level1"])  # (an op is one or two equations)
     splits = arith_splits(cfg)
-    others = [*splits.values(), arith_valid(cfg, splits), *pretrain_stream(cfg, splits)]
+    valid = arith_valid(cfg, splits)
+    others = [*splits.values(), valid, arith_valid_hard(cfg, splits, valid), *pretrain_stream(cfg, splits)]
     hashes = [p.meta["hash"] for ps in [*others, *ladder.values()] for p in ps]
     assert len(hashes) == len(set(hashes))
 
@@ -140,6 +141,7 @@ def test_rft_trains_on_the_searches_complete_right_solutions_only():
     assert sols[0].steps == ["3 + 4 = 7.", "So \\boxed{7}."] and sols[0].final_answer == "7"
 
 
+@pytest.mark.slow
 def test_frontier_runs_every_arm_end_to_end_on_a_tiny_model(tmp_path, capsys):
     """`psrlm frontier`: the table, the JSON and the figure, every arm labelled; the tiny model solves no level,
     so the band here starts at 0."""

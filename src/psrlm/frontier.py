@@ -18,8 +18,8 @@ master (pass rate at most the band's top). Arms (each a chain of its own models,
   srlm     the baseline: SRLM from its own M1 (self-scored whole solutions)
 
 Arms on the same level draw the same questions (each chain's offset into a level's pool counts its own earlier
-iterations), so a control differs from the method in one thing. Every model is evaluated greedily on the validation,
-test and hard splits. `<out>/frontier.json`, `frontier.md` (per arm and iteration: accuracy per split with 95 %
+iterations), so a control differs from the method in one thing. Every model is evaluated greedily on the two validation splits
+(in-distribution and at the hard split's difficulty), the test and the hard split. `<out>/frontier.json`, `frontier.md` (per arm and iteration: accuracy per split with 95 %
 t-intervals over seeds, the change from M1, the level searched and its pass rate, pairs or solutions trained on,
 pair precision and the self judge's accuracy on its own one-right pairs by error kind) and `frontier.png` (hard-split
 accuracy against iteration, one band per arm). Choices are read on the validation split, never on test or hard.
@@ -35,7 +35,7 @@ from pathlib import Path
 
 from psrlm.configs import Config
 
-SPLITS = ("arith_valid", "arith_test", "arith_hard")
+SPLITS = ("arith_valid", "arith_valid_hard", "arith_test", "arith_hard")
 ARMS = ("self", "oracle", "rft", "outcome", "srlm")
 ARM_LABELS = {
     "self": "PSRLM (self judge)",
@@ -61,7 +61,7 @@ def arm_setup(cfg: Config, arm: str) -> tuple[Config, str, str, str]:
 
 
 def _seed_config(cfg: Config, seed: int, out: Path) -> Config:
-    it = dataclasses.replace(cfg.iterate, seed=seed, schedule="frontier", eval_benchmarks=["arith_valid"],
+    it = dataclasses.replace(cfg.iterate, seed=seed, schedule="frontier", eval_benchmarks=["arith_valid", "arith_valid_hard"],
                              eval_limit=0, eval_benchmark_limit=0, eval_tts=0, eval_appendix_b=0)  # fmt: skip
     return dataclasses.replace(cfg, iterate=it, paths=dataclasses.replace(cfg.paths, run_dir=str(out / f"seed{seed}")))
 
@@ -250,8 +250,8 @@ def _delta(e: dict) -> str:
 
 
 def format_table(summary: dict) -> str:
-    lines = ["| arm | model | valid | test | hard | hard Δ from M1 | level searched (pass rate) | trained on | "
-             "pair precision | mixed rounds |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| arm | model | valid | valid (hard) | test | hard | hard Δ from M1 | level searched (pass rate) | "
+             "trained on | pair precision | mixed rounds |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for arm, a in summary["arms"].items():
         s = a["series"]
         lines.append(f"| {ARM_LABELS[arm]} | {a['m1']} | " + " | ".join(_cell(s[x][0]) for x in SPLITS)

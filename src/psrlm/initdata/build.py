@@ -65,7 +65,18 @@ def arith_valid(cfg: Config, splits: dict[str, list[Problem]]) -> list[Problem]:
     return generate_split(a.seed, a.n_test, Difficulty(a.min_ops, a.max_ops, a.max_number), "arith-valid", seen)
 
 
+def arith_valid_hard(cfg: Config, splits: dict[str, list[Problem]], valid: list[Problem]) -> list[Problem]:
+    """The validation split at the hard split's difficulty (`arith.n_test` problems): choices meant to move the hard
+    split are read here, never on it. Disjoint from every other split and M0's pre-training stream."""
+    a = cfg.arith
+    easy, hard = pretrain_stream(cfg, splits)
+    seen = {p.meta["hash"] for ps in (*splits.values(), valid, easy, hard) for p in ps}
+    diff = Difficulty(a.hard_min_ops, a.hard_max_ops, a.hard_max_number)
+    return generate_split(a.seed, a.n_test, diff, "arith-valid-hard", seen)
+
+
 def arith_levels(cfg: Config, splits: dict[str, list[Problem]], valid: list[Problem]) -> dict[str, list[Problem]]:
+    # `valid`: every validation split (both levels of difficulty)
     """The difficulty ladder of `iterate.schedule: frontier` (arith.levels): `level<k>` question pools for k >= 1
     and a `level<k>_probe` for every level, level 0 (in-distribution) included, whose pool is the fresh questions.
     Disjoint by canonical hash from the training pool, both test splits, the validation split, M0's pre-training
@@ -113,7 +124,9 @@ def build_arith_data(cfg: Config) -> dict[str, Path]:
     paths: dict[str, Path] = {}
     splits = arith_splits(cfg)
     valid = arith_valid(cfg, splits)
-    for name, problems in {**splits, "valid": valid, **arith_levels(cfg, splits, valid)}.items():
+    valid_hard = arith_valid_hard(cfg, splits, valid)
+    ladder = arith_levels(cfg, splits, valid + valid_hard)
+    for name, problems in {**splits, "valid": valid, "valid_hard": valid_hard, **ladder}.items():
         paths[f"arith_{name}"] = out / f"arith_{name}.jsonl"
         write_jsonl(paths[f"arith_{name}"], problems)
     blocks = pool_blocks(cfg, splits["train"])

@@ -30,10 +30,15 @@ QUESTION_FIELD = {
     "amc23": "problem",
 }
 # the embedded domain's held-out splits, read from a run's data folder ("arith" = the two test splits; arith_valid
-# is for choosing settings by experiment, never the test splits)
+# and arith_valid_hard are for choosing settings by experiment, never the test splits)
 ARITH_SPLITS = ("arith_test", "arith_hard")
 ARITH_VALID = "arith_valid"
-ARITH_NAMES = (*ARITH_SPLITS, ARITH_VALID)  # every split with gold step chains (the step oracle can read them)
+ARITH_VALID_HARD = "arith_valid_hard"  # the validation split at the hard split's difficulty
+ARITH_NAMES = (
+    *ARITH_SPLITS,
+    ARITH_VALID,
+    ARITH_VALID_HARD,
+)  # every split with gold step chains (the oracle reads them)
 ALL_BENCHMARKS = (*ARITH_NAMES, *BENCHMARKS)
 # the difficulty ladder of iterate.schedule=frontier (arith.levels): level<k> pools and level<k>_probe sets
 ARITH_LEVEL = re.compile(r"arith_level\d+(_probe)?")

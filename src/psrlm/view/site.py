@@ -48,12 +48,10 @@ def _norm(text: str) -> str:
 class _Problems:
     """Problem records by id, from the run's data files: the searched questions and the arith splits."""
 
-    FILES = ("fresh_questions.jsonl", "arith_test.jsonl", "arith_hard.jsonl", "arith_valid.jsonl")
-
     def __init__(self, data_dir: Path):
         self.by_id: dict[str, Problem] = {}
-        for name in self.FILES:
-            path = data_dir / name
+        # the searched questions (fresh pool, the frontier ladder's pools) and the held-out splits
+        for path in [data_dir / "fresh_questions.jsonl", *sorted(data_dir.glob("arith_*.jsonl"))]:
             if path.is_file():
                 for i, obj in iter_json_rows(path):
                     p = from_dict(Problem, obj, f"{path}:{i}")
