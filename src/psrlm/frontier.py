@@ -142,8 +142,10 @@ def run_seed(cfg: Config, seed: int, arms: list[str], out: Path) -> dict:
             parent, rows = m1s[m1_name], []
             for it in range(2, iterations + 2):
                 questions, schedule = iteration_questions(arun, arm, it, parent)
+                # RFT's first search is the oracle arm's own (same M1, questions and judge): read, not repeated
+                shared = "oracle" if arm == "rft" and it == 2 and "oracle" in arms else None
                 parent = run_iteration(arun, method, it, parent, questions, label=arm, schedule=schedule,
-                                       training=training)  # fmt: skip
+                                       training=training, search_label=shared)  # fmt: skip
                 man = arun.load_manifest(f"{arm}-M{it}")
                 search = man.metrics.get("search") or {}
                 rows.append({
@@ -154,7 +156,7 @@ def run_seed(cfg: Config, seed: int, arms: list[str], out: Path) -> dict:
                     "rft_solutions": (man.metrics.get("rft") or {}).get("solutions"),
                     "pair_precision": (man.metrics.get("pair_precision") or {}).get("precision"),
                     "own_pairs": own_pairs_by_kind(run.dir, arm, it) if arm == "self" else {},
-                    "mixed_rounds": _mixed_rounds(run.dir, arm, it, questions) if method == "psrlm" else None,
+                    "mixed_rounds": _mixed_rounds(run.dir, shared or arm, it, questions) if method == "psrlm" else None,
                 })  # fmt: skip
             result["arms"][arm] = {"m1": m1_name, "iterations": rows}
     return result

@@ -643,13 +643,15 @@ def run_iteration(
     label: str | None = None,
     schedule: dict | None = None,
     training: str = "dpo",
+    search_label: str | None = None,
 ) -> Path:
     """M_it of `method` from its parent: search (or SRLM sampling) on `questions`, then DPO. `label` names the
     model and its folders instead of the method (the judge sweep keeps several M2 of one M1 side by side). A
     problem whose requests failed is left for a rerun; more than `engine.max_failed_share` of them stops here.
     `schedule` (how the questions were chosen) goes into the manifest. `training="rft"` (science control, arith):
     instead of DPO on the pairs, SFT of the parent (settings `rft.*`) on the search's complete solutions whose
-    final answer is right."""
+    final answer is right. `search_label` names the search's folder instead of `label`: a chain whose search is
+    another's exactly (same parent, questions and settings, checked like any resume) reads it instead of repeating it."""
     label = label or method
     name = f"{label}-M{it}"
     out = run.models / name
@@ -657,7 +659,7 @@ def run_iteration(
     if reuse_model(run, name, settings):
         return out
     cfg = run.cfg
-    search_dir = run.dir / label / f"it{it}"
+    search_dir = run.dir / (search_label or label) / f"it{it}"
     claim_settings(search_dir, search_settings, fresh=run.fresh, root=run.dir)
     start = time.time()
     with run.serving(parent, name) as engine:
