@@ -564,6 +564,39 @@ class PlanConfig:
     question_tokens: float = 64.0
 
 
+# transformers' report_to integrations (transformers.integrations.INTEGRATION_TO_CALLBACK; a test keeps this in step)
+REPORT_TO = ("azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte", "kubeflow", "mlflow",
+             "neptune", "swanlab", "tensorboard", "trackio", "wandb")  # fmt: skip
+
+
+@dataclass
+class TrackConfig:
+    """Experiment tracking (tracking.py): where the training losses of every TRL trainer and psrlm's own per-stage
+    metrics go.
+
+    report_to: "none", or one or a list of transformers' integrations: tensorboard, trackio, wandb, mlflow, ... Every
+        training stage passes it to its TRL trainer (one tracking run per stage, named `<run_name>-<model>`), and
+        tensorboard / trackio / wandb also get the loop's own metrics in one run named `run_name` (per iteration and
+        method: pairs, pair precision where the oracle can tell, judge accuracy, accuracy per benchmark, search
+        tokens and seconds), resumed when the run is rerun.
+    project: the project (trackio, wandb) the runs are grouped under.
+    run_name: the tracking run's name; empty = the run folder's name.
+    offline: keep everything on this machine (the default; clusters and this build machine have no network):
+        TensorBoard event files and trackio's store under `<run_dir>/tracking/` (unless TRACKIO_DIR is set),
+        W&B in offline mode (unless WANDB_MODE is set). false: the integrations' own defaults (a trackio Space,
+        W&B's server).
+    """
+
+    report_to: str | list[str] = "none"
+    project: str = "psrlm"
+    run_name: str = ""
+    offline: bool = True
+
+    def integrations(self) -> list[str]:
+        names = [self.report_to] if isinstance(self.report_to, str) else self.report_to
+        return [r for r in names if r != "none"]
+
+
 @dataclass
 class GradingConfig:
     """How answers are graded (grading.py: Qwen2.5-Math answer parsing + math-verify).
@@ -593,6 +626,7 @@ class Config:
     rft: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, lr=1e-6, batch_size=32))
     iterate: IterateConfig = field(default_factory=IterateConfig)
     grading: GradingConfig = field(default_factory=GradingConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
     plan: PlanConfig = field(default_factory=PlanConfig)
     initdata: InitDataConfig = field(default_factory=InitDataConfig)
@@ -959,6 +993,15 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
             ("temperature", i.temperature >= 0, "must be >= 0"),
             ("top_p", 0 < i.top_p <= 1, top_p),
         ],  # fmt: skip
+        "track": [
+            (
+                "report_to",
+                set([cfg.track.report_to] if isinstance(cfg.track.report_to, str) else cfg.track.report_to)
+                <= {"none", *REPORT_TO},
+                f"choose none or any of {', '.join(REPORT_TO)}",
+            ),
+            ("project", bool(cfg.track.project.strip()), "must name a project"),
+        ],
         "launch": [
             ("num_processes", cfg.launch.num_processes >= 0, "must be >= 0 (0 = from the accelerate config)"),
             (

@@ -348,7 +348,9 @@ def ensure_m0(run: Run) -> Path:
         return target
     start = time.time()
     init = init_tiny_model(cfg)
-    info = train.pretrain(init, m0_texts(run), cfg.pretrain, target)
+    from psrlm.tracking import trainer_args
+
+    info = train.pretrain(init, m0_texts(run), cfg.pretrain, target, trainer_args(cfg, target.name))
     meta = read_json(target / "psrlm_build.json")
     meta.update(m0_key=key, model=dataclasses.asdict(cfg.model), pretrain=dataclasses.asdict(cfg.pretrain))
     write_json(target / "psrlm_build.json", meta)
@@ -726,7 +728,16 @@ def run_iteration(
     manifest.seeds["search"] = _search_cfg(run, method, it).seed
     manifest.wall_time_s = time.time() - start
     run.write_manifest(name, manifest)
+    _track_iteration(run, name, manifest)
     return out
+
+
+def _track_iteration(run: Run, name: str, manifest: Manifest) -> None:
+    from psrlm.tracking import Tracker, iteration_metrics
+
+    seconds = {k.split("/", 1)[0].rsplit(" ", 1)[-1].lower(): v for k, v in run._stage_times().items()
+               if k.endswith(f"/{name}")}  # fmt: skip
+    Tracker(run.cfg).log(*iteration_metrics(name, manifest.metrics, seconds))
 
 
 # ------------------------------------------------------------------------------------------ evaluation
@@ -800,7 +811,11 @@ def evaluate_model(run: Run, name: str, model_dir: Path, few_shot: bool = False,
         return metrics
 
     with eval_folder(run, name, model_dir, cfg.eval_max_tokens, shots) as out:
-        return cached(out / "metrics.json", settings, compute)
+        metrics = cached(out / "metrics.json", settings, compute)
+    from psrlm.tracking import Tracker, evaluation_metrics
+
+    Tracker(run.cfg).log(*evaluation_metrics(name, metrics))
+    return metrics
 
 
 def evaluate_judge(run: Run, engine, few_shot: bool = False, eft_file: Path | None = None) -> dict:
@@ -881,8 +896,10 @@ def run_all(cfg: Config, progress: bool = True, fresh: bool = False) -> dict:
     """Every stage of the configured run, resumable; returns {model name: metrics} and prints the table. `fresh`:
     rebuild what was made with other settings instead of stopping (see Run)."""
     from psrlm.folders import FolderLock
+    from psrlm.tracking import check_installed
 
     check_paths(cfg)
+    check_installed(cfg)
     run = Run(cfg, fresh=fresh)
     start = time.time()
     with FolderLock(run.dir, "iterate"):

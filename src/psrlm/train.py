@@ -110,7 +110,8 @@ def _resume_point(output_dir: Path) -> str | None:
     return None
 
 
-def _common_args(tc: TrainConfig, output_dir: Path) -> dict:
+def _common_args(tc: TrainConfig, output_dir: Path, report: dict | None = None) -> dict:
+    """TrainingArguments shared by every stage. `report`: tracking.trainer_args (report_to, run_name, project)."""
     return dict(
         output_dir=str(output_dir),
         num_train_epochs=tc.epochs,
@@ -126,7 +127,7 @@ def _common_args(tc: TrainConfig, output_dir: Path) -> dict:
         save_strategy="steps" if tc.save_steps else "no",
         save_steps=tc.save_steps or 500,
         save_total_limit=2,
-        report_to=[],
+        **(report or {"report_to": []}),
         activation_checkpointing=tc.gradient_checkpointing,  # off for tiny models: recomputation costs more
         dataloader_num_workers=0,
         **_device_args(tc),
@@ -305,17 +306,21 @@ def _save_dtype(tc: TrainConfig, source):
 # --------------------------------------------------------------------------------------------- stages
 
 
-def pretrain(model_dir: Path, texts: list[str], tc: TrainConfig, out_dir: Path) -> dict:
+def pretrain(model_dir: Path, texts: list[str], tc: TrainConfig, out_dir: Path, report: dict | None = None) -> dict:
     """Causal-LM training on raw text (no prompt masking): how the base model M0 learns the domain."""
-    return _run_sft("pretrain", model_dir, [{"text": t} for t in texts], tc, out_dir, dataset_text_field="text")
+    return _run_sft(
+        "pretrain", model_dir, [{"text": t} for t in texts], tc, out_dir, report, dataset_text_field="text"
+    )
 
 
-def sft(model_dir: Path, rows: list[dict], tc: TrainConfig, out_dir: Path) -> dict:
+def sft(model_dir: Path, rows: list[dict], tc: TrainConfig, out_dir: Path, report: dict | None = None) -> dict:
     """SFT on prompt/completion rows with the loss on completions only (TRL appends EOS to each completion)."""
-    return _run_sft("sft", model_dir, rows, tc, out_dir, completion_only_loss=True)
+    return _run_sft("sft", model_dir, rows, tc, out_dir, report, completion_only_loss=True)
 
 
-def _run_sft(stage: str, model_dir: Path, rows: list[dict], tc: TrainConfig, out_dir: Path, **sft_args) -> dict:
+def _run_sft(
+    stage: str, model_dir: Path, rows: list[dict], tc: TrainConfig, out_dir: Path, report: dict | None, **sft_args
+) -> dict:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -323,7 +328,7 @@ def _run_sft(stage: str, model_dir: Path, rows: list[dict], tc: TrainConfig, out
     lengths = [len(tok(r.get("text") or r["prompt"] + r["completion"])["input_ids"]) + 1 for r in rows]
     max_length, cut = _length_plan(lengths, tc, max_position)
     work = trainer_dir(Path(out_dir), tc, config_key(model_dir, rows))
-    args = SFTConfig(**_common_args(tc, work), max_length=max_length, **sft_args)
+    args = SFTConfig(**_common_args(tc, work, report), max_length=max_length, **sft_args)
     model, _, load = _load(args, model_dir)  # after the config: see _load
     trainer = SFTTrainer(
         model=model,
@@ -364,7 +369,12 @@ def make_step_dpo_trainer_class():
 
 
 def dpo(
-    model_dir: Path, pairs: list[PreferencePair], tc: TrainConfig, out_dir: Path, ref_dir: Path | None = None
+    model_dir: Path,
+    pairs: list[PreferencePair],
+    tc: TrainConfig,
+    out_dir: Path,
+    ref_dir: Path | None = None,
+    report: dict | None = None,
 ) -> dict:
     """Step-wise DPO of the model at `model_dir` against the reference at `ref_dir` (default: the same weights)."""
     import torch
@@ -380,7 +390,7 @@ def dpo(
     max_length, cut = _length_plan(lengths, tc, max_position)
     work = trainer_dir(Path(out_dir), tc, config_key(model_dir, rows, ref_dir))
     args = DPOConfig(
-        **_common_args(tc, work),
+        **_common_args(tc, work, report),
         beta=tc.beta,
         max_length=max_length,
         **({"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, tc.nll_weight]} if tc.nll_weight else {}),
@@ -427,7 +437,14 @@ def dpo(
     return _finish(trainer, tok, Path(out_dir), info, tc.lora, _save_dtype(tc, save_dtype), probe, load)
 
 
-def prm(model_dir: Path, rows: list[dict], tc: TrainConfig, out_dir: Path, separator: str = "\n") -> dict:
+def prm(
+    model_dir: Path,
+    rows: list[dict],
+    tc: TrainConfig,
+    out_dir: Path,
+    separator: str = "\n",
+    report: dict | None = None,
+) -> dict:
     """A token-classification process reward model on rows {prompt, completions, labels} (one bool per step).
 
     TRL's `PRMTrainer` when the installed TRL still has it (`trl.experimental.prm`, TRL <= 1.13; TRL removed it
@@ -454,11 +471,11 @@ def prm(model_dir: Path, rows: list[dict], tc: TrainConfig, out_dir: Path, separ
     except ImportError:
         PRMTrainer = None
     if PRMTrainer is not None:
-        args = PRMConfig(**_common_args(tc, work), step_separator=separator, max_length=max_length)
+        args = PRMConfig(**_common_args(tc, work, report), step_separator=separator, max_length=max_length)
     else:
         from transformers import TrainingArguments
 
-        args = TrainingArguments(**_common_args(tc, work))
+        args = TrainingArguments(**_common_args(tc, work, report))
     model, _, load = _load(args, model_dir, auto_class=AutoModelForTokenClassification, num_labels=2,
                            id2label={0: "-", 1: "+"}, label2id={"-": 0, "+": 1})  # fmt: skip  # after the config
     model.config.pad_token_id = tok.pad_token_id
@@ -552,6 +569,10 @@ def train_stage(
             raise FileNotFoundError(f"training data not found: {f}")
     tc = {"sft": cfg.sft, "dpo": cfg.dpo, "prm": cfg.initdata.prm_train}[stage]
     tc = dataclasses.replace(tc, seed=tc.seed + seed_offset)
+    from psrlm.tracking import check_installed, trainer_args
+
+    check_installed(cfg)
+    report = trainer_args(cfg, out_dir.name)  # the trainer's tracking run: <run_name>-<model>
     start = time.time()
     main = is_main_process()
     lock = FolderLock(out_dir.with_name(out_dir.name + ".trainer"), f"train {stage}") if main else nullcontext()
@@ -559,13 +580,13 @@ def train_stage(
         if stage == "sft":
             rows = rows_from_files(data.get("ift", []), data.get("eft", []), data.get("score", []),
                                    prompts_of(cfg))  # fmt: skip
-            info = sft(model_dir, rows, tc, out_dir)
+            info = sft(model_dir, rows, tc, out_dir, report)
         elif stage == "dpo":
             pairs = [p for f in data["pairs"] for p in read_jsonl(f, PreferencePair)]
-            info = dpo(model_dir, pairs, tc, out_dir, ref_dir=ref_dir or model_dir)
+            info = dpo(model_dir, pairs, tc, out_dir, ref_dir=ref_dir or model_dir, report=report)
         elif stage == "prm":
             rows = [r for f in data["rows"] for r in read_jsonl(f)]
-            info = prm(model_dir, rows, tc, out_dir, separator=cfg.initdata.prm_step_separator)
+            info = prm(model_dir, rows, tc, out_dir, separator=cfg.initdata.prm_step_separator, report=report)
         else:
             raise ValueError(f"unknown training stage {stage!r}; choose sft, dpo or prm")
     manifest = Manifest(
