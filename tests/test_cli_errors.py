@@ -185,3 +185,117 @@ def test_sweep_questions_must_be_positive(capsys, tmp_path):
     with pytest.raises(SystemExit) as done:
         main(["sweep", *_sets(tmp_path / "run"), "--questions", "0"])
     assert done.value.code == 2 and "argument --questions" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- messages (issue 23, item 4)
+
+
+def test_verbose_keeps_the_traceback_of_a_flattened_error(capsys, tmp_path, tiny_model_dir):
+    """A ValueError is one line for a user; under -v a real bug behind it keeps its traceback, then the line."""
+    argv = ["eval", *_sets(tmp_path / "run"), "--model", str(tiny_model_dir), "--benchmarks", " , "]
+    assert main(["-v", *argv]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "in cmd_eval" in err
+    assert err.rstrip().splitlines()[-1].startswith("psrlm: error: --benchmarks is empty")
+    _error(capsys, argv)  # and without -v: the one line alone
+
+
+def test_show_config_into_a_closed_pipe_ends_quietly():
+    """`psrlm show-config | head`: the reader leaves early; no BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "psrlm.cli", "show-config"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    proc.stdout.close()  # before it writes a byte: every write meets a closed pipe
+    err = proc.stderr.read().decode()
+    proc.wait(120)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert proc.returncode == 141
+
+
+def test_max_tokens_zero_is_refused_not_read_as_the_default(capsys, tmp_path):
+    with pytest.raises(SystemExit) as done:
+        main(["eval", *_sets(tmp_path / "run"), "--model", "x", "--max-tokens", "0"])
+    assert done.value.code == 2 and "argument --max-tokens: must be >= 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["../../escape", "a/b", "..", ".hidden"])
+def test_eval_name_stays_inside_the_eval_folder(capsys, tmp_path, tiny_model_dir, name):
+    run = tmp_path / "deep" / "run"
+    err = _error(capsys, ["eval", *_sets(run), "--model", str(tiny_model_dir), "--name", name, "--limit", "1"])
+    assert f"--name {name!r}: give a plain folder name" in err
+    assert not (tmp_path / "escape").exists() and not (run / "eval").exists()
+
+
+def test_an_empty_eft_file_is_an_error_before_a_model_loads(capsys, tmp_path, tiny_model_dir):
+    """It measured nothing, yet said judge_accuracy 0.0 (n 0) and exited 0."""
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    start = time.time()
+    err = _error(capsys, ["eval", *_sets(tmp_path / "run"), "--model", str(tiny_model_dir), "--benchmarks",
+                          "arith_test", "--limit", "1", "--eft", str(empty)])  # fmt: skip
+    assert f"--eft: {empty} holds no judge examples" in err
+    assert not (tmp_path / "run" / "eval").exists() and time.time() - start < 30
+
+
+def test_an_empty_problems_file_and_empty_questions_are_errors_before_a_model_loads(capsys, tmp_path):
+    empty = tmp_path / "none.jsonl"
+    empty.write_text("\n")
+    base = ["search", *_sets(tmp_path / "run"), "--model", "runs/nowhere", "--out", str(tmp_path / "out")]
+    err = _error(capsys, [*base, "--problems", str(empty)])
+    assert f"--problems {empty}: no problems" in err
+    for key, row in (("question", {"question": "  "}), ("answer", {"answer": ""})):
+        bad = tmp_path / f"no-{key}.jsonl"
+        write_jsonl(bad, [Problem("a", "Mia has 3 pens.", "3", "t"), Problem(**{"id": "b", "question": "q",
+                                                                                  "answer": "1", "source": "t", **row})])  # fmt: skip
+        err = _error(capsys, [*base, "--problems", str(bad)])
+        assert f"{bad}:2: empty '{key}'" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_question_in_a_files_pool_is_named(tmp_path):
+    from psrlm.configs import load_config
+    from psrlm.initdata.pool import read_pool
+    from psrlm.records import RecordError
+
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text(json.dumps({"question": "What is 2 + 2?", "answer": "4"}) + "\n"
+                    + json.dumps({"question": "", "answer": "5"}) + "\n")  # fmt: skip
+    cfg = load_config(None, [f"data.questions={pool}"])
+    with pytest.raises(RecordError, match=rf"{pool}:2: empty 'question'"):
+        read_pool(cfg)
+
+
+def test_a_full_disk_mid_search_is_one_line_naming_the_file_and_keeps_what_was_committed(
+    capsys, tmp_path, tiny_model_dir, tiny_disk, monkeypatch
+):
+    """The disk fills while the search writes: one line naming the file (no chained OSError traceback), every
+    problem committed before it reads back whole, and with room again the same command resumes."""
+    import os
+
+    from psrlm import folders
+    from psrlm.records import SearchTrace, read_jsonl
+
+    monkeypatch.setattr(folders, "MIN_FREE_BYTES", 0)  # the start-up check would refuse a 1 MiB disk at once
+    problems = tmp_path / "many.jsonl"
+    write_jsonl(problems, [Problem(f"p{i}", f"Mia has {i} pens and buys {i + 3} more. How many pens? " * 3,
+                                   str(2 * i + 3), "t") for i in range(40)])  # fmt: skip
+    filler = tiny_disk / "filler"
+    os.truncate(filler, filler.stat().st_size - 24 * 1024)  # room for the stamp and a few problems, not 40
+    out = tiny_disk / "out"
+    argv = ["search", *_sets(tmp_path / "run", "search.width=2", "search.max_steps=2", "search.max_rounds=2",
+                             "search.max_step_tokens=6", "search.verdict=logits", "search.max_active=4"),
+            "--model", str(tiny_model_dir), "--problems", str(problems), "--out", str(out)]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err  # progress bars, then the one line
+    assert "Traceback" not in err and "Errno" not in err, err
+    err = err.rstrip().splitlines()[-1]
+    assert err.startswith(f"psrlm: error: cannot write {out}/") and "no space left on the device" in err
+    done = read_jsonl(out / "traces.jsonl", SearchTrace)
+    assert 0 < len(done) < 40
+    filler.unlink()
+    assert main(argv) == 0
+    again = read_jsonl(out / "traces.jsonl", SearchTrace)
+    assert [t.problem_id for t in again[: len(done)]] == [t.problem_id for t in done]
+    assert sorted(t.problem_id for t in again) == sorted(f"p{i}" for i in range(40))

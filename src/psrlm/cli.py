@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import logging
 import sys
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 from psrlm.configs import Config, ConfigError, config_to_dict, load_config, save_config
-from psrlm.records import RecordError
+from psrlm.records import RecordError, WriteError
 
 log = logging.getLogger("psrlm")
 
@@ -165,6 +166,8 @@ def cmd_search(cfg: Config, args: argparse.Namespace) -> dict:
     from psrlm.records import read_problems
 
     problems = read_problems(Path(args.problems))
+    if not problems:
+        raise ValueError(f"--problems {args.problems}: no problems in the file: nothing to search")
     if args.limit:
         problems = problems[: args.limit]
     model = args.model or cfg.model.path or (cfg.engine.model_name if cfg.engine.kind == "openai" else "")
@@ -393,6 +396,9 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
     names = parse_benchmarks(args.benchmarks)
     if not names:
         raise ValueError("--benchmarks is empty: name at least one (e.g. arith, gsm8k,math500, paper)")
+    name = _result_name(args.result_name or Path(args.model).resolve().name)
+    if args.judge and args.eft:
+        _check_eft(Path(args.eft), "--eft")
     model = args.model
     if cfg.engine.kind == "hf":
         from psrlm.checkpoints import resolve_model
@@ -407,10 +413,16 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
         from psrlm.initdata.build import build_arith_data
 
         build_arith_data(cfg)
-    name = args.result_name or Path(args.model).name
+    if args.judge and not args.eft:
+        _check_eft(run.eft_test_file(), "the run's EFT test file (data.eft_test / data.eft_test_file; --no-judge "
+                   "skips judge accuracy)")  # fmt: skip
     benchmarks = run.benchmarks(names, args.limit)
+    for b, problems in benchmarks.items():
+        if not problems:
+            raise ValueError(f"--benchmarks: {b} has no problems{' (check --limit)' if args.limit else ''}: an "
+                             "accuracy of nothing is not a measurement")  # fmt: skip
     shots = run.ift()[:3] if args.few_shot else None
-    max_tokens = args.max_tokens or cfg.iterate.eval_max_tokens
+    max_tokens = args.max_tokens if args.max_tokens is not None else cfg.iterate.eval_max_tokens
     result: dict = {"name": name}
     with eval_folder(run, name, model, max_tokens, shots) as out_dir, run.serving(model, name) as engine:
         summaries = evaluate_benchmarks(benchmarks, engine, run.prompts, out_dir, max_tokens, few_shot=shots,
@@ -418,8 +430,9 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
         print("| benchmark | n | accuracy | steps | tokens/step | no answer | skipped (context) | hit token cap |\n"
               "|---|---|---|---|---|---|---|---|")  # fmt: skip
         for b, s in summaries.items():
-            print(f"| {b} | {s['n']} | {s['accuracy']:.3f} | {s['mean_steps']:.2f} | {s['mean_step_tokens']:.1f} "
-                  f"| {s['no_answer_rate']:.3f} | {s['context_skipped']} | {s['hit_token_cap']} |")  # fmt: skip
+            print(f"| {b} | {s['n']} | {_num(s['accuracy'])} | {_num(s['mean_steps'], '.2f')} "
+                  f"| {_num(s['mean_step_tokens'], '.1f')} | {_num(s['no_answer_rate'])} | {s['context_skipped']} "
+                  f"| {s['hit_token_cap']} |")  # fmt: skip
         result["benchmarks"] = summaries
         if args.equations:
             result["equations"] = _equation_accuracy(run, engine, names, args.equations, out_dir)
@@ -454,6 +467,29 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
         result["appendix_b"] = ab
     print(f"results: {out_dir}")
     return result
+
+
+def _num(x, spec: str = ".3f") -> str:
+    """A measured number, or "-" where nothing was measured (null)."""
+    return "-" if x is None else format(x, spec)
+
+
+def _check_eft(path: Path, key: str) -> None:
+    """A judge-accuracy file holds judge examples: checked before a model loads (an empty one measured nothing)."""
+    from psrlm.records import JudgeExample, validate_jsonl
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{key}: {path} does not exist")
+    if validate_jsonl(path, JudgeExample) == 0:
+        raise ValueError(f"{key}: {path} holds no judge examples: judge accuracy needs at least one")
+
+
+def _result_name(name: str) -> str:
+    """`eval --name`: one folder name under <run>/eval/, never a path that leads elsewhere."""
+    if not name.strip() or name != Path(name).name or name in (".", "..") or name.startswith("."):
+        raise ValueError(f"--name {name!r}: give a plain folder name (no '/', not starting with '.'); results go to "
+                         "<run>/eval/<name>/")  # fmt: skip
+    return name
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -627,7 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--limit", type=_count, default=0, help="only the first N problems of each benchmark (0 = all)")
     p.add_argument(
-        "--max-tokens", type=_count, default=0, help="token cap per solution (default: iterate.eval_max_tokens)"
+        "--max-tokens", type=_positive, help="token cap per solution (default: iterate.eval_max_tokens)"
     )
     p.add_argument("--few-shot", action="store_true", help="3-shot prompting (for a base model such as M0)")
     p.add_argument(
@@ -785,8 +821,8 @@ def _errors() -> tuple[type[BaseException], ...]:
     from psrlm.iterate import EngineFailure
     from psrlm.launch import JobError
 
-    return (ConfigError, RecordError, FileNotFoundError, NotADirectoryError, ValueError, EngineError, ServerError,
-            EngineFailure, JobError)  # fmt: skip
+    return (ConfigError, RecordError, WriteError, FileNotFoundError, NotADirectoryError, ValueError, EngineError,
+            ServerError, EngineFailure, JobError)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -811,12 +847,53 @@ def main(argv: list[str] | None = None) -> int:
             _record_run(cfg, args.name, started, result)
             print(f"done in {time.time() - started:.1f}s")
     except _errors() as e:
-        print(f"psrlm: error: {e}", file=sys.stderr)
-        return 2
+        return _one_line(e, args.verbose)
+    except BrokenPipeError:  # `psrlm show-config | head`: the reader has all it wanted
+        _quiet_stdout()
+        return 141
+    except OSError as e:
+        if e.errno not in _DISK_ERRNOS:
+            raise
+        return _one_line(_disk_error(e), args.verbose, e)
     except KeyboardInterrupt:
         print("\npsrlm: interrupted; what finished is saved, rerun the same command to resume", file=sys.stderr)
         return 130
+    try:
+        sys.stdout.flush()  # a closed pipe shows here for output still buffered
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 141
     return 0
+
+
+def _one_line(e: BaseException, verbose: bool, cause: BaseException | None = None) -> int:
+    """A user's error in one line; with -v the traceback first, so a real bug behind a ValueError keeps it."""
+    if verbose:
+        import traceback
+
+        traceback.print_exception(cause or e, file=sys.stderr)
+    print(f"psrlm: error: {e}", file=sys.stderr)
+    return 2
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's own flush at exit finds no closed pipe to complain about."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
+
+
+def _disk_error(e: OSError) -> Exception:
+    """An OSError of the disk (full, quota, read-only) raised where no writer named it: one line with the file."""
+    from psrlm.records import disk_reason
+
+    where = f" {e.filename}" if e.filename else ""
+    return WriteError(f"cannot write{where}: {disk_reason(e)}; what was committed before is kept: free space "
+                        "(or choose another output folder) and rerun the same command to resume")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -798,7 +798,8 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
     rules = {
         "paths": [("run_dir", bool(cfg.paths.run_dir.strip()), "must name a folder")],
         "arith": [
-            *_at_least(a, 0, "n_train n_test n_pretrain"),
+            *_at_least(a, 0, "n_train n_pretrain"),
+            ("n_test", a.n_test >= 1, "must be >= 1: each held-out split is evaluated, and nothing is no measurement"),
             ("pretrain_step_share", 0 <= a.pretrain_step_share <= 1, "must be in [0, 1]"),
             ("min_ops", a.min_ops >= 1, "must be >= 1"),
             ("min_ops", a.min_ops <= a.max_ops, f"must be <= arith.max_ops ({a.max_ops})"),

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from psrlm.records import RecordError, read_json, write_json
+from psrlm.records import RecordError, disk_reason, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,7 @@ class FolderError(ValueError):
 
 
 def _io_error(folder: Path, e: OSError) -> FolderError:
-    reason = {errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
-              errno.EPERM: "permission denied", errno.ENOSPC: "no space left on the device",
-              errno.EDQUOT: "disk quota exceeded"}.get(e.errno, e.strerror or str(e))  # fmt: skip
+    reason = disk_reason(e)
     return FolderError(f"cannot write to {folder}: {reason}; choose another output folder (paths.run_dir / --out)")
 
 

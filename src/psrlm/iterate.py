@@ -787,7 +787,7 @@ def evaluate_model(run: Run, name: str, model_dir: Path, few_shot: bool = False,
             by_id = {r["problem_id"]: r for r in read_jsonl(out / f"arith_{split}.jsonl")}
             labels = [label_solution(p, split_steps(by_id[p.id]["response"])) for p in problems]
             flat = [lab.correct for ls in labels for lab in ls]
-            metrics[split] = {**summaries[f"arith_{split}"], "step_precision": sum(flat) / len(flat) if flat else 0.0}
+            metrics[split] = {**summaries[f"arith_{split}"], "step_precision": sum(flat) / len(flat) if flat else None}
         metrics["benchmarks"] = summaries
         if judge:
             metrics.update(evaluate_judge(run, engine, few_shot))
@@ -925,18 +925,18 @@ def format_table(results: dict) -> str:
     head = ["model", *(f"{b} acc" for b in benches), "judge acc (generated)", "consistency",
             "judge acc (soft, both orders)", "steps", "pairs", "pair precision"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    from psrlm.report import judge_label
+    from psrlm.report import _fmt, judge_label
 
     for name, r in results.items():
         man = r.get("manifest") or {}
         search = man.get("search") or {}
         prec = (man.get("pair_precision") or {}).get("precision")
-        soft = f"{r['judge_soft']['accuracy']:.3f}" if r.get("judge_soft") else "-"
-        accs = [f"{r['benchmarks'][b]['accuracy']:.3f}" if b in r.get("benchmarks", {}) else "-" for b in benches]
+        soft = _fmt((r.get("judge_soft") or {}).get("accuracy"))
+        accs = [_fmt(r["benchmarks"][b]["accuracy"]) if b in r.get("benchmarks", {}) else "-" for b in benches]
         first = r.get("benchmarks", {}).get(benches[0], {}) if benches else {}
-        cells = [judge_label(name, man), *accs, f"{r['judge']['judge_accuracy']:.3f}", f"{r['judge']['consistency']:.3f}", soft,
-                 f"{first.get('mean_steps', 0):.2f}", str(search.get("pairs", "-")),
-                 "-" if prec is None else f"{prec:.3f}"]  # fmt: skip
+        judge = r.get("judge") or {}
+        cells = [judge_label(name, man), *accs, _fmt(judge.get("judge_accuracy")), _fmt(judge.get("consistency")),
+                 soft, _fmt(first.get("mean_steps"), ".2f"), str(search.get("pairs", "-")), _fmt(prec)]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

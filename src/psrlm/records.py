@@ -9,6 +9,7 @@ means the file was edited or corrupted and silently skipping it would lose data.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -24,6 +25,22 @@ log = logging.getLogger(__name__)
 
 class RecordError(ValueError):
     """A line that is not a valid record; the message names file, line and the problem."""
+
+
+class WriteError(RuntimeError):
+    """A result file that could not be written (disk full, quota, read-only); the message names the file. What
+    was committed before it is intact: a rerun resumes from there."""
+
+
+def disk_reason(e: OSError) -> str:
+    return {errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+            errno.EPERM: "permission denied", errno.ENOSPC: "no space left on the device",
+            errno.EDQUOT: "disk quota exceeded"}.get(e.errno, e.strerror or str(e))  # fmt: skip
+
+
+def _write_error(path: Path, e: OSError) -> WriteError:
+    return WriteError(f"cannot write {path}: {disk_reason(e)}; what was committed before is kept: free space (or "
+                      "choose another output folder) and rerun the same command to resume")  # fmt: skip
 
 
 @dataclass
@@ -182,8 +199,11 @@ def _atomic_write(path: Path, write: Callable[[IO], None], mode: str) -> None:
     """Write via a temp file in the same folder + fsync + rename: readers see the old file or the new one, never
     half. `write` fills the open temp file (opened with `mode`, "w" or "wb")."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _write_error(path, e) from e
     try:
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as fh:
             write(fh)
@@ -191,6 +211,9 @@ def _atomic_write(path: Path, write: Callable[[IO], None], mode: str) -> None:
             os.fsync(fh.fileno())
         os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600; results are ordinary files others may read
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise _write_error(path, e) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -270,6 +293,8 @@ def read_problems(path: Path) -> list[Problem]:
     first_line: dict[str, int] = {}
     for i, obj in iter_json_rows(path):
         p = from_dict(Problem, obj, f"{path}:{i}")
+        for key in ("question", "answer"):
+            nonempty(getattr(p, key), f"{path}:{i}", key)
         if p.id in first_line:
             raise RecordError(
                 f"{path}:{i}: problem id {p.id!r} is also on line {first_line[p.id]}; ids must be unique"
@@ -277,6 +302,13 @@ def read_problems(path: Path) -> list[Problem]:
         first_line[p.id] = i
         problems.append(p)
     return problems
+
+
+def nonempty(text: Any, where: str, key: str) -> str:
+    """A question or answer with something in it: an empty string would be searched or graded as if it were one."""
+    if not isinstance(text, str) or not text.strip():
+        raise RecordError(f"{where}: empty {key!r}: every problem needs a question and an answer")
+    return text
 
 
 def check_unique_ids(problems: list[Problem], where: str) -> None:
@@ -306,9 +338,12 @@ class JsonlAppender:
     def __init__(self, path: Path, cls: type | None = None):
         self.path = Path(path)
         self.cls = cls
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._repair_tail()
-        self._fh = open(self.path, "a", encoding="utf-8")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._repair_tail()
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, _FILE_MODE)
+        except OSError as e:
+            raise _write_error(self.path, e) from e
 
     def _repair_tail(self) -> None:
         if not self.path.exists() or self.path.stat().st_size == 0:
@@ -329,14 +364,28 @@ class JsonlAppender:
         return read_jsonl(self.path, self.cls) if self.path.exists() else []
 
     def append(self, *records: Any) -> None:
+        """Whole lines, fsynced. A write that fails (a full disk) is cut back to where it started, so no half line
+        is left and everything appended before is intact; the error names the file."""
         if not records:
             return
-        self._fh.write("".join(_dumps(r) + "\n" for r in records))
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        data = "".join(_dumps(r) + "\n" for r in records).encode("utf-8")
+        start = os.fstat(self._fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            os.fsync(self._fd)
+        except OSError as e:
+            try:
+                os.ftruncate(self._fd, start)
+            except OSError:
+                pass  # a torn last line is dropped by the next open
+            raise _write_error(self.path, e) from e
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def __enter__(self) -> JsonlAppender:
         return self
