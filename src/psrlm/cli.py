@@ -662,9 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
         "amc23; or arith (both arith splits), paper (the paper's six), all (default: arith)",
     )
     p.add_argument("--limit", type=_count, default=0, help="only the first N problems of each benchmark (0 = all)")
-    p.add_argument(
-        "--max-tokens", type=_positive, help="token cap per solution (default: iterate.eval_max_tokens)"
-    )
+    p.add_argument("--max-tokens", type=_positive, help="token cap per solution (default: iterate.eval_max_tokens)")
     p.add_argument("--few-shot", action="store_true", help="3-shot prompting (for a base model such as M0)")
     p.add_argument(
         "--no-judge", dest="judge", action="store_false", help="skip judge accuracy on the EFT test split (Table 3)"

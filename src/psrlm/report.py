@@ -352,7 +352,10 @@ def table_steps(models: dict) -> str:
             if not s or s.get("mean_steps") is None:
                 cells.append("-")
             else:
-                cells.append(f"{s['mean_steps']:.2f} / " + (f"{tok:.1f}" if tok else _fmt(s.get("mean_step_chars"), ".0f") + "c"))
+                cells.append(
+                    f"{s['mean_steps']:.2f} / "
+                    + (f"{tok:.1f}" if tok else _fmt(s.get("mean_step_chars"), ".0f") + "c")
+                )
         rows.append([name, *cells])
     return _table(["model", *(f"{b} steps / len" for b in benches)], rows)
 

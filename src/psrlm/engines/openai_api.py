@@ -186,7 +186,9 @@ class OpenAIEngine:
                 except json.JSONDecodeError:
                     last = f"an answer that is not JSON from {url}: {self._redact(describe_body(raw, ctype))}"
                     if is_html(raw, ctype):  # a web page, not an API: asking again will not change it
-                        raise EngineError(f"{last}; is engine.base_urls an OpenAI-compatible API (ending in /v1)?") from None
+                        raise EngineError(
+                            f"{last}; is engine.base_urls an OpenAI-compatible API (ending in /v1)?"
+                        ) from None
                 else:
                     if isinstance(answer, dict):
                         return answer
