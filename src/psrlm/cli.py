@@ -19,14 +19,20 @@ import sys
 import time
 from pathlib import Path
 
-from psrlm.configs import Config, ConfigError, config_to_dict, load_config, save_config
+from psrlm.configs import Config, ConfigError, config_to_dict, load_config_layers, save_config
 from psrlm.records import RecordError, WriteError
 
 log = logging.getLogger("psrlm")
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", "-c", help="recipe YAML (e.g. configs/demo.yaml); defaults apply to what it omits")
+    p.add_argument(
+        "--config",
+        "-c",
+        action="append",
+        help="recipe YAML (e.g. configs/demo.yaml); defaults apply to what it omits. Repeatable: recipes are layered "
+        "in order, a later one overriding an earlier one key by key (show-config says where each value came from)",
+    )
     p.add_argument(
         "--set",
         dest="overrides",
@@ -508,14 +514,37 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_show_config(cfg: Config) -> dict:
+def cmd_show_config(cfg: Config, args: argparse.Namespace) -> dict:
+    """The effective config as YAML (a valid recipe), each value not at its default marked with where it came
+    from, the layers in the order applied, and what every `auto` resolves to on this machine."""
     import yaml
 
     from psrlm.hardware import one_line
 
-    print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+    layers = [*(args.config or []), *(f"--set {o}" for o in args.overrides)]
+    print("# defaults" + "".join(f" < {layer}" for layer in layers) + " (later overrides earlier)")
+    print(_with_sources(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), args.sources), end="")
     print(f"# {one_line(_machine(cfg))}")  # what every `auto` resolves to on this machine
     return {}
+
+
+def _with_sources(text: str, sources: dict[str, str]) -> str:
+    """`key: value  # <where it was set>` on each line of a YAML dump whose dotted key has a source."""
+    import re
+
+    out, stack = [], []  # stack: (indent, key) of the mappings the line is in
+    for line in text.splitlines():
+        m = re.match(r"^( *)([A-Za-z_]\w*):( |$)", line)
+        if m:
+            indent = len(m.group(1))
+            while stack and stack[-1][0] >= indent:
+                stack.pop()
+            dotted = ".".join([k for _, k in stack] + [m.group(2)])
+            stack.append((indent, m.group(2)))
+            if dotted in sources:
+                line += f"  # {sources[dotted]}"
+        out.append(line)
+    return "\n".join(out) + "\n"
 
 
 def _add_fresh_arg(p: argparse.ArgumentParser) -> None:
@@ -803,7 +832,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show-config", help="print the effective config (defaults + recipe + --set)")
     _add_config_args(p)
-    p.set_defaults(func=cmd_show_config, name="show-config")
+    p.set_defaults(func=cmd_show_config, name="show-config", wants_args=True)
     return parser
 
 
@@ -831,7 +860,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "no_config", False):
             return args.func(args)
-        cfg = load_config(args.config, args.overrides)
+        cfg, args.sources = load_config_layers(args.config, args.overrides)
         if args.name in _COMPUTES:
             from psrlm.hardware import one_line
 
