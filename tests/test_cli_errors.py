@@ -299,3 +299,41 @@ def test_a_full_disk_mid_search_is_one_line_naming_the_file_and_keeps_what_was_c
     again = read_jsonl(out / "traces.jsonl", SearchTrace)
     assert [t.problem_id for t in again[: len(done)]] == [t.problem_id for t in done]
     assert sorted(t.problem_id for t in again) == sorted(f"p{i}" for i in range(40))
+
+
+def _edited_config(tiny_model_dir, folder, **changes):
+    model = folder / "edited"
+    shutil.copytree(tiny_model_dir, model)
+    config = json.loads((model / "config.json").read_text())
+    config.update(changes)
+    (model / "config.json").write_text(json.dumps(config))
+    return model
+
+
+def test_an_unknown_model_type_is_named_before_a_model_loads(capsys, tmp_path, tiny_model_dir, problems_file):
+    """transformers' answer was its own 'pip install --upgrade transformers' advice."""
+    model = _edited_config(tiny_model_dir, tmp_path, model_type="llamaz")
+    err = _error(capsys, ["search", *_sets(tmp_path / "run"), "--model", str(model), "--problems", str(problems_file),
+                          "--out", str(tmp_path / "out")])  # fmt: skip
+    assert f"{model / 'config.json'}: model_type 'llamaz' is not an architecture transformers" in err
+    assert "pip install" not in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "changes,says",
+    [({"hidden_size": 128, "intermediate_size": 256}, "model.embed_tokens.weight is [400, 64] in the weights but "
+                                                       "[400, 128] by the config"),
+     ({"num_hidden_layers": 3}, "the config has weights the checkpoint lacks (they would start at random): "
+                                "model.layers.2.")],
+)  # fmt: skip
+def test_a_config_that_disagrees_with_the_weights_is_one_line(capsys, tmp_path, tiny_model_dir, changes, says):
+    """Shapes that differ ended in transformers' load report and a RuntimeError traceback; layers the weights lack
+    were silently initialised at random and evaluated."""
+    model = _edited_config(tiny_model_dir, tmp_path, **changes)
+    assert main(["eval", *_sets(tmp_path / "run"), "--model", str(model), "--benchmarks", "arith_test", "--limit", "1",
+                 "--no-judge"]) == 2  # fmt: skip
+    err = capsys.readouterr().err  # transformers' progress bar while it reads the weights, then one line
+    assert "Traceback" not in err and "load report" not in err.lower()
+    err = err.rstrip().splitlines()[-1]
+    assert err.startswith("psrlm: error: ")
+    assert f"{model / 'config.json'} does not describe the weights beside it" in err and says in err, err

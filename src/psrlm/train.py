@@ -230,9 +230,10 @@ def _load(model_dir: Path):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from psrlm.checkpoints import load_pretrained
     from psrlm.tiny import load_tokenizer, saved_dtype
 
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    model = load_pretrained(AutoModelForCausalLM, model_dir, dtype=torch.float32)
     return model, load_tokenizer(model_dir), saved_dtype(model_dir)
 
 
@@ -317,7 +318,9 @@ def dpo(
     ref = None
     if not tc.lora:  # the reference is never updated: it may stay in its saved dtype where bf16 compute is native
         ref_dtype = save_dtype if _device_args(tc)["bf16"] else torch.float32
-        ref = AutoModelForCausalLM.from_pretrained(str(ref_dir or model_dir), dtype=ref_dtype)
+        from psrlm.checkpoints import load_pretrained
+
+        ref = load_pretrained(AutoModelForCausalLM, ref_dir or model_dir, dtype=ref_dtype)
     rows = dpo_rows(pairs)
     # in tokens, the longer of the two sides (+1 for EOS): characters say little about tokens
     lengths = [max(len(tok(r["prompt"] + r[side])["input_ids"]) for side in ("chosen", "rejected")) + 1 for r in rows]
