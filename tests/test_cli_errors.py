@@ -337,3 +337,34 @@ def test_a_config_that_disagrees_with_the_weights_is_one_line(capsys, tmp_path, 
     err = err.rstrip().splitlines()[-1]
     assert err.startswith("psrlm: error: ")
     assert f"{model / 'config.json'} does not describe the weights beside it" in err and says in err, err
+
+
+def test_a_prebuilt_m0_built_otherwise_stops_naming_the_keys_unless_a_rebuild_is_asked(capsys, tmp_path, monkeypatch):
+    """It pre-trained a new M0 (8-10 hours at scale) behind a warning naming two hashes. A model the user named is
+    never replaced unasked: one line with the keys that differ, before any work; --rebuild-m0 pre-trains one into
+    the run folder and leaves the named one as it is."""
+    from psrlm import train
+    from psrlm.configs import load_config
+    from psrlm.iterate import Run, ensure_m0, m0_key
+
+    from .conftest import REPO
+    from .test_iterate import LOOP
+
+    real_pretrain = train.pretrain
+    monkeypatch.setattr(train, "pretrain", lambda *a, **k: pytest.fail("pre-trained an M0 nobody asked for"))
+    run = tmp_path / "run"
+    argv = ["iterate", "-c", str(REPO / "configs" / "demo.yaml"), "--set", f"paths.run_dir={run}",
+            "--set", "pretrain.epochs=1", "--set", "arith.n_pretrain=200"]  # fmt: skip
+    start = time.time()
+    err = _error(capsys, argv)
+    assert ("iterate.m0_path=checkpoints/arith-m0 was built with other settings (arith.n_pretrain: 12000 -> 200, "
+            "pretrain.epochs: 3.0 -> 1.0): pass --rebuild-m0") in err  # fmt: skip
+    assert time.time() - start < 30 and not (run / "models").exists()
+
+    monkeypatch.setattr(train, "pretrain", real_pretrain)
+    prebuilt = REPO / "checkpoints" / "arith-m0" / "model.safetensors"
+    before = prebuilt.stat().st_mtime_ns
+    cfg = load_config(None, LOOP + [f"paths.run_dir={run}", "iterate.m0_path=checkpoints/arith-m0"])
+    m0 = ensure_m0(Run(cfg, rebuild_m0=True))
+    assert m0 == run / "models" / f"M0-{m0_key(cfg)}" and (m0 / "model.safetensors").exists()
+    assert prebuilt.stat().st_mtime_ns == before

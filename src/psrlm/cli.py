@@ -225,7 +225,7 @@ def cmd_iterate(cfg: Config, args: argparse.Namespace) -> dict:
     if getattr(args, "dry_run", False):  # (`psrlm demo` has no --dry-run)
         print("\n".join(dry_run(cfg)))
         return {"dry_run": True}
-    summary = run_all(cfg, fresh=args.fresh)
+    summary = run_all(cfg, fresh=args.fresh, rebuild_m0=args.rebuild_m0)
     print("\nstage timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in summary["timings_s"].items()))
     print(f"summary: {Path(cfg.paths.run_dir) / 'summary.json'}")
     return {"wall_s": summary["wall_s"], "timings_s": summary["timings_s"]}
@@ -553,6 +553,13 @@ def _add_fresh_arg(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="rebuild what was made with other settings (the old outputs are moved to <run>/replaced/<time>/) instead "
         "of stopping with the keys that differ",
+    )
+    p.add_argument(
+        "--rebuild-m0",
+        action="store_true",
+        help="when the prebuilt M0 of iterate.m0_path was built with other model/arith/pretrain settings, pre-train a "
+        "new one for these settings into <run>/models/ (hours at the demo's size) instead of stopping; the prebuilt "
+        "one is never changed",
     )
 
 

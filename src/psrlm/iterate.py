@@ -59,13 +59,15 @@ def _is_model(path: Path) -> bool:
 
 class Run:
     """Paths and shared pieces of one run folder. `fresh`: rebuild what was made with other settings (the old
-    outputs are moved to <run>/replaced/) instead of stopping with the keys that differ."""
+    outputs are moved to <run>/replaced/) instead of stopping with the keys that differ. `rebuild_m0`: pre-train
+    an M0 for these settings when the one `iterate.m0_path` names was built with others (never done unasked)."""
 
-    def __init__(self, cfg: Config, fresh: bool = False):
+    def __init__(self, cfg: Config, fresh: bool = False, rebuild_m0: bool = False):
         from psrlm.prompts import prompts_of
 
         self.cfg = cfg
         self.fresh = fresh
+        self.rebuild_m0 = rebuild_m0  # pre-train a new M0 when the prebuilt one was built with other settings
         self.dir = Path(cfg.paths.run_dir)
         self.data = self.dir / "data"
         self.models = self.dir / "models"
@@ -227,9 +229,10 @@ def reuse_model(run: Run, name: str, settings: dict) -> Path | None:
     return None
 
 
-def check_paths(cfg: Config) -> None:
+def check_paths(cfg: Config, rebuild_m0: bool = False) -> None:
     """Paths given explicitly must exist, and data files must read as their records, before any model loads: a
-    typo must not start hours of work on a default, nor fail an hour in."""
+    typo must not start hours of work on a default, nor fail an hour in. A prebuilt M0 built with other settings
+    stops here too (unless `rebuild_m0`)."""
     from psrlm.records import JudgeExample, ScoreExample, validate_jsonl
 
     if cfg.engine.kind == "openai" and cfg.engine.model_name:
@@ -243,8 +246,8 @@ def check_paths(cfg: Config) -> None:
         from psrlm.checkpoints import resolve_model
 
         resolve_model(cfg.model.path, key="model.path")
-    if cfg.iterate.m0_path:
-        prebuilt_m0(cfg)
+    if cfg.iterate.m0_path and not cfg.model.path:
+        check_prebuilt_m0(cfg, rebuild_m0)
     d = cfg.data
     if d.source != "files":
         return
@@ -309,22 +312,68 @@ M0_RECIPE_KEYS = ("epochs", "lr", "batch_size", "grad_accum", "warmup_steps", "w
                   "max_length", "lora", "lora_r", "lora_alpha", "seed")  # fmt: skip
 
 
+M0_POOL_KEYS = ("seed", "n_train", "n_test", "min_ops", "max_ops", "max_number", "n_pretrain", "hard_min_ops",
+                "hard_max_ops", "hard_max_number")  # fmt: skip
+
+
+def m0_build_settings(cfg: Config) -> dict:
+    """What decides M0, by key (what `m0_key` hashes): the model, what shapes the training pool M0 reads, and the
+    pre-training recipe; not precision or logging (how a machine runs the recipe: a prebuilt M0 must serve a CPU
+    with native bf16 and one without alike), nor fields added to TrainConfig later."""
+    a = cfg.arith
+    arith = {k: getattr(a, k) for k in M0_POOL_KEYS}
+    if a.pretrain_step_share:  # added later: at its default it leaves every earlier M0's key as it was
+        arith["pretrain_step_share"] = a.pretrain_step_share
+    return {"model": dataclasses.asdict(cfg.model), "arith": arith,
+            "pretrain": {k: getattr(cfg.pretrain, k) for k in M0_RECIPE_KEYS}}  # fmt: skip
+
+
 def m0_key(cfg: Config) -> str:
     from psrlm.tiny import config_key
 
-    a = cfg.arith  # only what shapes the training pool M0 reads
-    pool = [a.seed, a.n_train, a.n_test, a.min_ops, a.max_ops, a.max_number, a.n_pretrain, a.hard_min_ops,
-            a.hard_max_ops, a.hard_max_number]  # fmt: skip
-    if a.pretrain_step_share:  # added later: at its default it leaves every earlier M0's key as it was
-        pool.append(a.pretrain_step_share)
-    # only what decides what pre-training learns: not precision or logging (how a machine runs the recipe: a
-    # prebuilt M0 must serve a CPU with native bf16 and one without alike), nor fields added to TrainConfig later
-    recipe = {k: getattr(cfg.pretrain, k) for k in M0_RECIPE_KEYS}
-    return config_key(dataclasses.asdict(cfg.model), pool, recipe)
+    b = m0_build_settings(cfg)
+    return config_key(b["model"], list(b["arith"].values()), b["pretrain"])
+
+
+def prebuilt_m0_mismatch(cfg: Config) -> str | None:
+    """None when the prebuilt M0 (`iterate.m0_path`) was built by this config's model/arith/pretrain settings, else
+    the keys that differ (`pretrain.epochs: 3 -> 1`), read from the build config saved beside it."""
+    from psrlm.configs import load_config
+
+    pre = prebuilt_m0(cfg)
+    built = read_json(pre / "psrlm_build.json")
+    if built.get("m0_key") == m0_key(cfg):
+        return None
+    if (pre / "build_config.yaml").exists():
+        old = m0_build_settings(load_config(pre / "build_config.yaml"))
+    else:  # built before build configs were saved: its model and recipe are in psrlm_build.json
+        old = {"model": built.get("model") or {}, "arith": {},
+               "pretrain": {k: v for k, v in (built.get("pretrain") or {}).items() if k in M0_RECIPE_KEYS}}  # fmt: skip
+    mine = m0_build_settings(cfg)
+    if not old["arith"]:
+        mine = {**mine, "arith": {}}
+    return settings_diff(old, mine) or f"key {built.get('m0_key')} -> {m0_key(cfg)}"
+
+
+def check_prebuilt_m0(cfg: Config, rebuild: bool = False) -> None:
+    """An M0 the recipe names (`iterate.m0_path`) is never replaced unasked: built with other settings, it stops
+    here, naming the keys, unless `rebuild` (`--rebuild-m0`): then a new M0 is pre-trained into the run folder and
+    the named one is left as it is."""
+    diff = prebuilt_m0_mismatch(cfg)
+    if diff is None:
+        return
+    if rebuild:
+        log.warning("iterate.m0_path=%s was built with other settings (%s): --rebuild-m0 pre-trains a new M0 in "
+                    "%s/models/", cfg.iterate.m0_path, diff, cfg.paths.run_dir)  # fmt: skip
+        return
+    raise ConfigError(f"iterate.m0_path={cfg.iterate.m0_path} was built with other settings ({diff}): pass "
+                      "--rebuild-m0 to pre-train a new M0 for these settings into the run folder (hours at the demo's "
+                      "size), set iterate.m0_path empty to always pre-train, or set the keys back")  # fmt: skip
 
 
 def ensure_m0(run: Run) -> Path:
-    """A prebuilt M0 whose recorded key matches this config, else pre-train one (cached by the same key)."""
+    """The prebuilt M0 (`iterate.m0_path`) when this config built it; with other settings a stop naming the keys
+    (`check_prebuilt_m0`), or with `run.rebuild_m0` / an empty m0_path a pre-trained one (cached by its key)."""
     from psrlm import train
     from psrlm.initdata.build import init_tiny_model
 
@@ -335,12 +384,9 @@ def ensure_m0(run: Run) -> Path:
         return resolve_model(cfg.model.path, key="model.path")
     key = m0_key(cfg)
     if cfg.iterate.m0_path:
-        pre = prebuilt_m0(cfg)
-        built_from = read_json(pre / "psrlm_build.json").get("m0_key")
-        if built_from == key:
-            return pre
-        log.warning("the prebuilt M0 at %s was built from other model/arith/pretrain settings (key %s, this config "
-                    "%s): pre-training a new one", pre, built_from, key)  # fmt: skip
+        if prebuilt_m0_mismatch(cfg) is None:
+            return prebuilt_m0(cfg)
+        check_prebuilt_m0(cfg, run.rebuild_m0)  # stops, naming the keys, unless asked to rebuild
     target = run.models / f"M0-{key}"
     if _is_model(target):
         return target
@@ -873,13 +919,13 @@ def evaluate_appendix_b(run: Run, pair_model: Path, score_model: Path, n: int = 
 # ----------------------------------------------------------------------------------------------- main
 
 
-def run_all(cfg: Config, progress: bool = True, fresh: bool = False) -> dict:
+def run_all(cfg: Config, progress: bool = True, fresh: bool = False, rebuild_m0: bool = False) -> dict:
     """Every stage of the configured run, resumable; returns {model name: metrics} and prints the table. `fresh`:
-    rebuild what was made with other settings instead of stopping (see Run)."""
+    rebuild what was made with other settings instead of stopping; `rebuild_m0`: see Run."""
     from psrlm.folders import FolderLock
 
-    check_paths(cfg)
-    run = Run(cfg, fresh=fresh)
+    check_paths(cfg, rebuild_m0)
+    run = Run(cfg, fresh=fresh, rebuild_m0=rebuild_m0)
     start = time.time()
     with FolderLock(run.dir, "iterate"):
         t = time.time()
