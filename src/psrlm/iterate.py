@@ -57,6 +57,9 @@ def _is_model(path: Path) -> bool:
     return (Path(path) / "psrlm_build.json").exists()
 
 
+WALL_KEY = "(wall)"  # timings.json: the wall time of every process, beside the per-stage times
+
+
 class Run:
     """Paths and shared pieces of one run folder. `fresh`: rebuild what was made with other settings (the old
     outputs are moved to <run>/replaced/) instead of stopping with the keys that differ. `rebuild_m0`: pre-train
@@ -75,6 +78,7 @@ class Run:
         self.prompts = prompts_of(cfg)
         self.seed = cfg.iterate.seed
         self.timings_path = self.dir / "timings.json"
+        self._wall_mark = time.time()  # this process's wall time up to here is banked in timings.json
 
     # ------------------------------------------------------------------ the data this run reads (data.source)
 
@@ -154,18 +158,30 @@ class Run:
         process that worked on this run: a rerun that finds everything done keeps what the first run measured."""
         out: dict[str, float] = {}
         for key, seconds in self._stage_times().items():
+            if key == WALL_KEY:
+                continue
             stage = key.split("/", 1)[0]
             out[stage] = out.get(stage, 0.0) + seconds
         return out
 
+    @property
+    def wall_s(self) -> float:
+        """Wall time of every process that worked on this run (a killed one up to its last finished stage)."""
+        return self._stage_times().get(WALL_KEY, 0.0)
+
     def _stage_times(self) -> dict[str, float]:
         return read_json(self.timings_path) if self.timings_path.exists() else {}
 
-    def timed(self, key: str, start: float, model: str = "") -> None:
-        """Add the time since `start` to stage `key` (for `model`), persisted at once so a kill keeps it."""
+    def timed(self, key: str | None, start: float = 0.0, model: str = "") -> None:
+        """Add the time since `start` to stage `key` (for `model`), and this process's wall time since it last
+        banked it, persisted at once so a kill keeps them. `key=None` banks the wall time alone."""
         times = self._stage_times()
-        k = f"{key}/{model}" if model else key
-        times[k] = times.get(k, 0.0) + time.time() - start
+        now = time.time()
+        if key is not None:
+            k = f"{key}/{model}" if model else key
+            times[k] = times.get(k, 0.0) + now - start
+        times[WALL_KEY] = times.get(WALL_KEY, 0.0) + now - self._wall_mark
+        self._wall_mark = now
         write_json(self.timings_path, times)
 
     def forget_times(self, model: str) -> None:
@@ -525,7 +541,7 @@ def prepare_data(run: Run) -> None:
         pool, read = read_pool(cfg)
         kept, counts = clean_pool(pool, tests, used, seed=cfg.data.seed)
         write_jsonl(run.data / "fresh_questions.jsonl", kept)
-    write_json(counts_path, {**read, **counts, "settings": flatten(settings)})
+    write_json(counts_path, {**read, **counts, "settings": flatten(settings)}, unless_same=True)
     removed = sum(counts["test_overlap"].values())
     if removed:
         log.warning("removed %d questions from the pool that are in an evaluated test set: %s", removed,
@@ -928,9 +944,10 @@ def run_all(cfg: Config, progress: bool = True, fresh: bool = False, rebuild_m0:
     run = Run(cfg, fresh=fresh, rebuild_m0=rebuild_m0)
     start = time.time()
     with FolderLock(run.dir, "iterate"):
-        t = time.time()
+        t, before = time.time(), _files_state(run.data)
         prepare_data(run)
-        run.timed("data", t)
+        if _files_state(run.data) != before:  # checking data that is already there is not building it
+            run.timed("data", t)
         m0 = ensure_m0(run)
         ensure_policy_eft(run, m0)
         models: dict[str, Path] = {"M0": m0}
@@ -958,11 +975,17 @@ def run_all(cfg: Config, progress: bool = True, fresh: bool = False, rebuild_m0:
             summary["tts"] = {n: evaluate_tts(run, n, models[n]) for n in tts_models}
         if cfg.iterate.eval_appendix_b and {"psrlm-M1", "srlm-M1"} <= set(models):
             summary["appendix_b"] = evaluate_appendix_b(run, models["psrlm-M1"], models["srlm-M1"])
-        # stage times over every process that worked on the run (a rerun that finds all done keeps them)
-        summary.update(timings_s=run.timings, wall_s=time.time() - start, stage_total_s=sum(run.timings.values()))
+        # stage and wall times over every process that worked on the run (a rerun that finds all done keeps them)
+        run.timed(None)
+        summary.update(timings_s=run.timings, wall_s=run.wall_s, stage_total_s=sum(run.timings.values()),
+                       this_process_wall_s=time.time() - start)  # fmt: skip
         write_json(run.dir / "summary.json", summary)
     print(format_table(results))
     return summary
+
+
+def _files_state(folder: Path) -> dict[str, tuple[int, int]]:
+    return {f.name: (f.stat().st_size, f.stat().st_mtime_ns) for f in folder.glob("*") if f.is_file()}
 
 
 def format_table(results: dict) -> str:

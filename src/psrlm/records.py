@@ -229,15 +229,23 @@ def save_figure(fig, path: Path, dpi: int = 120) -> None:
     _atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight"), "wb")
 
 
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(Path(path), json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+def write_json(path: Path, obj: Any, *, unless_same: bool = False) -> None:
+    _write_text(Path(path), json.dumps(obj, indent=2, ensure_ascii=False) + "\n", unless_same)
 
 
-def write_jsonl(path: Path, records: Iterable[Any]) -> int:
-    """Atomically replace `path` with one JSON object per record; returns the count."""
+def write_jsonl(path: Path, records: Iterable[Any], *, unless_same: bool = False) -> int:
+    """Atomically replace `path` with one JSON object per record; returns the count. `unless_same`: leave a file
+    that already holds exactly this untouched (its time too: data regenerated on every run is not rewritten)."""
     lines = [_dumps(r) for r in records]
-    atomic_write_text(Path(path), "".join(line + "\n" for line in lines))
+    _write_text(Path(path), "".join(line + "\n" for line in lines), unless_same)
     return len(lines)
+
+
+def _write_text(path: Path, text: str, unless_same: bool) -> None:
+    if unless_same and path.is_file() and path.stat().st_size == len(text.encode("utf-8")):
+        if path.read_text(encoding="utf-8") == text:
+            return
+    atomic_write_text(path, text)
 
 
 def _decode_line(raw: bytes, path: Path, lineno: int) -> str:
