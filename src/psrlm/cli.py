@@ -223,7 +223,7 @@ def cmd_iterate(cfg: Config, args: argparse.Namespace) -> dict:
     from psrlm.iterate import dry_run, run_all
 
     if getattr(args, "dry_run", False):  # (`psrlm demo` has no --dry-run)
-        print("\n".join(dry_run(cfg)))
+        print("\n".join(dry_run(cfg, fresh=args.fresh, rebuild_m0=args.rebuild_m0)))
         return {"dry_run": True}
     summary = run_all(cfg, fresh=args.fresh, rebuild_m0=args.rebuild_m0)
     print("\nstage timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in summary["timings_s"].items()))

@@ -237,12 +237,25 @@ def reuse_model(run: Run, name: str, settings: dict) -> Path | None:
     if not run.fresh:
         raise FolderError(f"{out} was made with {why}: rerun with the same settings to resume, or pass --fresh to "
                           "rebuild it and what follows (old outputs are moved to a replaced/ folder)")  # fmt: skip
-    method, it = name.rsplit("-M", 1)
-    for path in (out, run.manifest_path(name), run.dir / method / f"it{it}", run.dir / "eval" / name):
+    # the model, its manifest and its evaluation; the search folder that fed it answers to its own settings
+    # (claim_settings in run_iteration): a change of dpo.* alone keeps the pairs, the costliest stage
+    for path in (out, run.manifest_path(name), run.dir / "eval" / name):
         move_aside(path, run.dir)
     run.forget_times(name)
     log.warning("%s was made with %s: rebuilding it (old outputs in %s/replaced/)", name, why, run.dir)
     return None
+
+
+def model_status(run: Run, name: str, settings: dict) -> tuple[str, str]:
+    """What `reuse_model` would do with model `name` under `settings`, without doing it: ("kept" | "built" |
+    "rebuilt", the keys that differ)."""
+    manifest = run.load_manifest(name) if _is_model(run.models / name) else None
+    if manifest is None:
+        return "built", ""
+    flat = flatten(settings)
+    if manifest.settings == flat:
+        return "kept", ""
+    return "rebuilt", settings_diff(manifest.settings, flat) if manifest.settings else "no record of its settings"
 
 
 def check_paths(cfg: Config, rebuild_m0: bool = False) -> None:
@@ -482,12 +495,17 @@ def m0_identity(m0: Path) -> dict:
 
 def m1_settings(run: Run, method: str, m0: Path) -> dict:
     eft_file = run.eft_train_file() if method == "psrlm" else srlm_eft_file(run)
+    return m1_settings_for(run, method, m0_identity(m0), eft_file)
+
+
+def m1_settings_for(run: Run, method: str, m0: dict, eft_file: Path) -> dict:
+    """M1's settings from M0's identity (m0_identity) and the EFT (or scoring) file it is trained on."""
     # verdict_first keys M1 only when set, so the M1s of runs made before the option still count as up to date
     prompts = {
         "variant": run.cfg.prompts.variant,
         **({"verdict_first": True} if run.cfg.prompts.verdict_first else {}),
     }
-    return {"method": method, "m0": m0_identity(m0), "prompts": prompts,
+    return {"method": method, "m0": m0, "prompts": prompts,
             "data": {"ift": [sha256_file(f) for f in run.ift_files()], "eft": sha256_file(eft_file)},
             "sft": train_settings(run.seeded(run.cfg.sft))}  # fmt: skip
 
@@ -664,13 +682,21 @@ def _search_cfg(run: Run, method: str, it: int):
 
 
 def iteration_settings(
-    run: Run, method: str, it: int, parent: str, questions: list[Problem], training: str = "dpo"
+    run: Run,
+    method: str,
+    it: int,
+    parent: str,
+    questions: list[Problem],
+    training: str = "dpo",
+    parent_settings: dict | None = None,
 ) -> tuple[dict, dict]:
     """(search-folder settings, model settings) of M_it: the pairs depend on the parent, the questions, the search
-    config, the prompts and the engine's precision; the model adds its training's config (DPO's, or RFT's)."""
-    parent_manifest = run.load_manifest(parent)
+    config, the prompts and the engine's precision; the model adds its training's config (DPO's, or RFT's). The
+    parent is named by the fingerprint of its settings (its manifest's, or `parent_settings` when planning)."""
+    if parent_settings is None:
+        parent_settings = run.load_manifest(parent).settings
     section = "search" if method == "psrlm" else "srlm"  # keys read as the config's own: search.width, dpo.beta
-    search = {"method": method, "parent": fingerprint(parent_manifest.settings),
+    search = {"method": method, "parent": fingerprint(flatten(parent_settings)),
               "questions": fingerprint({"ids": [q.id for q in questions], "text": [q.question for q in questions]}),
               "prompts": {"variant": run.cfg.prompts.variant}, "engine": engine_settings(run),
               section: generation_settings(_search_cfg(run, method, it))}  # fmt: skip
@@ -818,6 +844,14 @@ def cached(path: Path, settings: dict, compute) -> dict:
     return result
 
 
+def metrics_settings(run: Run, judge: bool = True) -> dict:
+    """What decides a model's metrics.json besides the evaluation folder's own settings (eval_folder)."""
+    cfg = run.cfg.iterate
+    return {"limit": cfg.eval_limit, "eft": cfg.eval_eft, "judge_max_tokens": run.cfg.search.judge_max_tokens,
+            "benchmarks": cfg.eval_benchmarks, "benchmark_limit": cfg.eval_benchmark_limit,
+            "eft_file": sha256_file(run.eft_test_file()), "judge": judge}  # fmt: skip
+
+
 def evaluate_model(run: Run, name: str, model_dir: Path, few_shot: bool = False, judge: bool = True) -> dict:
     """Greedy accuracy per held-out split (and any `iterate.eval_benchmarks`) + judge accuracy on the EFT test
     split (unless `judge` is off); cached in <run>/eval/<name>/metrics.json, per-problem results in
@@ -828,9 +862,7 @@ def evaluate_model(run: Run, name: str, model_dir: Path, few_shot: bool = False,
 
     cfg = run.cfg.iterate
     shots = run.ift()[:3] if few_shot else None
-    settings = {"limit": cfg.eval_limit, "eft": cfg.eval_eft, "judge_max_tokens": run.cfg.search.judge_max_tokens,
-                "benchmarks": cfg.eval_benchmarks, "benchmark_limit": cfg.eval_benchmark_limit,
-                "eft_file": sha256_file(run.eft_test_file()), "judge": judge}  # fmt: skip
+    settings = metrics_settings(run, judge)
 
     def compute() -> dict:
         with run.serving(model_dir, name) as engine:
@@ -1010,17 +1042,129 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def dry_run(cfg: Config) -> list[str]:
+def plan_stages(run: Run) -> list[str]:
+    """What the current settings would keep, build and rebuild in the run folder, stage by stage, read from what the
+    folder records (manifests, settings stamps) and changing nothing: the same fingerprints `psrlm iterate`
+    compares, a parent's planned settings feeding its children's. A rebuild stops without `--fresh`."""
+    from psrlm.folders import recorded_settings
+
+    cfg = run.cfg
+    needs = "" if run.fresh else " (stops without --fresh)"
+    lines = [f"what these settings would do in {run.dir} (read from what it records; nothing is changed):"]
+
+    def say(stage: str, what: str) -> None:
+        lines.append(f"  {stage:<12} {what}")
+
+    if cfg.model.path:
+        m0, m0_id = Path(cfg.model.path), None
+        say("M0", f"the checkpoint model.path={cfg.model.path}")
+    else:
+        key = m0_key(cfg)
+        m0, m0_id = run.models / f"M0-{key}", {"m0_key": key}
+        diff = prebuilt_m0_mismatch(cfg) if cfg.iterate.m0_path else None
+        if cfg.iterate.m0_path and diff is None:
+            m0 = prebuilt_m0(cfg)
+            say("M0", f"kept: the prebuilt {m0}, built with these settings")
+        elif cfg.iterate.m0_path and not run.rebuild_m0:
+            say("M0", f"STOPS: iterate.m0_path was built with other settings ({diff}); --rebuild-m0 pre-trains one")
+            return lines
+        else:
+            say("M0", f"kept: {m0}" if _is_model(m0) else f"pre-trained into {m0}")
+    m0_ident = m0_identity(m0) if m0.exists() or m0_id is None else m0_id  # not pre-trained yet: by its key
+    evaluated: dict[str, tuple[str, Path]] = {"M0": ("kept" if m0.exists() else "built", m0)}
+    for method in cfg.iterate.methods:
+        name = f"{method}-M1"
+        if method == "psrlm":
+            eft = run.eft_train_file()
+        else:  # srlm_eft_file(run) would write arith's scoring data: only read here
+            eft = run.data / "srlm_eft_train.jsonl" if run.arith else Path(cfg.data.srlm_eft_file)
+        if not all(f.is_file() for f in [*run.ift_files(), eft]):
+            say(name, "built (its data is not written yet)")
+            evaluated[name], parent = ("built", run.models / name), None
+        else:
+            settings = m1_settings_for(run, method, m0_ident, eft)
+            status, diff = model_status(run, name, settings)
+            say(name, status + (f": {diff}{needs}" if status == "rebuilt" else ""))
+            evaluated[name], parent = (status, run.models / name), settings
+        for it in range(2, len(cfg.iterate.questions) + 2):
+            name = f"{method}-M{it}"
+            if cfg.iterate.schedule != "fixed":
+                say(name, "questions chosen by probing its parent first: kept or rebuilt is known then")
+                evaluated[name], parent = ("unknown", run.models / name), None
+                continue
+            fresh_file = run.data / "fresh_questions.jsonl"
+            blocks = question_blocks(run) if fresh_file.is_file() else None
+            if parent is None or blocks is None:
+                say(name, "built (what it depends on is not built yet)")
+                evaluated[name], parent = ("built", run.models / name), None
+                continue
+            search, settings = iteration_settings(run, method, it, "", blocks[it - 2], parent_settings=parent)
+            search_dir = run.dir / method / f"it{it}"
+            recorded = recorded_settings(search_dir)
+            done = _lines_in(search_dir / "traces.jsonl")
+            if recorded == flatten(search):
+                searched = f"search kept ({done} of {len(blocks[it - 2])} problems done)"
+            elif recorded is None or not done:
+                searched = "search run"
+            else:
+                searched = f"search rerun: {_why(recorded, search, f'{method}-M{it - 1}')}{needs}"
+            status, _ = model_status(run, name, settings)
+            manifest = run.load_manifest(name) if status == "rebuilt" else None
+            why = _why(manifest.settings, settings, f"{method}-M{it - 1}") if manifest else ""
+            trained = {"kept": "DPO kept", "built": "DPO run"}.get(status, f"DPO rerun: {why}{needs}")
+            say(name, f"{searched}; {trained}")
+            evaluated[name], parent = (status, run.models / name), settings
+    cached = [n for n, (st, model) in evaluated.items() if st == "kept" and _evaluation_kept(run, n, model)]
+    afresh = [n for n in evaluated if n not in cached]
+    say("evaluation", "; ".join(filter(None, [f"kept for {', '.join(cached)}" if cached else "",
+                                              f"afresh for {', '.join(afresh)}" if afresh else ""])))  # fmt: skip
+    return lines
+
+
+def _evaluation_kept(run: Run, name: str, model: Path) -> bool:
+    """Whether evaluate_model would reuse <run>/eval/<name>/ for `model` as it is now (see eval_folder, cached)."""
+    from psrlm.evaluate import eval_settings
+    from psrlm.folders import recorded_extra, recorded_settings
+
+    out = run.dir / "eval" / name
+    metrics = out / "metrics.json"
+    if not metrics.is_file() or not run.eft_test_file().is_file():
+        return False
+    if read_json(metrics).get("settings") != flatten(metrics_settings(run)):
+        return False
+    shots = run.ift()[:3] if name == "M0" else None
+    settings, _ = eval_settings(run.cfg.engine, model, run.cfg.prompts.variant, run.cfg.iterate.eval_max_tokens,
+                                shots, recorded_extra(out), dataclasses.asdict(run.cfg.grading))  # fmt: skip
+    return recorded_settings(out) == flatten(settings)
+
+
+def _why(old: dict, new: dict, parent: str) -> str:
+    """The keys that differ, with a parent's changed fingerprint said in words."""
+    old, new = flatten(old), flatten(new)
+    if old.get("parent") == new.get("parent"):
+        return settings_diff(old, new)
+    rest = settings_diff(
+        {k: v for k, v in old.items() if k != "parent"}, {k: v for k, v in new.items() if k != "parent"}
+    )
+    return f"its parent {parent} is rebuilt" + (f"; {rest}" if rest else "")
+
+
+def _lines_in(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.is_file() else 0
+
+
+def dry_run(cfg: Config, fresh: bool = False, rebuild_m0: bool = False) -> list[str]:
     """What `psrlm iterate` would run, in order, without running anything: the servers each stage starts, the
-    training jobs (`accelerate launch` commands, or in-process stages), the searches and the evaluations."""
+    training jobs (`accelerate launch` commands, or in-process stages), the searches and the evaluations; and,
+    where the run folder exists, which stages its current settings would keep and which they would rebuild."""
     import shlex
 
     from psrlm.engines.servers import MANAGED_KINDS, plan_replicas
     from psrlm.launch import train_command
 
-    run = Run(cfg)
+    run = Run(cfg, fresh=fresh, rebuild_m0=rebuild_m0)
     ec = cfg.engine
-    lines: list[str] = []
+    lines: list[str] = plan_stages(run) + [""] if (run.manifests.is_dir() or run.data.is_dir()) else []
 
     def serve(model: Path, what: str) -> None:
         if ec.kind in MANAGED_KINDS:
