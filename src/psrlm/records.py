@@ -374,9 +374,14 @@ class JsonlAppender:
     def append(self, *records: Any) -> None:
         """Whole lines, fsynced. A write that fails (a full disk) is cut back to where it started, so no half line
         is left and everything appended before is intact; the error names the file."""
-        if not records:
+        if records:
+            self.append_lines([_dumps(r) for r in records])
+
+    def append_lines(self, lines: list[str]) -> None:
+        """`append` of records already serialised (one JSON object per string, no newline)."""
+        if not lines:
             return
-        data = "".join(_dumps(r) + "\n" for r in records).encode("utf-8")
+        data = "".join(line + "\n" for line in lines).encode("utf-8")
         start = os.fstat(self._fd).st_size
         try:
             view = memoryview(data)
@@ -402,6 +407,9 @@ class JsonlAppender:
         self.close()
 
 
+JOURNAL_NAME = "inflight.jsonl"
+
+
 class ProblemLog:
     """Resumable per-problem output of a long stage: `<dir>/traces.jsonl` (one record per finished problem) and
     `<dir>/<items>.jsonl` (that problem's items, e.g. preference pairs).
@@ -409,6 +417,12 @@ class ProblemLog:
     `commit` appends the items first, then the trace: a problem counts as done only once its trace is on disk.
     On reopen, items whose problem has no trace (a kill between the two appends) are dropped, so a rerun never
     duplicates or loses a record.
+
+    Problems still in flight can be saved as they go (`journal`, e.g. one entry per search round): entries are
+    appended to `<dir>/inflight.jsonl` and read back on reopen as `inflight` ({problem id: its entries, in order},
+    problems already committed left out), so a rerun continues each problem where it stopped. A problem's entries
+    are dropped once it commits: the journal is compacted when it holds more of the committed than the live,
+    rewritten on reopen, and removed when nothing is in flight.
     """
 
     def __init__(self, out_dir: Path, trace_cls: type, item_cls: type | None = None, items: str = "pairs"):
@@ -440,6 +454,52 @@ class ProblemLog:
                 )
                 write_jsonl(self.items_path, keep)
         self._items = JsonlAppender(self.items_path, item_cls)
+        self.journal_path = self.dir / JOURNAL_NAME
+        self._journal: JsonlAppender | None = None
+        self._live: dict[str, list[str]] = {}  # problem id -> its journal lines, in order
+        self._live_bytes = self._dead_bytes = 0
+        self.inflight: dict[str, list[dict]] = {}
+        if self.journal_path.exists():
+            JsonlAppender(self.journal_path).close()  # repair a torn tail first (a kill mid-round)
+            for i, obj in iter_json_rows(self.journal_path):
+                pid = obj.get("problem_id")
+                if not isinstance(pid, str):
+                    raise RecordError(f"{self.journal_path}:{i}: a journal entry needs its problem_id")
+                if pid not in self.done:
+                    self.inflight.setdefault(pid, []).append(obj)
+                    self._live.setdefault(pid, []).append(_dumps(obj))
+            self._compact()
+
+    def journal(self, entries: list[dict]) -> None:
+        """Save the state of problems still in flight (each entry names its `problem_id`), one fsync for all."""
+        if not entries:
+            return
+        lines = [_dumps(e) for e in entries]
+        if self._journal is None:
+            self._journal = JsonlAppender(self.journal_path)
+        self._journal.append_lines(lines)
+        for e, line in zip(entries, lines, strict=True):
+            self._live.setdefault(e["problem_id"], []).append(line)
+            self._live_bytes += len(line) + 1
+
+    def _forget(self, pid: str) -> None:
+        gone = sum(len(line) + 1 for line in self._live.pop(pid, []))
+        self._live_bytes -= gone
+        self._dead_bytes += gone
+        if self._dead_bytes > max(self._live_bytes, 1 << 20):
+            self._compact()
+
+    def _compact(self) -> None:
+        """Rewrite the journal with the entries of problems still in flight (atomically), or remove it."""
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        lines = [line for pid_lines in self._live.values() for line in pid_lines]
+        if lines:
+            atomic_write_text(self.journal_path, "".join(line + "\n" for line in lines))
+        else:
+            self.journal_path.unlink(missing_ok=True)
+        self._live_bytes, self._dead_bytes = sum(len(line) + 1 for line in lines), 0
 
     def items(self) -> list:
         return read_jsonl(self.items_path, self.item_cls)
@@ -454,10 +514,17 @@ class ProblemLog:
         self._traces.append(trace)
         self.traces.append(trace)
         self.done.add(trace.problem_id)
+        if trace.problem_id in self._live:
+            self._forget(trace.problem_id)
 
     def close(self) -> None:
         self._items.close()
         self._traces.close()
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        if not self._live and self.journal_path.exists():
+            self.journal_path.unlink()  # nothing in flight: every problem of the journal committed
         self._lock.release()
 
     def __enter__(self) -> ProblemLog:
