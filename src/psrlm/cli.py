@@ -664,7 +664,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(p)
     _add_fresh_arg(p)
-    p.add_argument("--dry-run", action="store_true", help="print the servers, jobs and stages it would run; run none")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the servers, jobs and stages it would run, and which stages of an existing run folder these "
+        "settings keep or rebuild (with the keys that differ); run none",
+    )
     p.set_defaults(func=cmd_iterate, name="iterate", wants_args=True)
 
     p = sub.add_parser(
