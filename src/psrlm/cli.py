@@ -923,7 +923,7 @@ def _quiet_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
-_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
 def _disk_error(e: OSError) -> Exception:
@@ -931,8 +931,9 @@ def _disk_error(e: OSError) -> Exception:
     from psrlm.records import disk_reason
 
     where = f" {e.filename}" if e.filename else ""
-    return WriteError(f"cannot write{where}: {disk_reason(e)}; what was committed before is kept: free space "
-                        "(or choose another output folder) and rerun the same command to resume")  # fmt: skip
+    fix = "free space (or choose another output folder)" if e.errno != errno.EROFS else "choose another output folder"
+    return WriteError(f"cannot write{where}: {disk_reason(e)}; what was committed before is kept: {fix} and rerun "
+                      "the same command to resume")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ class Run:
         self.prompts = prompts_of(cfg)
         self.seed = cfg.iterate.seed
         self.timings_path = self.dir / "timings.json"
-        self._wall_mark = time.time()  # this process's wall time up to here is banked in timings.json
+        self._wall_mark: float | None = None  # set by count_wall: then `timed` banks this process's wall time
 
     # ------------------------------------------------------------------ the data this run reads (data.source)
 
@@ -172,16 +172,22 @@ class Run:
     def _stage_times(self) -> dict[str, float]:
         return read_json(self.timings_path) if self.timings_path.exists() else {}
 
+    def count_wall(self) -> None:
+        """From now on `timed` also banks this process's wall time on the run (the driver's Run only: other Run
+        objects over the same folder, as a sweep makes, would count the same seconds twice)."""
+        self._wall_mark = time.time()
+
     def timed(self, key: str | None, start: float = 0.0, model: str = "") -> None:
-        """Add the time since `start` to stage `key` (for `model`), and this process's wall time since it last
-        banked it, persisted at once so a kill keeps them. `key=None` banks the wall time alone."""
+        """Add the time since `start` to stage `key` (for `model`), and (see count_wall) this process's wall time
+        since it last banked it, persisted at once so a kill keeps them. `key=None` banks the wall time alone."""
         times = self._stage_times()
         now = time.time()
         if key is not None:
             k = f"{key}/{model}" if model else key
             times[k] = times.get(k, 0.0) + now - start
-        times[WALL_KEY] = times.get(WALL_KEY, 0.0) + now - self._wall_mark
-        self._wall_mark = now
+        if self._wall_mark is not None:
+            times[WALL_KEY] = times.get(WALL_KEY, 0.0) + now - self._wall_mark
+            self._wall_mark = now
         write_json(self.timings_path, times)
 
     def forget_times(self, model: str) -> None:
@@ -976,6 +982,7 @@ def run_all(cfg: Config, progress: bool = True, fresh: bool = False, rebuild_m0:
     run = Run(cfg, fresh=fresh, rebuild_m0=rebuild_m0)
     start = time.time()
     with FolderLock(run.dir, "iterate"):
+        run.count_wall()
         t, before = time.time(), _files_state(run.data)
         prepare_data(run)
         if _files_state(run.data) != before:  # checking data that is already there is not building it

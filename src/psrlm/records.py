@@ -39,8 +39,10 @@ def disk_reason(e: OSError) -> str:
 
 
 def _write_error(path: Path, e: OSError) -> WriteError:
-    return WriteError(f"cannot write {path}: {disk_reason(e)}; what was committed before is kept: free space (or "
-                      "choose another output folder) and rerun the same command to resume")  # fmt: skip
+    full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+    fix = "free space (or choose another output folder)" if full else "choose another output folder"
+    return WriteError(f"cannot write {path}: {disk_reason(e)}; what was committed before is kept: {fix} and rerun "
+                      "the same command to resume")  # fmt: skip
 
 
 @dataclass

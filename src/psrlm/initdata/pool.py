@@ -53,7 +53,9 @@ def read_pool(cfg) -> tuple[list[Problem], dict]:
         for lineno, row in iter_json_rows(path):
             where = f"{path}:{lineno}"
             answer = row.get("answer") or (find_boxed(require(row, "solution", where)) or [None])[-1]
-            if answer is None:  # no gold anywhere in the row: left out and counted
+            if (
+                answer is None or not str(answer).strip()
+            ):  # no gold anywhere in the row (or \boxed{}): left out, counted
                 skipped += 1
                 continue
             question = nonempty(require(row, "problem", where), where, "problem")
