@@ -13,8 +13,9 @@ class ScriptedEngine:
     It parses the compact prompts back into their parts, so the search under test really builds them.
     """
 
-    def __init__(self, step_fn, judge_fn, fail_after_calls: int | None = None):
+    def __init__(self, step_fn, judge_fn, fail_after_calls: int | None = None, seeded: bool = False):
         self.step_fn, self.judge_fn = step_fn, judge_fn
+        self.seeded = seeded  # step_fn(question, prev_steps, params, seed of the prompt's row)
         self.stats = EngineStats()
         self.fail_after_calls = fail_after_calls
         self.calls: list[tuple[str, int]] = []  # (kind, number of prompts)
@@ -25,7 +26,7 @@ class ScriptedEngine:
         out = []
         judging = prompts and prompts[0].startswith("Judge.")
         self.calls.append(("judge" if judging else "step", len(prompts)))
-        for p in prompts:
+        for i, p in enumerate(prompts):
             if judging:
                 a = re.search(r"\nA: (.*)\nB: ", p).group(1)
                 b = re.search(r"\nB: (.*)\nBetter:", p).group(1)
@@ -33,7 +34,9 @@ class ScriptedEngine:
             else:
                 q = re.search(r"^Q: (.*)\nA:\n", p).group(1)
                 prev = re.findall(r"Step \d+: (.*)", p)
-                texts = self.step_fn(q, prev, params)
+                texts = (
+                    self.step_fn(q, prev, params, params.row_seed(i)) if self.seeded else self.step_fn(q, prev, params)
+                )
                 assert len(texts) == params.n
                 out.append([Completion(" " + t, 3) for t in texts])
         self.stats.calls += 1

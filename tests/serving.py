@@ -96,7 +96,8 @@ class FlakyProxy:
     Authorization header it got), "garbage" (a broken status line), "nochoices" (200 with no choices),
     ("slow", seconds) (no answer for that long, then the connection closes: a client timeout) or
     ("text", text, finish_reason) (a well-formed 200 completion with that text: a scripted teacher answer) or
-    ("raw", status, body) (exactly those bytes: a body that is not UTF-8, not JSON, not an object).
+    ("raw", status, body[, content type]) (exactly those bytes: a body that is not UTF-8, not JSON, not an object,
+    an HTML page).
     With `require_auth`, any other Authorization header gets a 401 (echoing it too) and nothing is forwarded.
     """
 
@@ -134,9 +135,9 @@ class FlakyProxy:
             def log_message(self, *args) -> None:  # keep the test output quiet
                 pass
 
-            def _answer(self, status: int, data: bytes) -> None:
+            def _answer(self, status: int, data: bytes, content_type: str = "application/json") -> None:
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -155,9 +156,9 @@ class FlakyProxy:
                     time.sleep(action[1])
                     self.close_connection = True
                     return
-                if isinstance(action, tuple) and action[0] == "raw":  # ("raw", status, body bytes) as they are
+                if isinstance(action, tuple) and action[0] == "raw":  # ("raw", status, body bytes[, content type])
                     record["status"] = action[1]
-                    self._answer(action[1], action[2])
+                    self._answer(*action[1:])
                     return
                 if isinstance(action, tuple) and action[0] == "text":
                     record["status"] = 200

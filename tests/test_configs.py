@@ -270,3 +270,45 @@ def test_pretraining_text_mixes_the_step_layout_by_its_share(share, tmp_path):
         assert abs(stepped - share) < 0.12, stepped
     assert all(" = " in t for t in texts)
     assert (m0_key(cfg) == m0_key(load_config(None, sets))) == (share == 0.0)
+
+
+# ------------------------------------------------------------------------------------- layers (issue 23)
+
+
+def test_two_recipes_are_layered_in_order_and_show_config_names_each_value_s_source(tmp_path, capsys):
+    """`-c demo.yaml -c over.yaml` kept only the last: m0_path went empty and iterate pre-trained M0 from scratch."""
+    from psrlm.cli import main
+
+    over = tmp_path / "over.yaml"
+    over.write_text("search:\n  width: 3\niterate:\n  questions: [5, 5]\n")
+    demo = REPO / "configs" / "demo.yaml"
+    cfg = load_config([demo, over])
+    assert cfg.search.width == 3 and cfg.iterate.questions == [5, 5]
+    assert cfg.iterate.m0_path == "checkpoints/arith-m0" and cfg.prompts.variant == "compact"  # from demo.yaml
+    assert load_config([over, demo]).search.width == load_config(demo).search.width  # the later one wins
+
+    assert main(["show-config", "-c", str(demo), "-c", str(over), "--set", "sft.lr=0.002"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"# defaults < {demo} < {over} < --set sft.lr=0.002 (later overrides earlier)\n")
+    assert f"  width: 3  # {over}\n" in out and f"  m0_path: checkpoints/arith-m0  # {demo}\n" in out
+    assert "  lr: 0.002  # --set sft.lr=0.002\n" in out and "  top_p: 0.95\n" in out  # a default: no source
+    import yaml
+
+    shown = yaml.safe_load(out)  # still a recipe that loads back to the same config
+    assert shown["search"]["width"] == 3 and shown["iterate"]["m0_path"] == "checkpoints/arith-m0"
+
+
+@pytest.mark.parametrize("sets,calls", [(["search.width=1000"], "999,000"),
+                                        (["search.width=40", "search.judge_mode=one_order"], "780")])  # fmt: skip
+def test_a_width_far_beyond_anything_measured_warns_with_the_judge_calls(sets, calls, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        load_config(None, sets)
+    assert f"search.width={sets[0].split('=')[1]} (--set {sets[0]})" in caplog.text
+    assert f"{calls} judge calls per search round" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_config(None, ["search.width=12"])  # 132 calls: larger than the paper's, not absurd
+        load_config(REPO / "configs" / "paper-7b.yaml")
+    assert "judge calls" not in caplog.text

@@ -135,3 +135,79 @@ def test_full_and_read_only_folders_are_named_before_any_work(tiny_disk, read_on
         check_writable(tiny_disk / "run")
     with pytest.raises(FolderError, match="read-only"):
         check_writable(read_only_disk / "run")
+
+
+def test_fresh_moves_a_mount_point_s_content_aside_across_file_systems(tmp_path):
+    """`--fresh` when --out is a mount point: rename(2) cannot cross file systems (EXDEV) and left an empty
+    replaced/<time>/ behind; now the old results are copied over whole, then removed."""
+    from .conftest import _mount_tmpfs
+
+    out = tmp_path / "out"
+    if not _mount_tmpfs(out, "size=4m"):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        claim_settings(out, {"search": {"width": 2}})
+        (out / "traces.jsonl").write_text('{"problem_id": "p0"}\n')
+        (out / "tts").mkdir()
+        (out / "tts" / "traces.jsonl").write_text("{}\n")
+        claim_settings(out, {"search": {"width": 3}}, fresh=True)
+        [moved] = list((tmp_path / "replaced").glob("*/out"))
+        assert (moved / "traces.jsonl").read_text() == '{"problem_id": "p0"}\n'
+        assert (moved / "tts" / "traces.jsonl").exists() and (moved / "psrlm_settings.json").exists()
+        assert sorted(p.name for p in out.iterdir()) == ["psrlm_settings.json"]
+        assert recorded_settings(out)["search.width"] == 3
+    finally:
+        subprocess.run(["umount", "-l", str(out)], check=False)
+
+
+def test_a_move_aside_that_fails_leaves_everything_in_place_and_no_empty_folder(tmp_path, tiny_disk):
+    """The replaced/ folder's disk is full: one line, the results still where they were, no empty replaced/<time>/."""
+    from psrlm.folders import move_aside
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "traces.jsonl").write_bytes(b"x" * (256 << 10))
+    with pytest.raises(FolderError, match=rf"cannot move {out} aside to .*no space left.*nothing was lost"):
+        move_aside(out, tiny_disk)
+    assert (out / "traces.jsonl").stat().st_size == 256 << 10
+    assert not (tiny_disk / "replaced").exists()
+
+
+def test_a_stamp_without_results_does_not_ask_for_fresh(tmp_path):
+    """A start that crashed before its first result (a model that would not load, Ctrl-C during loading) left the
+    stamp and empty result files; the next run with other settings then demanded --fresh."""
+    folder = tmp_path / "search"
+    claim_settings(folder, {"search": {"width": 2}, "model": "broken"})
+    (folder / "traces.jsonl").write_text("")  # opened for appending, nothing committed
+    (folder / "tts").mkdir()
+    claim_settings(folder, {"search": {"width": 3}, "model": "good"})
+    assert recorded_settings(folder) == {"search.width": 3, "model": "good"}
+    assert not (tmp_path / "replaced").exists()
+    (folder / "traces.jsonl").write_text('{"problem_id": "p0"}\n')  # a result: now it is protected
+    with pytest.raises(FolderError, match=r"search\.width: 3 -> 4"):
+        claim_settings(folder, {"search": {"width": 4}, "model": "good"})
+
+
+def test_a_search_that_crashed_while_its_model_loaded_reruns_with_other_settings(
+    tmp_path, tiny_model_dir, monkeypatch, capsys
+):
+    from psrlm import engines
+    from psrlm.cli import main
+
+    from .test_cli_errors import _sets
+
+    problems = tmp_path / "p.jsonl"
+    problems.write_text(json.dumps({"id": "a", "question": "Mia has 2 pens. How many?", "answer": "2",
+                                    "source": "t"}) + "\n")  # fmt: skip
+    small = ["search.max_steps=1", "search.max_rounds=1", "search.max_step_tokens=4", "search.verdict=logits"]
+    base = ["search", "--model", str(tiny_model_dir), "--problems", str(problems), "--out", str(tmp_path / "out")]
+    real = engines.engine_for
+
+    def dies_loading(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C (or a crash) while the model loads: nothing computed yet
+
+    monkeypatch.setattr(engines, "engine_for", dies_loading)
+    assert main([*base, *_sets(tmp_path / "run", *small, "search.width=2")]) == 130
+    monkeypatch.setattr(engines, "engine_for", real)
+    assert main([*base, *_sets(tmp_path / "run", *small, "search.width=3")]) == 0, capsys.readouterr().err
+    assert recorded_settings(tmp_path / "out")["search.width"] == 3

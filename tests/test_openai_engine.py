@@ -225,6 +225,23 @@ def test_a_body_that_is_not_a_utf8_json_object_is_a_failed_request_naming_the_ur
             raising.generate([PROMPTS[0]], GenParams(max_new_tokens=4))
 
 
+NGINX = b"<!DOCTYPE html>\n<html><head><title>Welcome to nginx!</title></head><body><h1>Welcome</h1></body></html>\n"
+
+
+@pytest.mark.parametrize("status", [200, 404])
+def test_an_html_page_is_named_as_one_not_as_a_json_decode_error(status):
+    """A base URL that points at a web server (no /v1, a proxy's page): the error says an HTML page answered and
+    names its title, and a 200 page is not asked again (it will not change)."""
+    with FlakyProxy("http://127.0.0.1:9", failures=[("raw", status, NGINX, "text/html")]) as proxy:
+        eng = make_engine([proxy.base_url], "m", max_retries=3)
+        with pytest.raises(EngineError) as failed:
+            eng.generate(["a"], GenParams(max_new_tokens=4))
+    message = str(failed.value)
+    assert "an HTML page titled 'Welcome to nginx!'" in message and f"{proxy.base_url}/completions" in message
+    assert "JSONDecode" not in message and "<h1>" not in message
+    assert proxy.statuses == [status]
+
+
 VLLM_TOO_LONG = ("This model's maximum context length is 512 tokens. However, you requested 530 tokens (500 in the "
                  "messages, 30 in the completion). Please reduce the length of the messages or completion.")  # fmt: skip
 

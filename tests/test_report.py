@@ -121,3 +121,113 @@ def test_judge_by_error_kind_table_prefers_the_soft_reading():
         "| model | verdict | arithmetic_slip (n=74) | premature_answer (n=57) |", "|---|---|---|---|",
         "| psrlm-M1 | soft | 0.527 | 1.000 |", "| srlm-M1 | generated | 0.500 | - |"]  # fmt: skip
     assert table_judge_kinds({"M0": {"judge": {"judge_accuracy": 0.0}}}) is None
+
+
+# ------------------------------------------------------------------------ what a report may show (issue 23)
+
+
+def _model(run, name, weights: str):
+    d = run / "models" / name
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "config.json").write_text(json.dumps({"weights": weights}))
+    return d
+
+
+def _current_run(run):
+    """A run as `psrlm iterate` writes it now: models with manifests chained by the parent's settings
+    fingerprint, evaluation folders stamped with the model they measured, and summary.json."""
+    from psrlm.folders import SETTINGS_NAME, fingerprint, model_files, model_identity
+
+    settings = {"psrlm-M1": {"sft.lr": 0.01}}
+    settings["psrlm-M2"] = {"parent": fingerprint(settings["psrlm-M1"]), "dpo.beta": 0.1}
+    settings["psrlm-M3"] = {"parent": fingerprint(settings["psrlm-M2"]), "dpo.beta": 0.1}
+    (run / "manifests").mkdir(parents=True)
+    summary = {}
+    for k, (name, s) in enumerate(settings.items()):
+        model = _model(run, name, f"w{k}")
+        (run / "manifests" / f"{name}.json").write_text(json.dumps({"model_path": str(model), "settings": s,
+                                                                     "metrics": {}}))  # fmt: skip
+        ev = run / "eval" / name
+        ev.mkdir(parents=True)
+        sha = model_identity(model)
+        (ev / SETTINGS_NAME).write_text(json.dumps({"settings": {"model.sha256": sha}, "extra": {"model": {
+            "path": str(model), "files": model_files(model), "sha256": sha}}}))  # fmt: skip
+        bench = {"arith_test": {"n": 3, "accuracy": 0.333 * (k + 1), "mean_steps": 2.0, "mean_step_chars": 9.0}}
+        (ev / "summary.json").write_text(json.dumps(bench))
+        summary[name] = {"benchmarks": bench, "judge": {"judge_accuracy": 0.5, "consistency": 0.5}}
+    (run / "summary.json").write_text(json.dumps({"models": summary, "timings_s": {}, "wall_s": 1}))
+
+
+def _tables(text: str) -> str:
+    return text.split("## Stale results")[0]
+
+
+def test_a_report_shows_only_results_of_current_models_and_marks_the_rest_stale(tmp_path):
+    """After an interrupted `iterate --fresh`: psrlm-M2's model, manifest and evaluation were moved to replaced/
+    (summary.json still holds its 0.666), and psrlm-M3's parent is gone. Neither may show as a result."""
+    from psrlm.report import report
+
+    run = tmp_path / "run"
+    _current_run(run)
+    text = report([run], plots=False)
+    assert "| psrlm-M2 | 0.666 |" in text and "Stale" not in text  # all current
+    for part in ("models/psrlm-M2", "manifests/psrlm-M2.json", "eval/psrlm-M2"):
+        dest = run / "replaced" / "t" / part
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        (run / part).rename(dest)
+    text = report([run], plots=False)
+    assert "| psrlm-M1 | 0.333 |" in _tables(text)
+    assert "psrlm-M2" not in _tables(text) and "psrlm-M3" not in _tables(text)
+    assert "| psrlm-M2 | its evaluation was moved aside (replaced/) and not redone yet |" in text
+    assert "| psrlm-M3 | its parent psrlm-M2 was replaced |" in text
+
+    # M2 rebuilt with other settings (and evaluated); M3 was made from the old M2: still stale
+    (run / "replaced" / "t" / "manifests" / "psrlm-M2.json").rename(run / "manifests" / "psrlm-M2.json")
+    manifest = json.loads((run / "manifests" / "psrlm-M2.json").read_text())
+    manifest["settings"]["dpo.beta"] = 0.5
+    (run / "manifests" / "psrlm-M2.json").write_text(json.dumps(manifest))
+    (run / "replaced" / "t" / "models" / "psrlm-M2").rename(run / "models" / "psrlm-M2")
+    (run / "replaced" / "t" / "eval" / "psrlm-M2").rename(run / "eval" / "psrlm-M2")
+    text = report([run], plots=False)
+    assert "| psrlm-M2 | 0.666 |" in _tables(text) and "psrlm-M3" not in _tables(text)
+    assert "| psrlm-M3 | its parent psrlm-M2 was rebuilt since, with other settings |" in text
+
+    # an evaluation of weights that have changed since
+    _model(run, "psrlm-M1", "other weights")
+    text = report([run], plots=False)
+    assert "psrlm-M1" not in _tables(text)
+    assert "| psrlm-M1 | its evaluation was made from other weights than" in text
+
+
+def test_a_report_of_a_run_with_nothing_evaluated_says_so(tmp_path, capsys):
+    """It ended in matplotlib's `Number of columns must be a positive integer, not 0`."""
+    run = tmp_path / "run"
+    (run / "manifests").mkdir(parents=True)
+    _model(run, "psrlm-M1", "w")
+    (run / "manifests" / "psrlm-M1.json").write_text(json.dumps({"model_path": "x", "metrics": {}}))
+    assert main(["report", str(run)]) == 0
+    text = (run / "report.md").read_text()
+    assert "No model of this run has been evaluated yet" in text and "Stale" not in text
+
+
+def test_a_report_is_not_written_into_a_run_another_process_is_writing(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    _current_run(run)
+    hold = ("import sys, time; from psrlm.folders import FolderLock; FolderLock(sys.argv[1], 'iterate').acquire(); "
+            "print('locked', flush=True); time.sleep(60)")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", hold, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        assert main(["report", str(run)]) == 2
+        err = capsys.readouterr().err
+        assert f"{run} is being written by `iterate` pid {proc.pid}" in err and "--out" in err
+        assert err.count("\n") == 1
+        assert not (run / "report.md").exists() and not (run / "report_plots").exists()
+        assert main(["report", str(run), "--out", str(tmp_path / "elsewhere.md")]) == 0  # outside the run: fine
+        assert (tmp_path / "elsewhere_plots").is_dir()
+    finally:
+        proc.kill()
+        proc.wait()

@@ -182,3 +182,67 @@ def test_judge_modes_in_search(mode, calls):
     (t,) = run_search(PROBLEMS[:1], ScriptedEngine(three_step_policy, prefer_higher_quality), PROMPTS,
                       cfg(judge_mode=mode), progress=False).traces  # fmt: skip
     assert t.rounds[0]["judge_calls"] == calls and t.finished
+
+
+# ------------------------------------------------------------------------ saved per round (issue 23, item 3)
+
+
+def test_a_kill_keeps_every_round_of_the_problems_in_flight(tmp_path):
+    """A problem was saved only when it finished, so a kill lost every problem in flight (at scale hundreds, each
+    many judge calls deep). Each round is saved now: after a kill two rounds in, the rerun asks only for the round
+    every problem still needs, and ends exactly where an uninterrupted search ends."""
+    depth = []
+
+    def policy(q, prev, params):
+        depth.append(len(prev))
+        return three_step_policy(q, prev, params)
+
+    whole = run_search(PROBLEMS, ScriptedEngine(policy, prefer_higher_quality), PROMPTS, cfg(max_active=5),
+                       out_dir=tmp_path / "whole", progress=False)  # fmt: skip
+    killed = ScriptedEngine(policy, prefer_higher_quality, fail_after_calls=4)  # rounds 1-2 done, killed in round 3
+    with pytest.raises(KeyboardInterrupt):
+        run_search(PROBLEMS, killed, PROMPTS, cfg(max_active=5), out_dir=tmp_path / "resumed", progress=False)
+    out = tmp_path / "resumed"
+    assert read_jsonl(out / "traces.jsonl") == []  # nothing finished: all five were in flight
+    journal = read_jsonl(out / "inflight.jsonl")
+    assert sorted({e["problem_id"] for e in journal}) == [p.id for p in PROBLEMS] and len(journal) == 10
+    depth.clear()
+    again = ScriptedEngine(policy, prefer_higher_quality)
+    res = run_search(PROBLEMS, again, PROMPTS, cfg(max_active=5), out_dir=out, progress=False)
+    assert again.calls == [("step", 5), ("judge", 30)] and depth == [2] * 5  # round 3 alone, from step 3
+    assert res.traces == whole.traces and res.pairs == whole.pairs
+    assert read_jsonl(out / "traces.jsonl", SearchTrace) == read_jsonl(
+        tmp_path / "whole" / "traces.jsonl", SearchTrace
+    )
+    assert not (out / "inflight.jsonl").exists()  # every problem committed: nothing in flight
+
+
+def _tagged_policy(q, prev, params, seed):
+    """Candidates depend on (problem, step, attempt) through the row's seed; one attempt in three is judged a tie
+    (no verdicts): rollbacks, resamples and round caps, all seeded."""
+    step = len(prev) + 1
+    end = " \\boxed{1}" if step == 3 else ""
+    tie = "t1" if seed % 3 == 0 else "t0"
+    return [f"s{step} q{(seed // 3 + k) % 4} {tie}{end}" for k in range(params.n)]
+
+
+def _tie_or_quality(a, b):
+    return "no verdict" if " t1" in a else prefer_higher_quality(a, b)
+
+
+@pytest.mark.parametrize("kill_at", range(1, 24, 2))
+def test_a_search_killed_at_any_call_resumes_to_exactly_the_uninterrupted_result(tmp_path, kill_at):
+    """Rollbacks pop steps and pairs, resamples add none, problems finish at different rounds and new ones take
+    their place: wherever the kill falls, the resumed search's traces and pairs are the uninterrupted one's."""
+    search = cfg(max_active=2, max_rounds=6)
+    whole = run_search(PROBLEMS, ScriptedEngine(_tagged_policy, _tie_or_quality, seeded=True), PROMPTS, search,
+                       out_dir=tmp_path / "whole", progress=False)  # fmt: skip
+    assert sum(t.rollbacks for t in whole.traces) and sum(t.stop_reason == "round_cap" for t in whole.traces)
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        run_search(PROBLEMS, ScriptedEngine(_tagged_policy, _tie_or_quality, kill_at, seeded=True), PROMPTS, search,
+                   out_dir=out, progress=False)  # fmt: skip
+    res = run_search(PROBLEMS, ScriptedEngine(_tagged_policy, _tie_or_quality, seeded=True), PROMPTS, search,
+                     out_dir=out, progress=False)  # fmt: skip
+    assert res.traces == whole.traces and sorted(map(repr, res.pairs)) == sorted(map(repr, whole.pairs))
+    assert not (out / "inflight.jsonl").exists()

@@ -84,7 +84,12 @@ def test_a_resumed_search_draws_exactly_what_an_uninterrupted_one_draws(stepping
         run_search(problems, _KilledAfter(eng, 9), PROMPTS, cfg, out_dir=tmp_path / "resumed", progress=False)
     done = len(read_jsonl(tmp_path / "resumed" / "traces.jsonl", SearchTrace))
     assert 0 < done < 8
+    # the problems in flight at the kill were saved round by round, and continue from there (the journal's entries
+    # of problems that committed since are dropped when it is next compacted or opened)
+    journaled = {e["problem_id"] for e in read_jsonl(tmp_path / "resumed" / "inflight.jsonl")}
+    assert journaled - {t.problem_id for t in read_jsonl(tmp_path / "resumed" / "traces.jsonl", SearchTrace)}
     run_search(problems, eng, PROMPTS, cfg, out_dir=tmp_path / "resumed", progress=False)
+    assert not (tmp_path / "resumed" / "inflight.jsonl").exists()
 
     def by_problem(folder, cls):
         rows = read_jsonl(tmp_path / folder / ("traces.jsonl" if cls is SearchTrace else "pairs.jsonl"), cls)

@@ -63,9 +63,10 @@ def check_model_dir(path: Path, tokenizer: bool = True) -> None:
     if not config.exists():
         raise ModelError(f"{path}: no config.json: not a model folder")
     try:
-        read_json(config)
+        described = read_json(config)
     except RecordError as e:
         raise ModelError(str(e)) from None
+    check_model_type(config, described)
     weights = _weight_files(path)
     if not weights:
         raise ModelError(f"{path}: no weights (*.safetensors or pytorch_model*.bin)")
@@ -79,6 +80,58 @@ def check_model_dir(path: Path, tokenizer: bool = True) -> None:
             f"{path}: no tokenizer files ({', '.join(TOKENIZER_FILES)}); copy them from the model this one was "
             "trained from"
         )
+
+
+def check_model_type(config: Path, described) -> None:
+    """config.json names an architecture this transformers knows: an unknown `model_type` is named here, where
+    transformers would answer with advice to `pip install --upgrade` it."""
+    if not isinstance(described, dict):
+        raise ModelError(f"{config}: not a model config (a JSON object with model_type)")
+    kind = described.get("model_type")
+    if not kind:
+        raise ModelError(f"{config}: no model_type: not a transformers model config")
+    import transformers
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if kind not in CONFIG_MAPPING_NAMES:
+        remote = (
+            " (its auto_map asks for the checkpoint's own code, which psrlm never runs)"
+            if "auto_map" in described
+            else ""
+        )
+        raise ModelError(f"{config}: model_type {kind!r} is not an architecture transformers {transformers.__version__} "
+                         f"knows{remote}; check the file (a typo, or another library's config?)")  # fmt: skip
+
+
+def load_pretrained(auto_cls, path: str | Path, **kwargs):
+    """`auto_cls.from_pretrained(path, **kwargs)` for a checkpoint loaded as what it was saved as, refused in one
+    line when its config.json does not describe its weights: transformers prints a load report and then raises
+    (shapes that differ) or, worse, initialises at random what the weights lack and goes on."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the load report: said below, in one line
+    try:
+        model, info = auto_cls.from_pretrained(str(path), output_loading_info=True, ignore_mismatched_sizes=True,
+                                               **kwargs)  # fmt: skip
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    config = Path(path) / "config.json"
+    mismatched = sorted(info.get("mismatched_keys") or [], key=lambda m: m[0])
+    missing, unexpected = sorted(info.get("missing_keys") or []), sorted(info.get("unexpected_keys") or [])
+    if mismatched:
+        key, saved, wanted = mismatched[0]
+        more = f" (and {len(mismatched) - 1} more)" if len(mismatched) > 1 else ""
+        raise ModelError(f"{config} does not describe the weights beside it: {key} is {list(saved)} in the weights but "
+                         f"{list(wanted)} by the config{more}; was config.json edited, or copied from another "
+                         "model?")  # fmt: skip
+    if missing or unexpected:
+        keys, what = (missing, "the config has weights the checkpoint lacks (they would start at random)") if missing \
+            else (unexpected, "the checkpoint has weights the config has no place for")  # fmt: skip
+        more = f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
+        raise ModelError(f"{config} does not describe the weights beside it: {what}: {keys[0]}{more}; was "
+                         "config.json edited, or copied from another model?")  # fmt: skip
+    return model
 
 
 def _weight_files(path: Path) -> list[Path]:

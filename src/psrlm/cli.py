@@ -12,20 +12,27 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import logging
 import sys
 import time
 from pathlib import Path
 
-from psrlm.configs import Config, ConfigError, config_to_dict, load_config, save_config
-from psrlm.records import RecordError
+from psrlm.configs import Config, ConfigError, config_to_dict, load_config_layers, save_config
+from psrlm.records import RecordError, WriteError
 
 log = logging.getLogger("psrlm")
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", "-c", help="recipe YAML (e.g. configs/demo.yaml); defaults apply to what it omits")
+    p.add_argument(
+        "--config",
+        "-c",
+        action="append",
+        help="recipe YAML (e.g. configs/demo.yaml); defaults apply to what it omits. Repeatable: recipes are layered "
+        "in order, a later one overriding an earlier one key by key (show-config says where each value came from)",
+    )
     p.add_argument(
         "--set",
         dest="overrides",
@@ -165,6 +172,8 @@ def cmd_search(cfg: Config, args: argparse.Namespace) -> dict:
     from psrlm.records import read_problems
 
     problems = read_problems(Path(args.problems))
+    if not problems:
+        raise ValueError(f"--problems {args.problems}: no problems in the file: nothing to search")
     if args.limit:
         problems = problems[: args.limit]
     model = args.model or cfg.model.path or (cfg.engine.model_name if cfg.engine.kind == "openai" else "")
@@ -214,9 +223,9 @@ def cmd_iterate(cfg: Config, args: argparse.Namespace) -> dict:
     from psrlm.iterate import dry_run, run_all
 
     if getattr(args, "dry_run", False):  # (`psrlm demo` has no --dry-run)
-        print("\n".join(dry_run(cfg)))
+        print("\n".join(dry_run(cfg, fresh=args.fresh, rebuild_m0=args.rebuild_m0)))
         return {"dry_run": True}
-    summary = run_all(cfg, fresh=args.fresh)
+    summary = run_all(cfg, fresh=args.fresh, rebuild_m0=args.rebuild_m0)
     print("\nstage timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in summary["timings_s"].items()))
     print(f"summary: {Path(cfg.paths.run_dir) / 'summary.json'}")
     return {"wall_s": summary["wall_s"], "timings_s": summary["timings_s"]}
@@ -393,6 +402,9 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
     names = parse_benchmarks(args.benchmarks)
     if not names:
         raise ValueError("--benchmarks is empty: name at least one (e.g. arith, gsm8k,math500, paper)")
+    name = _result_name(args.result_name or Path(args.model).resolve().name)
+    if args.judge and args.eft:
+        _check_eft(Path(args.eft), "--eft")
     model = args.model
     if cfg.engine.kind == "hf":
         from psrlm.checkpoints import resolve_model
@@ -407,10 +419,16 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
         from psrlm.initdata.build import build_arith_data
 
         build_arith_data(cfg)
-    name = args.result_name or Path(args.model).name
+    if args.judge and not args.eft:
+        _check_eft(run.eft_test_file(), "the run's EFT test file (data.eft_test / data.eft_test_file; --no-judge "
+                   "skips judge accuracy)")  # fmt: skip
     benchmarks = run.benchmarks(names, args.limit)
+    for b, problems in benchmarks.items():
+        if not problems:
+            raise ValueError(f"--benchmarks: {b} has no problems{' (check --limit)' if args.limit else ''}: an "
+                             "accuracy of nothing is not a measurement")  # fmt: skip
     shots = run.ift()[:3] if args.few_shot else None
-    max_tokens = args.max_tokens or cfg.iterate.eval_max_tokens
+    max_tokens = args.max_tokens if args.max_tokens is not None else cfg.iterate.eval_max_tokens
     result: dict = {"name": name}
     with eval_folder(run, name, model, max_tokens, shots) as out_dir, run.serving(model, name) as engine:
         summaries = evaluate_benchmarks(benchmarks, engine, run.prompts, out_dir, max_tokens, few_shot=shots,
@@ -418,8 +436,9 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
         print("| benchmark | n | accuracy | steps | tokens/step | no answer | skipped (context) | hit token cap |\n"
               "|---|---|---|---|---|---|---|---|")  # fmt: skip
         for b, s in summaries.items():
-            print(f"| {b} | {s['n']} | {s['accuracy']:.3f} | {s['mean_steps']:.2f} | {s['mean_step_tokens']:.1f} "
-                  f"| {s['no_answer_rate']:.3f} | {s['context_skipped']} | {s['hit_token_cap']} |")  # fmt: skip
+            print(f"| {b} | {s['n']} | {_num(s['accuracy'])} | {_num(s['mean_steps'], '.2f')} "
+                  f"| {_num(s['mean_step_tokens'], '.1f')} | {_num(s['no_answer_rate'])} | {s['context_skipped']} "
+                  f"| {s['hit_token_cap']} |")  # fmt: skip
         result["benchmarks"] = summaries
         if args.equations:
             result["equations"] = _equation_accuracy(run, engine, names, args.equations, out_dir)
@@ -456,6 +475,29 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
     return result
 
 
+def _num(x, spec: str = ".3f") -> str:
+    """A measured number, or "-" where nothing was measured (null)."""
+    return "-" if x is None else format(x, spec)
+
+
+def _check_eft(path: Path, key: str) -> None:
+    """A judge-accuracy file holds judge examples: checked before a model loads (an empty one measured nothing)."""
+    from psrlm.records import JudgeExample, validate_jsonl
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{key}: {path} does not exist")
+    if validate_jsonl(path, JudgeExample) == 0:
+        raise ValueError(f"{key}: {path} holds no judge examples: judge accuracy needs at least one")
+
+
+def _result_name(name: str) -> str:
+    """`eval --name`: one folder name under <run>/eval/, never a path that leads elsewhere."""
+    if not name.strip() or name != Path(name).name or name in (".", "..") or name.startswith("."):
+        raise ValueError(f"--name {name!r}: give a plain folder name (no '/', not starting with '.'); results go to "
+                         "<run>/eval/<name>/")  # fmt: skip
+    return name
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from psrlm.report import report
 
@@ -472,14 +514,37 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_show_config(cfg: Config) -> dict:
+def cmd_show_config(cfg: Config, args: argparse.Namespace) -> dict:
+    """The effective config as YAML (a valid recipe), each value not at its default marked with where it came
+    from, the layers in the order applied, and what every `auto` resolves to on this machine."""
     import yaml
 
     from psrlm.hardware import one_line
 
-    print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+    layers = [*(args.config or []), *(f"--set {o}" for o in args.overrides)]
+    print("# defaults" + "".join(f" < {layer}" for layer in layers) + " (later overrides earlier)")
+    print(_with_sources(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), args.sources), end="")
     print(f"# {one_line(_machine(cfg))}")  # what every `auto` resolves to on this machine
     return {}
+
+
+def _with_sources(text: str, sources: dict[str, str]) -> str:
+    """`key: value  # <where it was set>` on each line of a YAML dump whose dotted key has a source."""
+    import re
+
+    out, stack = [], []  # stack: (indent, key) of the mappings the line is in
+    for line in text.splitlines():
+        m = re.match(r"^( *)([A-Za-z_]\w*):( |$)", line)
+        if m:
+            indent = len(m.group(1))
+            while stack and stack[-1][0] >= indent:
+                stack.pop()
+            dotted = ".".join([k for _, k in stack] + [m.group(2)])
+            stack.append((indent, m.group(2)))
+            if dotted in sources:
+                line += f"  # {sources[dotted]}"
+        out.append(line)
+    return "\n".join(out) + "\n"
 
 
 def _add_fresh_arg(p: argparse.ArgumentParser) -> None:
@@ -488,6 +553,13 @@ def _add_fresh_arg(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="rebuild what was made with other settings (the old outputs are moved to <run>/replaced/<time>/) instead "
         "of stopping with the keys that differ",
+    )
+    p.add_argument(
+        "--rebuild-m0",
+        action="store_true",
+        help="when the prebuilt M0 of iterate.m0_path was built with other model/arith/pretrain settings, pre-train a "
+        "new one for these settings into <run>/models/ (hours at the demo's size) instead of stopping; the prebuilt "
+        "one is never changed",
     )
 
 
@@ -592,7 +664,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(p)
     _add_fresh_arg(p)
-    p.add_argument("--dry-run", action="store_true", help="print the servers, jobs and stages it would run; run none")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the servers, jobs and stages it would run, and which stages of an existing run folder these "
+        "settings keep or rebuild (with the keys that differ); run none",
+    )
     p.set_defaults(func=cmd_iterate, name="iterate", wants_args=True)
 
     p = sub.add_parser(
@@ -626,9 +703,7 @@ def build_parser() -> argparse.ArgumentParser:
         "amc23; or arith (both arith splits), paper (the paper's six), all (default: arith)",
     )
     p.add_argument("--limit", type=_count, default=0, help="only the first N problems of each benchmark (0 = all)")
-    p.add_argument(
-        "--max-tokens", type=_count, default=0, help="token cap per solution (default: iterate.eval_max_tokens)"
-    )
+    p.add_argument("--max-tokens", type=_positive, help="token cap per solution (default: iterate.eval_max_tokens)")
     p.add_argument("--few-shot", action="store_true", help="3-shot prompting (for a base model such as M0)")
     p.add_argument(
         "--no-judge", dest="judge", action="store_false", help="skip judge accuracy on the EFT test split (Table 3)"
@@ -794,7 +869,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show-config", help="print the effective config (defaults + recipe + --set)")
     _add_config_args(p)
-    p.set_defaults(func=cmd_show_config, name="show-config")
+    p.set_defaults(func=cmd_show_config, name="show-config", wants_args=True)
     return parser
 
 
@@ -810,8 +885,8 @@ def _errors() -> tuple[type[BaseException], ...]:
     from psrlm.iterate import EngineFailure
     from psrlm.launch import JobError
 
-    return (ConfigError, RecordError, FileNotFoundError, NotADirectoryError, ValueError, EngineError, ServerError,
-            EngineFailure, JobError)  # fmt: skip
+    return (ConfigError, RecordError, WriteError, FileNotFoundError, NotADirectoryError, ValueError, EngineError,
+            ServerError, EngineFailure, JobError)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -822,7 +897,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "no_config", False):
             return args.func(args)
-        cfg = load_config(args.config, args.overrides)
+        cfg, args.sources = load_config_layers(args.config, args.overrides)
         if args.name in _COMPUTES:
             from psrlm.hardware import one_line
 
@@ -836,12 +911,54 @@ def main(argv: list[str] | None = None) -> int:
             _record_run(cfg, args.name, started, result)
             print(f"done in {time.time() - started:.1f}s")
     except _errors() as e:
-        print(f"psrlm: error: {e}", file=sys.stderr)
-        return 2
+        return _one_line(e, args.verbose)
+    except BrokenPipeError:  # `psrlm show-config | head`: the reader has all it wanted
+        _quiet_stdout()
+        return 141
+    except OSError as e:
+        if e.errno not in _DISK_ERRNOS:
+            raise
+        return _one_line(_disk_error(e), args.verbose, e)
     except KeyboardInterrupt:
         print("\npsrlm: interrupted; what finished is saved, rerun the same command to resume", file=sys.stderr)
         return 130
+    try:
+        sys.stdout.flush()  # a closed pipe shows here for output still buffered
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 141
     return 0
+
+
+def _one_line(e: BaseException, verbose: bool, cause: BaseException | None = None) -> int:
+    """A user's error in one line; with -v the traceback first, so a real bug behind a ValueError keeps it."""
+    if verbose:
+        import traceback
+
+        traceback.print_exception(cause or e, file=sys.stderr)
+    print(f"psrlm: error: {e}", file=sys.stderr)
+    return 2
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's own flush at exit finds no closed pipe to complain about."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def _disk_error(e: OSError) -> Exception:
+    """An OSError of the disk (full, quota, read-only) raised where no writer named it: one line with the file."""
+    from psrlm.records import disk_reason
+
+    where = f" {e.filename}" if e.filename else ""
+    fix = "free space (or choose another output folder)" if e.errno != errno.EROFS else "choose another output folder"
+    return WriteError(f"cannot write{where}: {disk_reason(e)}; what was committed before is kept: {fix} and rerun "
+                      "the same command to resume")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ never silently run the default.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 import types
@@ -22,6 +23,7 @@ from typing import Any
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+log = logging.getLogger("psrlm.configs")
 
 
 class ConfigError(ValueError):
@@ -753,13 +755,24 @@ def _read_recipe(path: Path) -> dict:
     return raw
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults, then the recipe at `path`, then `--set` overrides; unknown keys and values out of range raise
-    ConfigError naming the key and where it was set."""
+def load_config(path: str | Path | list[str | Path] | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then each recipe in order (a later one overrides an earlier one key by key), then `--set`
+    overrides; unknown keys and values out of range raise ConfigError naming the key and where it was set."""
+    return load_config_layers(path, overrides)[0]
+
+
+def load_config_layers(
+    paths: str | Path | list[str | Path] | None = None, overrides: list[str] | None = None
+) -> tuple[Config, dict[str, str]]:
+    """(config, sources): what `load_config` builds, and for every key not at its default where its value came
+    from (the recipe file or `--set ...` that set it last)."""
     cfg = Config()
     sources: dict[str, str] = {}
-    if path is not None:
-        path = Path(path)
+    if paths is None:
+        paths = []
+    elif isinstance(paths, (str, Path)):
+        paths = [paths]
+    for path in map(Path, paths):
         _apply(cfg, _read_recipe(path), str(path), sources=sources)
     for text in overrides or []:
         keys, value = parse_override(text)
@@ -768,7 +781,38 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             nested = {k: nested}
         _apply(cfg, nested, f"--set {text}", sources=sources)
     validate(cfg, sources)
-    return cfg
+    for line in cost_warnings(cfg, sources):
+        log.warning(line)
+    return cfg, sources
+
+
+# A search round judges w(w-1) ordered pairs (the paper: w=6, 30 judge calls); past this many per round a width is
+# far outside anything measured, and one typo (width=1000: 999,000 calls) costs more than a whole paper run.
+JUDGE_CALLS_PER_ROUND_WARN = 240
+
+
+def judge_calls_per_round(width: int, mode: str, cyclic_k: int = 2) -> int:
+    """Judgments one search round asks of `width` distinct candidates (the pairs judge.plan_pairs makes)."""
+    if mode == "one_order":
+        return width * (width - 1) // 2
+    if mode == "cyclic":
+        from psrlm.judge import plan_pairs
+
+        return len(plan_pairs(width, "cyclic", cyclic_k))
+    return width * (width - 1)
+
+
+def cost_warnings(cfg: Config, sources: dict[str, str] | None = None) -> list[str]:
+    """Settings that are valid but cost far more than anything measured: said once, with the number they imply."""
+    out = []
+    s = cfg.search
+    calls = judge_calls_per_round(s.width, s.judge_mode, s.cyclic_k)
+    if calls > JUDGE_CALLS_PER_ROUND_WARN:
+        where = (sources or {}).get("search.width", "default")
+        out.append(f"search.width={s.width} ({where}) with judge_mode {s.judge_mode}: {calls:,} judge calls per search "
+                   f"round, per problem and step ({calls // 30:,}x the paper's 30 at width 6); more than "
+                   f"{JUDGE_CALLS_PER_ROUND_WARN} per round is far outside anything measured: is the width a typo?")  # fmt: skip
+    return out
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -837,7 +881,8 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
     rules = {
         "paths": [("run_dir", bool(cfg.paths.run_dir.strip()), "must name a folder")],
         "arith": [
-            *_at_least(a, 0, "n_train n_test n_pretrain"),
+            *_at_least(a, 0, "n_train n_pretrain"),
+            ("n_test", a.n_test >= 1, "must be >= 1: each held-out split is evaluated, and nothing is no measurement"),
             ("pretrain_step_share", 0 <= a.pretrain_step_share <= 1, "must be in [0, 1]"),
             ("min_ops", a.min_ops >= 1, "must be >= 1"),
             ("min_ops", a.min_ops <= a.max_ops, f"must be <= arith.max_ops ({a.max_ops})"),

@@ -79,17 +79,17 @@ def solve_greedy(
 
 def accuracy_summary(results: list[SolveResult]) -> dict:
     """Accuracy plus the step statistics of Tables 4, 7, 8: steps per solution and step length (characters, and
-    tokens as response tokens / steps)."""
-    n = max(1, len(results))
+    tokens as response tokens / steps). Of no results every share and mean is None (null), never 0."""
+    n = len(results)
     stepped = [r for r in results if r.steps]
     return {
-        "n": len(results),
-        "accuracy": sum(r.correct for r in results) / n,
-        "mean_steps": statistics.mean(r.steps for r in results) if results else 0.0,
-        "mean_step_chars": statistics.mean(r.step_chars for r in results) if results else 0.0,
-        "mean_step_tokens": statistics.mean(r.tokens / r.steps for r in stepped) if stepped else 0.0,
-        "mean_tokens": statistics.mean(r.tokens for r in results) if results else 0.0,
-        "no_answer_rate": sum(r.extracted is None for r in results) / n,
+        "n": n,
+        "accuracy": sum(r.correct for r in results) / n if n else None,
+        "mean_steps": statistics.mean(r.steps for r in results) if results else None,
+        "mean_step_chars": statistics.mean(r.step_chars for r in results) if results else None,
+        "mean_step_tokens": statistics.mean(r.tokens / r.steps for r in stepped) if stepped else None,
+        "mean_tokens": statistics.mean(r.tokens for r in results) if results else None,
+        "no_answer_rate": sum(r.extracted is None for r in results) / n if n else None,
         # counted as wrong, and reported: a prompt too long for the context is never cut to fit
         "context_skipped": sum(r.finish_reason == "context" for r in results),
         "hit_token_cap": sum(r.finish_reason == "length" for r in results),
@@ -129,12 +129,12 @@ def judge_accuracy(
         scores.append(((v1 == e.verdict) + (v2 == swapped)) / 2)
         missing += (v1 is None) + (v2 is None)
         consistent += v1 is not None and v2 is not None and v1 != v2
-    n = max(1, len(examples))
+    n = len(examples)  # of no items every rate is None (null): nothing was measured, which is not 0
     return {
-        "n": len(examples),
-        "judge_accuracy": sum(scores) / n,
-        "consistency": consistent / n,
-        "no_verdict_rate": missing / (2 * n),
+        "n": n,
+        "judge_accuracy": sum(scores) / n if n else None,
+        "consistency": consistent / n if n else None,
+        "no_verdict_rate": missing / (2 * n) if n else None,
         **by_error_kind(examples, scores),
     }
 
@@ -181,11 +181,11 @@ def judge_accuracy_soft(examples: list[JudgeExample], engine, prompts: Prompts) 
         consistent += in_ab == in_ba
     return {
         "n": m,
-        "accuracy": sum(picks) / max(1, m),
-        "single_order_accuracy": single / max(1, m),
-        "per_order_accuracy": per_order / max(1, n),
-        "swap_consistency": consistent / max(1, m),
-        "position_bias": sum(p_first) / max(1, n),
+        "accuracy": sum(picks) / m if m else None,
+        "single_order_accuracy": single / m if m else None,
+        "per_order_accuracy": per_order / n if n else None,
+        "swap_consistency": consistent / m if m else None,
+        "position_bias": sum(p_first) / n if n else None,
         "skipped_context": skipped,
         **by_error_kind(examples, picks),
     }
@@ -286,7 +286,8 @@ def eval_settings(
     if engine_cfg.kind == "hf":
         sha = model_identity(Path(model), known.get("model"))
         ident = {"sha256": sha}
-        extra = {"model": {"files": model_files(Path(model)), "sha256": sha}}
+        # the folder the results came from, so a report can tell when that model has since been replaced
+        extra = {"model": {"path": str(Path(model).resolve()), "files": model_files(Path(model)), "sha256": sha}}
         eng = {"kind": "hf", "dtype": hardware.engine_dtype(engine_cfg.dtype, hardware.pick_device(engine_cfg.device))}
     else:
         ident = {"served": engine_cfg.model_name or str(model), "urls": list(engine_cfg.base_urls)}

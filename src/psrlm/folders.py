@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from psrlm.records import RecordError, read_json, write_json
+from psrlm.records import RecordError, disk_reason, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,7 @@ class FolderError(ValueError):
 
 
 def _io_error(folder: Path, e: OSError) -> FolderError:
-    reason = {errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
-              errno.EPERM: "permission denied", errno.ENOSPC: "no space left on the device",
-              errno.EDQUOT: "disk quota exceeded"}.get(e.errno, e.strerror or str(e))  # fmt: skip
+    reason = disk_reason(e)
     return FolderError(f"cannot write to {folder}: {reason}; choose another output folder (paths.run_dir / --out)")
 
 
@@ -200,9 +198,26 @@ def _has_content(folder: Path) -> bool:
     return folder.is_dir() and any(p.name not in (LOCK_NAME, SETTINGS_NAME) for p in folder.iterdir())
 
 
+def _has_results(folder: Path) -> bool:
+    """Anything a stage wrote besides locks and stamps: a non-empty file at any depth. A stage that crashed at
+    start (a model that would not load) leaves its stamp and perhaps empty result files: no results."""
+    if not folder.is_dir():
+        return False
+    for p in folder.iterdir():
+        if p.name in (LOCK_NAME, SETTINGS_NAME):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            if _has_results(p):
+                return True
+        elif not p.is_file() or p.stat().st_size > 0:
+            return True
+    return False
+
+
 def move_aside(path: Path, root: Path) -> Path | None:
     """Move `path` (a file, or a folder's content but its lock) to `<root>/replaced/<time>/<path relative to
-    root>`; returns where it went, None when there was nothing."""
+    root>`; returns where it went, None when there was nothing. Across file systems (`path` a mount point) each
+    entry is copied and then removed; a move that fails leaves the original in place and no empty folder behind."""
     path, root = Path(path), Path(root)
     if not path.exists() or (path.is_dir() and not _has_content(path) and not (path / SETTINGS_NAME).exists()):
         return None
@@ -216,15 +231,57 @@ def move_aside(path: Path, root: Path) -> Path | None:
     while dest.exists():  # a second replacement within the same second: never overwrite the first
         n += 1
         dest = root / "replaced" / f"{stamp}-{n}" / rel
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_dir():
-        dest.mkdir(parents=True, exist_ok=True)
-        for entry in path.iterdir():
-            if entry.name != LOCK_NAME:
-                entry.rename(dest / entry.name)
-    else:
-        path.rename(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            dest.mkdir(parents=True, exist_ok=True)
+            for entry in path.iterdir():
+                if entry.name != LOCK_NAME:
+                    _move(entry, dest / entry.name)
+        else:
+            _move(path, dest)
+    except OSError as e:
+        _prune_empty(dest, root / "replaced")
+        where = f"what was moved is in {dest}, the rest still in {path}" if dest.exists() else f"{path} is as it was"
+        raise FolderError(f"cannot move {path} aside to {dest}: {disk_reason(e)}; nothing was lost ({where}): free "
+                          "space there, or move the old results away yourself") from None  # fmt: skip
     return dest
+
+
+def _move(src: Path, dst: Path) -> None:
+    """rename(2), or on another file system a copy that is removed from the source only once it is whole."""
+    try:
+        src.rename(dst)
+        return
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+    try:
+        if src.is_dir() and not src.is_symlink():
+            shutil.copytree(src, dst, symlinks=True)
+        else:
+            shutil.copy2(src, dst, follow_symlinks=False)
+    except (OSError, shutil.Error):
+        if dst.is_dir() and not dst.is_symlink():
+            shutil.rmtree(dst, ignore_errors=True)
+        else:
+            dst.unlink(missing_ok=True)
+        raise
+    if src.is_dir() and not src.is_symlink():
+        shutil.rmtree(src)
+    else:
+        src.unlink()
+
+
+def _prune_empty(folder: Path, stop: Path) -> None:
+    """Remove `folder` and its parents up to and including `stop` while they are empty."""
+    folder, stop = Path(folder), Path(stop)
+    chain = [folder, *folder.parents]
+    for d in chain[: chain.index(stop) + 1] if stop in chain else [folder]:
+        try:
+            d.rmdir()
+        except OSError:
+            return
 
 
 def _read_stamp(folder: Path) -> dict | None:
@@ -271,7 +328,7 @@ def claim_settings(
         if extra and stamp.get("extra") != extra:
             write_json(folder / SETTINGS_NAME, record)
         return
-    if old is None and not _has_content(folder):
+    if not _has_results(folder):  # nothing to protect: a first start, or one that crashed before any result
         write_json(folder / SETTINGS_NAME, record)
         return
     why = (f"was made with other settings ({settings_diff(old, flat)})" if old is not None

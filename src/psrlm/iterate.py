@@ -57,15 +57,20 @@ def _is_model(path: Path) -> bool:
     return (Path(path) / "psrlm_build.json").exists()
 
 
+WALL_KEY = "(wall)"  # timings.json: the wall time of every process, beside the per-stage times
+
+
 class Run:
     """Paths and shared pieces of one run folder. `fresh`: rebuild what was made with other settings (the old
-    outputs are moved to <run>/replaced/) instead of stopping with the keys that differ."""
+    outputs are moved to <run>/replaced/) instead of stopping with the keys that differ. `rebuild_m0`: pre-train
+    an M0 for these settings when the one `iterate.m0_path` names was built with others (never done unasked)."""
 
-    def __init__(self, cfg: Config, fresh: bool = False):
+    def __init__(self, cfg: Config, fresh: bool = False, rebuild_m0: bool = False):
         from psrlm.prompts import prompts_of
 
         self.cfg = cfg
         self.fresh = fresh
+        self.rebuild_m0 = rebuild_m0  # pre-train a new M0 when the prebuilt one was built with other settings
         self.dir = Path(cfg.paths.run_dir)
         self.data = self.dir / "data"
         self.models = self.dir / "models"
@@ -73,6 +78,7 @@ class Run:
         self.prompts = prompts_of(cfg)
         self.seed = cfg.iterate.seed
         self.timings_path = self.dir / "timings.json"
+        self._wall_mark: float | None = None  # set by count_wall: then `timed` banks this process's wall time
 
     # ------------------------------------------------------------------ the data this run reads (data.source)
 
@@ -152,18 +158,36 @@ class Run:
         process that worked on this run: a rerun that finds everything done keeps what the first run measured."""
         out: dict[str, float] = {}
         for key, seconds in self._stage_times().items():
+            if key == WALL_KEY:
+                continue
             stage = key.split("/", 1)[0]
             out[stage] = out.get(stage, 0.0) + seconds
         return out
 
+    @property
+    def wall_s(self) -> float:
+        """Wall time of every process that worked on this run (a killed one up to its last finished stage)."""
+        return self._stage_times().get(WALL_KEY, 0.0)
+
     def _stage_times(self) -> dict[str, float]:
         return read_json(self.timings_path) if self.timings_path.exists() else {}
 
-    def timed(self, key: str, start: float, model: str = "") -> None:
-        """Add the time since `start` to stage `key` (for `model`), persisted at once so a kill keeps it."""
+    def count_wall(self) -> None:
+        """From now on `timed` also banks this process's wall time on the run (the driver's Run only: other Run
+        objects over the same folder, as a sweep makes, would count the same seconds twice)."""
+        self._wall_mark = time.time()
+
+    def timed(self, key: str | None, start: float = 0.0, model: str = "") -> None:
+        """Add the time since `start` to stage `key` (for `model`), and (see count_wall) this process's wall time
+        since it last banked it, persisted at once so a kill keeps them. `key=None` banks the wall time alone."""
         times = self._stage_times()
-        k = f"{key}/{model}" if model else key
-        times[k] = times.get(k, 0.0) + time.time() - start
+        now = time.time()
+        if key is not None:
+            k = f"{key}/{model}" if model else key
+            times[k] = times.get(k, 0.0) + now - start
+        if self._wall_mark is not None:
+            times[WALL_KEY] = times.get(WALL_KEY, 0.0) + now - self._wall_mark
+            self._wall_mark = now
         write_json(self.timings_path, times)
 
     def forget_times(self, model: str) -> None:
@@ -221,17 +245,31 @@ def reuse_model(run: Run, name: str, settings: dict) -> Path | None:
     if not run.fresh:
         raise FolderError(f"{out} was made with {why}: rerun with the same settings to resume, or pass --fresh to "
                           "rebuild it and what follows (old outputs are moved to a replaced/ folder)")  # fmt: skip
-    method, it = name.rsplit("-M", 1)
-    for path in (out, run.manifest_path(name), run.dir / method / f"it{it}", run.dir / "eval" / name):
+    # the model, its manifest and its evaluation; the search folder that fed it answers to its own settings
+    # (claim_settings in run_iteration): a change of dpo.* alone keeps the pairs, the costliest stage
+    for path in (out, run.manifest_path(name), run.dir / "eval" / name):
         move_aside(path, run.dir)
     run.forget_times(name)
     log.warning("%s was made with %s: rebuilding it (old outputs in %s/replaced/)", name, why, run.dir)
     return None
 
 
-def check_paths(cfg: Config) -> None:
+def model_status(run: Run, name: str, settings: dict) -> tuple[str, str]:
+    """What `reuse_model` would do with model `name` under `settings`, without doing it: ("kept" | "built" |
+    "rebuilt", the keys that differ)."""
+    manifest = run.load_manifest(name) if _is_model(run.models / name) else None
+    if manifest is None:
+        return "built", ""
+    flat = flatten(settings)
+    if manifest.settings == flat:
+        return "kept", ""
+    return "rebuilt", settings_diff(manifest.settings, flat) if manifest.settings else "no record of its settings"
+
+
+def check_paths(cfg: Config, rebuild_m0: bool = False) -> None:
     """Paths given explicitly must exist, and data files must read as their records, before any model loads: a
-    typo must not start hours of work on a default, nor fail an hour in."""
+    typo must not start hours of work on a default, nor fail an hour in. A prebuilt M0 built with other settings
+    stops here too (unless `rebuild_m0`)."""
     from psrlm.records import JudgeExample, ScoreExample, validate_jsonl
 
     if cfg.engine.kind == "openai" and cfg.engine.model_name:
@@ -245,8 +283,8 @@ def check_paths(cfg: Config) -> None:
         from psrlm.checkpoints import resolve_model
 
         resolve_model(cfg.model.path, key="model.path")
-    if cfg.iterate.m0_path:
-        prebuilt_m0(cfg)
+    if cfg.iterate.m0_path and not cfg.model.path:
+        check_prebuilt_m0(cfg, rebuild_m0)
     d = cfg.data
     if d.source != "files":
         return
@@ -311,22 +349,68 @@ M0_RECIPE_KEYS = ("epochs", "lr", "batch_size", "grad_accum", "warmup_steps", "w
                   "max_length", "lora", "lora_r", "lora_alpha", "seed")  # fmt: skip
 
 
+M0_POOL_KEYS = ("seed", "n_train", "n_test", "min_ops", "max_ops", "max_number", "n_pretrain", "hard_min_ops",
+                "hard_max_ops", "hard_max_number")  # fmt: skip
+
+
+def m0_build_settings(cfg: Config) -> dict:
+    """What decides M0, by key (what `m0_key` hashes): the model, what shapes the training pool M0 reads, and the
+    pre-training recipe; not precision or logging (how a machine runs the recipe: a prebuilt M0 must serve a CPU
+    with native bf16 and one without alike), nor fields added to TrainConfig later."""
+    a = cfg.arith
+    arith = {k: getattr(a, k) for k in M0_POOL_KEYS}
+    if a.pretrain_step_share:  # added later: at its default it leaves every earlier M0's key as it was
+        arith["pretrain_step_share"] = a.pretrain_step_share
+    return {"model": dataclasses.asdict(cfg.model), "arith": arith,
+            "pretrain": {k: getattr(cfg.pretrain, k) for k in M0_RECIPE_KEYS}}  # fmt: skip
+
+
 def m0_key(cfg: Config) -> str:
     from psrlm.tiny import config_key
 
-    a = cfg.arith  # only what shapes the training pool M0 reads
-    pool = [a.seed, a.n_train, a.n_test, a.min_ops, a.max_ops, a.max_number, a.n_pretrain, a.hard_min_ops,
-            a.hard_max_ops, a.hard_max_number]  # fmt: skip
-    if a.pretrain_step_share:  # added later: at its default it leaves every earlier M0's key as it was
-        pool.append(a.pretrain_step_share)
-    # only what decides what pre-training learns: not precision or logging (how a machine runs the recipe: a
-    # prebuilt M0 must serve a CPU with native bf16 and one without alike), nor fields added to TrainConfig later
-    recipe = {k: getattr(cfg.pretrain, k) for k in M0_RECIPE_KEYS}
-    return config_key(dataclasses.asdict(cfg.model), pool, recipe)
+    b = m0_build_settings(cfg)
+    return config_key(b["model"], list(b["arith"].values()), b["pretrain"])
+
+
+def prebuilt_m0_mismatch(cfg: Config) -> str | None:
+    """None when the prebuilt M0 (`iterate.m0_path`) was built by this config's model/arith/pretrain settings, else
+    the keys that differ (`pretrain.epochs: 3 -> 1`), read from the build config saved beside it."""
+    from psrlm.configs import load_config
+
+    pre = prebuilt_m0(cfg)
+    built = read_json(pre / "psrlm_build.json")
+    if built.get("m0_key") == m0_key(cfg):
+        return None
+    if (pre / "build_config.yaml").exists():
+        old = m0_build_settings(load_config(pre / "build_config.yaml"))
+    else:  # built before build configs were saved: its model and recipe are in psrlm_build.json
+        old = {"model": built.get("model") or {}, "arith": {},
+               "pretrain": {k: v for k, v in (built.get("pretrain") or {}).items() if k in M0_RECIPE_KEYS}}  # fmt: skip
+    mine = m0_build_settings(cfg)
+    if not old["arith"]:
+        mine = {**mine, "arith": {}}
+    return settings_diff(old, mine) or f"key {built.get('m0_key')} -> {m0_key(cfg)}"
+
+
+def check_prebuilt_m0(cfg: Config, rebuild: bool = False) -> None:
+    """An M0 the recipe names (`iterate.m0_path`) is never replaced unasked: built with other settings, it stops
+    here, naming the keys, unless `rebuild` (`--rebuild-m0`): then a new M0 is pre-trained into the run folder and
+    the named one is left as it is."""
+    diff = prebuilt_m0_mismatch(cfg)
+    if diff is None:
+        return
+    if rebuild:
+        log.warning("iterate.m0_path=%s was built with other settings (%s): --rebuild-m0 pre-trains a new M0 in "
+                    "%s/models/", cfg.iterate.m0_path, diff, cfg.paths.run_dir)  # fmt: skip
+        return
+    raise ConfigError(f"iterate.m0_path={cfg.iterate.m0_path} was built with other settings ({diff}): pass "
+                      "--rebuild-m0 to pre-train a new M0 for these settings into the run folder (hours at the demo's "
+                      "size), set iterate.m0_path empty to always pre-train, or set the keys back")  # fmt: skip
 
 
 def ensure_m0(run: Run) -> Path:
-    """A prebuilt M0 whose recorded key matches this config, else pre-train one (cached by the same key)."""
+    """The prebuilt M0 (`iterate.m0_path`) when this config built it; with other settings a stop naming the keys
+    (`check_prebuilt_m0`), or with `run.rebuild_m0` / an empty m0_path a pre-trained one (cached by its key)."""
     from psrlm import train
     from psrlm.initdata.build import init_tiny_model
 
@@ -337,12 +421,9 @@ def ensure_m0(run: Run) -> Path:
         return resolve_model(cfg.model.path, key="model.path")
     key = m0_key(cfg)
     if cfg.iterate.m0_path:
-        pre = prebuilt_m0(cfg)
-        built_from = read_json(pre / "psrlm_build.json").get("m0_key")
-        if built_from == key:
-            return pre
-        log.warning("the prebuilt M0 at %s was built from other model/arith/pretrain settings (key %s, this config "
-                    "%s): pre-training a new one", pre, built_from, key)  # fmt: skip
+        if prebuilt_m0_mismatch(cfg) is None:
+            return prebuilt_m0(cfg)
+        check_prebuilt_m0(cfg, run.rebuild_m0)  # stops, naming the keys, unless asked to rebuild
     target = run.models / f"M0-{key}"
     if _is_model(target):
         return target
@@ -424,12 +505,17 @@ def m0_identity(m0: Path) -> dict:
 
 def m1_settings(run: Run, method: str, m0: Path) -> dict:
     eft_file = run.eft_train_file() if method == "psrlm" else srlm_eft_file(run)
+    return m1_settings_for(run, method, m0_identity(m0), eft_file)
+
+
+def m1_settings_for(run: Run, method: str, m0: dict, eft_file: Path) -> dict:
+    """M1's settings from M0's identity (m0_identity) and the EFT (or scoring) file it is trained on."""
     # verdict_first keys M1 only when set, so the M1s of runs made before the option still count as up to date
     prompts = {
         "variant": run.cfg.prompts.variant,
         **({"verdict_first": True} if run.cfg.prompts.verdict_first else {}),
     }
-    return {"method": method, "m0": m0_identity(m0), "prompts": prompts,
+    return {"method": method, "m0": m0, "prompts": prompts,
             "data": {"ift": [sha256_file(f) for f in run.ift_files()], "eft": sha256_file(eft_file)},
             "sft": train_settings(run.seeded(run.cfg.sft))}  # fmt: skip
 
@@ -483,7 +569,7 @@ def prepare_data(run: Run) -> None:
         pool, read = read_pool(cfg)
         kept, counts = clean_pool(pool, tests, used, seed=cfg.data.seed)
         write_jsonl(run.data / "fresh_questions.jsonl", kept)
-    write_json(counts_path, {**read, **counts, "settings": flatten(settings)})
+    write_json(counts_path, {**read, **counts, "settings": flatten(settings)}, unless_same=True)
     removed = sum(counts["test_overlap"].values())
     if removed:
         log.warning("removed %d questions from the pool that are in an evaluated test set: %s", removed,
@@ -606,13 +692,21 @@ def _search_cfg(run: Run, method: str, it: int):
 
 
 def iteration_settings(
-    run: Run, method: str, it: int, parent: str, questions: list[Problem], training: str = "dpo"
+    run: Run,
+    method: str,
+    it: int,
+    parent: str,
+    questions: list[Problem],
+    training: str = "dpo",
+    parent_settings: dict | None = None,
 ) -> tuple[dict, dict]:
     """(search-folder settings, model settings) of M_it: the pairs depend on the parent, the questions, the search
-    config, the prompts and the engine's precision; the model adds its training's config (DPO's, or RFT's)."""
-    parent_manifest = run.load_manifest(parent)
+    config, the prompts and the engine's precision; the model adds its training's config (DPO's, or RFT's). The
+    parent is named by the fingerprint of its settings (its manifest's, or `parent_settings` when planning)."""
+    if parent_settings is None:
+        parent_settings = run.load_manifest(parent).settings
     section = "search" if method == "psrlm" else "srlm"  # keys read as the config's own: search.width, dpo.beta
-    search = {"method": method, "parent": fingerprint(parent_manifest.settings),
+    search = {"method": method, "parent": fingerprint(flatten(parent_settings)),
               "questions": fingerprint({"ids": [q.id for q in questions], "text": [q.question for q in questions]}),
               "prompts": {"variant": run.cfg.prompts.variant}, "engine": engine_settings(run),
               section: generation_settings(_search_cfg(run, method, it))}  # fmt: skip
@@ -771,6 +865,14 @@ def cached(path: Path, settings: dict, compute) -> dict:
     return result
 
 
+def metrics_settings(run: Run, judge: bool = True) -> dict:
+    """What decides a model's metrics.json besides the evaluation folder's own settings (eval_folder)."""
+    cfg = run.cfg.iterate
+    return {"limit": cfg.eval_limit, "eft": cfg.eval_eft, "judge_max_tokens": run.cfg.search.judge_max_tokens,
+            "benchmarks": cfg.eval_benchmarks, "benchmark_limit": cfg.eval_benchmark_limit,
+            "eft_file": sha256_file(run.eft_test_file()), "judge": judge}  # fmt: skip
+
+
 def evaluate_model(run: Run, name: str, model_dir: Path, few_shot: bool = False, judge: bool = True) -> dict:
     """Greedy accuracy per held-out split (and any `iterate.eval_benchmarks`) + judge accuracy on the EFT test
     split (unless `judge` is off); cached in <run>/eval/<name>/metrics.json, per-problem results in
@@ -781,9 +883,7 @@ def evaluate_model(run: Run, name: str, model_dir: Path, few_shot: bool = False,
 
     cfg = run.cfg.iterate
     shots = run.ift()[:3] if few_shot else None
-    settings = {"limit": cfg.eval_limit, "eft": cfg.eval_eft, "judge_max_tokens": run.cfg.search.judge_max_tokens,
-                "benchmarks": cfg.eval_benchmarks, "benchmark_limit": cfg.eval_benchmark_limit,
-                "eft_file": sha256_file(run.eft_test_file()), "judge": judge}  # fmt: skip
+    settings = metrics_settings(run, judge)
 
     def compute() -> dict:
         with run.serving(model_dir, name) as engine:
@@ -802,7 +902,7 @@ def evaluate_model(run: Run, name: str, model_dir: Path, few_shot: bool = False,
             by_id = {r["problem_id"]: r for r in read_jsonl(out / f"arith_{split}.jsonl")}
             labels = [label_solution(p, split_steps(by_id[p.id]["response"])) for p in problems]
             flat = [lab.correct for ls in labels for lab in ls]
-            metrics[split] = {**summaries[f"arith_{split}"], "step_precision": sum(flat) / len(flat) if flat else 0.0}
+            metrics[split] = {**summaries[f"arith_{split}"], "step_precision": sum(flat) / len(flat) if flat else None}
         metrics["benchmarks"] = summaries
         if judge:
             metrics.update(evaluate_judge(run, engine, few_shot))
@@ -892,20 +992,22 @@ def evaluate_appendix_b(run: Run, pair_model: Path, score_model: Path, n: int = 
 # ----------------------------------------------------------------------------------------------- main
 
 
-def run_all(cfg: Config, progress: bool = True, fresh: bool = False) -> dict:
+def run_all(cfg: Config, progress: bool = True, fresh: bool = False, rebuild_m0: bool = False) -> dict:
     """Every stage of the configured run, resumable; returns {model name: metrics} and prints the table. `fresh`:
-    rebuild what was made with other settings instead of stopping (see Run)."""
+    rebuild what was made with other settings instead of stopping; `rebuild_m0`: see Run."""
     from psrlm.folders import FolderLock
     from psrlm.tracking import check_installed
 
-    check_paths(cfg)
+    check_paths(cfg, rebuild_m0)
     check_installed(cfg)
-    run = Run(cfg, fresh=fresh)
+    run = Run(cfg, fresh=fresh, rebuild_m0=rebuild_m0)
     start = time.time()
     with FolderLock(run.dir, "iterate"):
-        t = time.time()
+        run.count_wall()
+        t, before = time.time(), _files_state(run.data)
         prepare_data(run)
-        run.timed("data", t)
+        if _files_state(run.data) != before:  # checking data that is already there is not building it
+            run.timed("data", t)
         m0 = ensure_m0(run)
         ensure_policy_eft(run, m0)
         models: dict[str, Path] = {"M0": m0}
@@ -933,11 +1035,17 @@ def run_all(cfg: Config, progress: bool = True, fresh: bool = False) -> dict:
             summary["tts"] = {n: evaluate_tts(run, n, models[n]) for n in tts_models}
         if cfg.iterate.eval_appendix_b and {"psrlm-M1", "srlm-M1"} <= set(models):
             summary["appendix_b"] = evaluate_appendix_b(run, models["psrlm-M1"], models["srlm-M1"])
-        # stage times over every process that worked on the run (a rerun that finds all done keeps them)
-        summary.update(timings_s=run.timings, wall_s=time.time() - start, stage_total_s=sum(run.timings.values()))
+        # stage and wall times over every process that worked on the run (a rerun that finds all done keeps them)
+        run.timed(None)
+        summary.update(timings_s=run.timings, wall_s=run.wall_s, stage_total_s=sum(run.timings.values()),
+                       this_process_wall_s=time.time() - start)  # fmt: skip
         write_json(run.dir / "summary.json", summary)
     print(format_table(results))
     return summary
+
+
+def _files_state(folder: Path) -> dict[str, tuple[int, int]]:
+    return {f.name: (f.stat().st_size, f.stat().st_mtime_ns) for f in folder.glob("*") if f.is_file()}
 
 
 def format_table(results: dict) -> str:
@@ -946,33 +1054,145 @@ def format_table(results: dict) -> str:
     head = ["model", *(f"{b} acc" for b in benches), "judge acc (generated)", "consistency",
             "judge acc (soft, both orders)", "steps", "pairs", "pair precision"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    from psrlm.report import judge_label
+    from psrlm.report import _fmt, judge_label
 
     for name, r in results.items():
         man = r.get("manifest") or {}
         search = man.get("search") or {}
         prec = (man.get("pair_precision") or {}).get("precision")
-        soft = f"{r['judge_soft']['accuracy']:.3f}" if r.get("judge_soft") else "-"
-        accs = [f"{r['benchmarks'][b]['accuracy']:.3f}" if b in r.get("benchmarks", {}) else "-" for b in benches]
+        soft = _fmt((r.get("judge_soft") or {}).get("accuracy"))
+        accs = [_fmt(r["benchmarks"][b]["accuracy"]) if b in r.get("benchmarks", {}) else "-" for b in benches]
         first = r.get("benchmarks", {}).get(benches[0], {}) if benches else {}
-        cells = [judge_label(name, man), *accs, f"{r['judge']['judge_accuracy']:.3f}", f"{r['judge']['consistency']:.3f}", soft,
-                 f"{first.get('mean_steps', 0):.2f}", str(search.get("pairs", "-")),
-                 "-" if prec is None else f"{prec:.3f}"]  # fmt: skip
+        judge = r.get("judge") or {}
+        cells = [judge_label(name, man), *accs, _fmt(judge.get("judge_accuracy")), _fmt(judge.get("consistency")),
+                 soft, _fmt(first.get("mean_steps"), ".2f"), str(search.get("pairs", "-")), _fmt(prec)]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def dry_run(cfg: Config) -> list[str]:
+def plan_stages(run: Run) -> list[str]:
+    """What the current settings would keep, build and rebuild in the run folder, stage by stage, read from what the
+    folder records (manifests, settings stamps) and changing nothing: the same fingerprints `psrlm iterate`
+    compares, a parent's planned settings feeding its children's. A rebuild stops without `--fresh`."""
+    from psrlm.folders import recorded_settings
+
+    cfg = run.cfg
+    needs = "" if run.fresh else " (stops without --fresh)"
+    lines = [f"what these settings would do in {run.dir} (read from what it records; nothing is changed):"]
+
+    def say(stage: str, what: str) -> None:
+        lines.append(f"  {stage:<12} {what}")
+
+    if cfg.model.path:
+        m0, m0_id = Path(cfg.model.path), None
+        say("M0", f"the checkpoint model.path={cfg.model.path}")
+    else:
+        key = m0_key(cfg)
+        m0, m0_id = run.models / f"M0-{key}", {"m0_key": key}
+        diff = prebuilt_m0_mismatch(cfg) if cfg.iterate.m0_path else None
+        if cfg.iterate.m0_path and diff is None:
+            m0 = prebuilt_m0(cfg)
+            say("M0", f"kept: the prebuilt {m0}, built with these settings")
+        elif cfg.iterate.m0_path and not run.rebuild_m0:
+            say("M0", f"STOPS: iterate.m0_path was built with other settings ({diff}); --rebuild-m0 pre-trains one")
+            return lines
+        else:
+            say("M0", f"kept: {m0}" if _is_model(m0) else f"pre-trained into {m0}")
+    m0_ident = m0_identity(m0) if m0.exists() or m0_id is None else m0_id  # not pre-trained yet: by its key
+    evaluated: dict[str, tuple[str, Path]] = {"M0": ("kept" if m0.exists() else "built", m0)}
+    for method in cfg.iterate.methods:
+        name = f"{method}-M1"
+        if method == "psrlm":
+            eft = run.eft_train_file()
+        else:  # srlm_eft_file(run) would write arith's scoring data: only read here
+            eft = run.data / "srlm_eft_train.jsonl" if run.arith else Path(cfg.data.srlm_eft_file)
+        if not all(f.is_file() for f in [*run.ift_files(), eft]):
+            say(name, "built (its data is not written yet)")
+            evaluated[name], parent = ("built", run.models / name), None
+        else:
+            settings = m1_settings_for(run, method, m0_ident, eft)
+            status, diff = model_status(run, name, settings)
+            say(name, status + (f": {diff}{needs}" if status == "rebuilt" else ""))
+            evaluated[name], parent = (status, run.models / name), settings
+        for it in range(2, len(cfg.iterate.questions) + 2):
+            name = f"{method}-M{it}"
+            if cfg.iterate.schedule != "fixed":
+                say(name, "questions chosen by probing its parent first: kept or rebuilt is known then")
+                evaluated[name], parent = ("unknown", run.models / name), None
+                continue
+            fresh_file = run.data / "fresh_questions.jsonl"
+            blocks = question_blocks(run) if fresh_file.is_file() else None
+            if parent is None or blocks is None:
+                say(name, "built (what it depends on is not built yet)")
+                evaluated[name], parent = ("built", run.models / name), None
+                continue
+            search, settings = iteration_settings(run, method, it, "", blocks[it - 2], parent_settings=parent)
+            search_dir = run.dir / method / f"it{it}"
+            recorded = recorded_settings(search_dir)
+            done = _lines_in(search_dir / "traces.jsonl")
+            if recorded == flatten(search):
+                searched = f"search kept ({done} of {len(blocks[it - 2])} problems done)"
+            elif recorded is None or not done:
+                searched = "search run"
+            else:
+                searched = f"search rerun: {_why(recorded, search, f'{method}-M{it - 1}')}{needs}"
+            status, _ = model_status(run, name, settings)
+            manifest = run.load_manifest(name) if status == "rebuilt" else None
+            why = _why(manifest.settings, settings, f"{method}-M{it - 1}") if manifest else ""
+            trained = {"kept": "DPO kept", "built": "DPO run"}.get(status, f"DPO rerun: {why}{needs}")
+            say(name, f"{searched}; {trained}")
+            evaluated[name], parent = (status, run.models / name), settings
+    cached = [n for n, (st, model) in evaluated.items() if st == "kept" and _evaluation_kept(run, n, model)]
+    afresh = [n for n in evaluated if n not in cached]
+    say("evaluation", "; ".join(filter(None, [f"kept for {', '.join(cached)}" if cached else "",
+                                              f"afresh for {', '.join(afresh)}" if afresh else ""])))  # fmt: skip
+    return lines
+
+
+def _evaluation_kept(run: Run, name: str, model: Path) -> bool:
+    """Whether evaluate_model would reuse <run>/eval/<name>/ for `model` as it is now (see eval_folder, cached)."""
+    from psrlm.evaluate import eval_settings
+    from psrlm.folders import recorded_extra, recorded_settings
+
+    out = run.dir / "eval" / name
+    metrics = out / "metrics.json"
+    if not metrics.is_file() or not run.eft_test_file().is_file():
+        return False
+    if read_json(metrics).get("settings") != flatten(metrics_settings(run)):
+        return False
+    shots = run.ift()[:3] if name == "M0" else None
+    settings, _ = eval_settings(run.cfg.engine, model, run.cfg.prompts.variant, run.cfg.iterate.eval_max_tokens,
+                                shots, recorded_extra(out), dataclasses.asdict(run.cfg.grading))  # fmt: skip
+    return recorded_settings(out) == flatten(settings)
+
+
+def _why(old: dict, new: dict, parent: str) -> str:
+    """The keys that differ, with a parent's changed fingerprint said in words."""
+    old, new = flatten(old), flatten(new)
+    if old.get("parent") == new.get("parent"):
+        return settings_diff(old, new)
+    rest = settings_diff(
+        {k: v for k, v in old.items() if k != "parent"}, {k: v for k, v in new.items() if k != "parent"}
+    )
+    return f"its parent {parent} is rebuilt" + (f"; {rest}" if rest else "")
+
+
+def _lines_in(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.is_file() else 0
+
+
+def dry_run(cfg: Config, fresh: bool = False, rebuild_m0: bool = False) -> list[str]:
     """What `psrlm iterate` would run, in order, without running anything: the servers each stage starts, the
-    training jobs (`accelerate launch` commands, or in-process stages), the searches and the evaluations."""
+    training jobs (`accelerate launch` commands, or in-process stages), the searches and the evaluations; and,
+    where the run folder exists, which stages its current settings would keep and which they would rebuild."""
     import shlex
 
     from psrlm.engines.servers import MANAGED_KINDS, plan_replicas
     from psrlm.launch import train_command
 
-    run = Run(cfg)
+    run = Run(cfg, fresh=fresh, rebuild_m0=rebuild_m0)
     ec = cfg.engine
-    lines: list[str] = []
+    lines: list[str] = plan_stages(run) + [""] if (run.manifests.is_dir() or run.data.is_dir()) else []
 
     def serve(model: Path, what: str) -> None:
         if ec.kind in MANAGED_KINDS:

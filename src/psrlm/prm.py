@@ -82,7 +82,9 @@ class TokenClassificationPRM:
         if model is None:
             from transformers import AutoModelForTokenClassification
 
-            model = AutoModelForTokenClassification.from_pretrained(str(path))
+            from psrlm.checkpoints import load_pretrained
+
+            model = load_pretrained(AutoModelForTokenClassification, path)
         if tokenizer is None:
             from psrlm.tiny import load_tokenizer
 
@@ -107,7 +109,9 @@ class NextTokenPRM:
         if model is None:
             from transformers import AutoModelForCausalLM
 
-            model = AutoModelForCausalLM.from_pretrained(str(path))
+            from psrlm.checkpoints import load_pretrained
+
+            model = load_pretrained(AutoModelForCausalLM, path)
         if tokenizer is None:
             from psrlm.tiny import load_tokenizer
 

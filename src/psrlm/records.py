@@ -9,6 +9,7 @@ means the file was edited or corrupted and silently skipping it would lose data.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import json
 import logging
@@ -25,6 +26,24 @@ log = logging.getLogger(__name__)
 
 class RecordError(ValueError):
     """A line that is not a valid record; the message names file, line and the problem."""
+
+
+class WriteError(RuntimeError):
+    """A result file that could not be written (disk full, quota, read-only); the message names the file. What
+    was committed before it is intact: a rerun resumes from there."""
+
+
+def disk_reason(e: OSError) -> str:
+    return {errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+            errno.EPERM: "permission denied", errno.ENOSPC: "no space left on the device",
+            errno.EDQUOT: "disk quota exceeded"}.get(e.errno, e.strerror or str(e))  # fmt: skip
+
+
+def _write_error(path: Path, e: OSError) -> WriteError:
+    full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+    fix = "free space (or choose another output folder)" if full else "choose another output folder"
+    return WriteError(f"cannot write {path}: {disk_reason(e)}; what was committed before is kept: {fix} and rerun "
+                      "the same command to resume")  # fmt: skip
 
 
 @dataclass
@@ -189,8 +208,11 @@ def _atomic_write(path: Path, write: Callable[[IO], None], mode: str) -> None:
     """Write via a temp file in the same folder + fsync + rename: readers see the old file or the new one, never
     half. `write` fills the open temp file (opened with `mode`, "w" or "wb")."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _write_error(path, e) from e
     try:
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as fh:
             write(fh)
@@ -198,6 +220,9 @@ def _atomic_write(path: Path, write: Callable[[IO], None], mode: str) -> None:
             os.fsync(fh.fileno())
         os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600; results are ordinary files others may read
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise _write_error(path, e) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -213,15 +238,23 @@ def save_figure(fig, path: Path, dpi: int = 120) -> None:
     _atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight"), "wb")
 
 
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(Path(path), json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+def write_json(path: Path, obj: Any, *, unless_same: bool = False) -> None:
+    _write_text(Path(path), json.dumps(obj, indent=2, ensure_ascii=False) + "\n", unless_same)
 
 
-def write_jsonl(path: Path, records: Iterable[Any]) -> int:
-    """Atomically replace `path` with one JSON object per record; returns the count."""
+def write_jsonl(path: Path, records: Iterable[Any], *, unless_same: bool = False) -> int:
+    """Atomically replace `path` with one JSON object per record; returns the count. `unless_same`: leave a file
+    that already holds exactly this untouched (its time too: data regenerated on every run is not rewritten)."""
     lines = [_dumps(r) for r in records]
-    atomic_write_text(Path(path), "".join(line + "\n" for line in lines))
+    _write_text(Path(path), "".join(line + "\n" for line in lines), unless_same)
     return len(lines)
+
+
+def _write_text(path: Path, text: str, unless_same: bool) -> None:
+    if unless_same and path.is_file() and path.stat().st_size == len(text.encode("utf-8")):
+        if path.read_text(encoding="utf-8") == text:
+            return
+    atomic_write_text(path, text)
 
 
 def _decode_line(raw: bytes, path: Path, lineno: int) -> str:
@@ -277,6 +310,8 @@ def read_problems(path: Path) -> list[Problem]:
     first_line: dict[str, int] = {}
     for i, obj in iter_json_rows(path):
         p = from_dict(Problem, obj, f"{path}:{i}")
+        for key in ("question", "answer"):
+            nonempty(getattr(p, key), f"{path}:{i}", key)
         if p.id in first_line:
             raise RecordError(
                 f"{path}:{i}: problem id {p.id!r} is also on line {first_line[p.id]}; ids must be unique"
@@ -284,6 +319,13 @@ def read_problems(path: Path) -> list[Problem]:
         first_line[p.id] = i
         problems.append(p)
     return problems
+
+
+def nonempty(text: Any, where: str, key: str) -> str:
+    """A question or answer with something in it: an empty string would be searched or graded as if it were one."""
+    if not isinstance(text, str) or not text.strip():
+        raise RecordError(f"{where}: empty {key!r}: every problem needs a question and an answer")
+    return text
 
 
 def check_unique_ids(problems: list[Problem], where: str) -> None:
@@ -313,9 +355,12 @@ class JsonlAppender:
     def __init__(self, path: Path, cls: type | None = None):
         self.path = Path(path)
         self.cls = cls
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._repair_tail()
-        self._fh = open(self.path, "a", encoding="utf-8")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._repair_tail()
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, _FILE_MODE)
+        except OSError as e:
+            raise _write_error(self.path, e) from e
 
     def _repair_tail(self) -> None:
         if not self.path.exists() or self.path.stat().st_size == 0:
@@ -336,20 +381,42 @@ class JsonlAppender:
         return read_jsonl(self.path, self.cls) if self.path.exists() else []
 
     def append(self, *records: Any) -> None:
-        if not records:
+        """Whole lines, fsynced. A write that fails (a full disk) is cut back to where it started, so no half line
+        is left and everything appended before is intact; the error names the file."""
+        if records:
+            self.append_lines([_dumps(r) for r in records])
+
+    def append_lines(self, lines: list[str]) -> None:
+        """`append` of records already serialised (one JSON object per string, no newline)."""
+        if not lines:
             return
-        self._fh.write("".join(_dumps(r) + "\n" for r in records))
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        data = "".join(line + "\n" for line in lines).encode("utf-8")
+        start = os.fstat(self._fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            os.fsync(self._fd)
+        except OSError as e:
+            try:
+                os.ftruncate(self._fd, start)
+            except OSError:
+                pass  # a torn last line is dropped by the next open
+            raise _write_error(self.path, e) from e
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def __enter__(self) -> JsonlAppender:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+JOURNAL_NAME = "inflight.jsonl"
 
 
 class ProblemLog:
@@ -359,6 +426,12 @@ class ProblemLog:
     `commit` appends the items first, then the trace: a problem counts as done only once its trace is on disk.
     On reopen, items whose problem has no trace (a kill between the two appends) are dropped, so a rerun never
     duplicates or loses a record.
+
+    Problems still in flight can be saved as they go (`journal`, e.g. one entry per search round): entries are
+    appended to `<dir>/inflight.jsonl` and read back on reopen as `inflight` ({problem id: its entries, in order},
+    problems already committed left out), so a rerun continues each problem where it stopped. A problem's entries
+    are dropped once it commits: the journal is compacted when it holds more of the committed than the live,
+    rewritten on reopen, and removed when nothing is in flight.
     """
 
     def __init__(self, out_dir: Path, trace_cls: type, item_cls: type | None = None, items: str = "pairs"):
@@ -390,6 +463,52 @@ class ProblemLog:
                 )
                 write_jsonl(self.items_path, keep)
         self._items = JsonlAppender(self.items_path, item_cls)
+        self.journal_path = self.dir / JOURNAL_NAME
+        self._journal: JsonlAppender | None = None
+        self._live: dict[str, list[str]] = {}  # problem id -> its journal lines, in order
+        self._live_bytes = self._dead_bytes = 0
+        self.inflight: dict[str, list[dict]] = {}
+        if self.journal_path.exists():
+            JsonlAppender(self.journal_path).close()  # repair a torn tail first (a kill mid-round)
+            for i, obj in iter_json_rows(self.journal_path):
+                pid = obj.get("problem_id")
+                if not isinstance(pid, str):
+                    raise RecordError(f"{self.journal_path}:{i}: a journal entry needs its problem_id")
+                if pid not in self.done:
+                    self.inflight.setdefault(pid, []).append(obj)
+                    self._live.setdefault(pid, []).append(_dumps(obj))
+            self._compact()
+
+    def journal(self, entries: list[dict]) -> None:
+        """Save the state of problems still in flight (each entry names its `problem_id`), one fsync for all."""
+        if not entries:
+            return
+        lines = [_dumps(e) for e in entries]
+        if self._journal is None:
+            self._journal = JsonlAppender(self.journal_path)
+        self._journal.append_lines(lines)
+        for e, line in zip(entries, lines, strict=True):
+            self._live.setdefault(e["problem_id"], []).append(line)
+            self._live_bytes += len(line) + 1
+
+    def _forget(self, pid: str) -> None:
+        gone = sum(len(line) + 1 for line in self._live.pop(pid, []))
+        self._live_bytes -= gone
+        self._dead_bytes += gone
+        if self._dead_bytes > max(self._live_bytes, 1 << 20):
+            self._compact()
+
+    def _compact(self) -> None:
+        """Rewrite the journal with the entries of problems still in flight (atomically), or remove it."""
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        lines = [line for pid_lines in self._live.values() for line in pid_lines]
+        if lines:
+            atomic_write_text(self.journal_path, "".join(line + "\n" for line in lines))
+        else:
+            self.journal_path.unlink(missing_ok=True)
+        self._live_bytes, self._dead_bytes = sum(len(line) + 1 for line in lines), 0
 
     def items(self) -> list:
         return read_jsonl(self.items_path, self.item_cls)
@@ -404,10 +523,17 @@ class ProblemLog:
         self._traces.append(trace)
         self.traces.append(trace)
         self.done.add(trace.problem_id)
+        if trace.problem_id in self._live:
+            self._forget(trace.problem_id)
 
     def close(self) -> None:
         self._items.close()
         self._traces.close()
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        if not self._live and self.journal_path.exists():
+            self.journal_path.unlink()  # nothing in flight: every problem of the journal committed
         self._lock.release()
 
     def __enter__(self) -> ProblemLog:

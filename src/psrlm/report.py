@@ -14,6 +14,7 @@ PSRLM Mn beat M1, and beat SRLM's change?" gets a number with its uncertainty.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import statistics
@@ -44,7 +45,9 @@ def deltas(summary: dict, split: str) -> dict[str, float]:
     for method in ("psrlm", "srlm"):
         last = last_iteration(models, method)
         if last and f"{method}-M1" in models:
-            out[method] = models[last][split]["accuracy"] - models[f"{method}-M1"][split]["accuracy"]
+            first, end = models[f"{method}-M1"][split]["accuracy"], models[last][split]["accuracy"]
+            if first is not None and end is not None:  # nothing measured on a side: no change to report
+                out[method] = end - first
     return out
 
 
@@ -57,7 +60,7 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
 
 
 def science_check(run_dirs: list[Path]) -> dict:
-    summaries = [load_summary(d) for d in run_dirs]
+    summaries = [{"models": collect(d)["models"]} for d in run_dirs]  # current results only, never stale ones
     result: dict = {"runs": [str(d) for d in run_dirs]}
     for split in ("test", "hard"):
         per_seed = [deltas(s, split) for s in summaries]
@@ -128,11 +131,13 @@ def _method(name: str) -> str | None:
 
 
 def collect(run_dir: Path) -> dict:
-    """Everything the report shows for one run: {models: {name: metrics}, tts, appendix_b, timings_s, wall_s}.
+    """Everything the report shows for one run: {models: {name: metrics}, stale: {name: why}, tts, appendix_b,
+    timings_s, wall_s}.
 
     Model metrics come from `eval/<name>.json` (written by `psrlm iterate` / `psrlm eval`), per-benchmark results
     from `eval/<name>/summary.json`, pair precision and search statistics from `manifests/<name>.json`; a run
-    with only a `summary.json` (older runs) still renders."""
+    with only a `summary.json` (older runs) still renders. Results that no longer belong to the run's current
+    models (see `staleness`) are left out of `models` and listed in `stale` with the reason."""
     run_dir = Path(run_dir)
     summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {}
     names = set(summary.get("models", {}))
@@ -142,8 +147,11 @@ def collect(run_dir: Path) -> dict:
     if not names:
         raise FileNotFoundError(f"{run_dir}: no summary.json, manifests/ or eval/ results: run `psrlm iterate` or "
                                 "`psrlm eval` for it first")  # fmt: skip
+    stale = staleness(run_dir, names, summary.get("models", {}))
     models: dict = {}
     for name in sorted(names, key=lambda n: (_method(n) or "", _iteration(n) is None, _iteration(n) or 0, n)):
+        if name in stale:
+            continue
         m = dict(summary.get("models", {}).get(name, {}))
         for ev in (run_dir / "eval" / f"{name}.json", run_dir / "eval" / name / "metrics.json"):
             if ev.exists():
@@ -169,12 +177,67 @@ def collect(run_dir: Path) -> dict:
             m["tts"] = read_json(tts)
         models[name] = m
     appendix_b = run_dir / "eval" / "appendix_b.json"
+    ab = read_json(appendix_b) if appendix_b.exists() else None
+    if ab and {Path(ab.get("pair_judge", "")).name, Path(ab.get("scorer", "")).name} & set(stale):
+        stale["appendix B"] = "made with a model that is stale"
+        ab = None
     return {
         "models": models,
-        "appendix_b": read_json(appendix_b) if appendix_b.exists() else None,
+        "stale": stale,
+        "appendix_b": ab,
         "timings_s": summary.get("timings_s", {}),
         "wall_s": summary.get("wall_s"),
     }
+
+
+def staleness(run_dir: Path, names: set[str], summarised: dict) -> dict[str, str]:
+    """{name: why} for every result that no longer belongs to the run's current models, judged only on evidence
+    the run holds (a run from before these records shows as it is):
+    - a model whose manifest names its folder, and that folder is gone (moved to replaced/ by --fresh);
+    - a model whose parent's manifest is gone, or records other settings than the fingerprint its child was made
+      from (the parent was rebuilt), and everything downstream of a stale model;
+    - an evaluation whose folder records a model (path and hash) that is gone or has other weights now;
+    - a number in summary.json whose evaluation folder is gone (in a run whose evaluations record their model)."""
+    from psrlm.folders import SETTINGS_NAME, fingerprint, model_identity
+
+    stale: dict[str, str] = {}
+    gone: set[str] = set()  # models that are not the run's current ones (their children are not either)
+    manifests = {n: read_json(run_dir / "manifests" / f"{n}.json") for n in names
+                 if (run_dir / "manifests" / f"{n}.json").exists()}  # fmt: skip
+    stamped = any((run_dir / "eval").glob(f"*/{SETTINGS_NAME}"))
+    for name in sorted(names, key=lambda n: (_iteration(n) or 0, n)):  # parents before their children
+        method, it = _parse_name(name)
+        man = manifests.get(name)
+        if man is not None and man.get("model_path") and not (run_dir / "models" / name).is_dir():
+            stale[name] = "its model is gone from models/ (moved to replaced/ by --fresh?)"
+            gone.add(name)
+            continue
+        parent_fp = ((man or {}).get("settings") or {}).get("parent")
+        if parent_fp and method and it and it > 1:
+            parent = f"{method}-M{it - 1}"
+            why = ("was replaced" if parent not in manifests
+                   else "was rebuilt since, with other settings"
+                   if fingerprint(manifests[parent].get("settings") or {}) != parent_fp
+                   else "is not current" if parent in gone else None)  # fmt: skip
+            if why:
+                stale[name] = f"its parent {parent} {why}"
+                gone.add(name)
+                continue
+        stamp = run_dir / "eval" / name / SETTINGS_NAME
+        if stamp.exists():
+            record = read_json(stamp)
+            sha = (record.get("settings") or {}).get("model.sha256")
+            known = (record.get("extra") or {}).get("model") or {}
+            own = run_dir / "models" / name
+            model = own if own.is_dir() else Path(known["path"]) if known.get("path") else None
+            if sha and model is not None:
+                if not model.is_dir():
+                    stale[name] = f"its evaluation belongs to {model}, which is gone"
+                elif model_identity(model, known) != sha:
+                    stale[name] = f"its evaluation was made from other weights than {model} holds now"
+        elif stamped and name in summarised:
+            stale[name] = "its evaluation was moved aside (replaced/) and not redone yet"
+    return stale
 
 
 def judge_label(name: str, manifest: dict | None) -> str:
@@ -286,11 +349,13 @@ def table_steps(models: dict) -> str:
         for b in benches:
             s = m["benchmarks"].get(b)
             tok = s.get("mean_step_tokens") if s else None
-            cells.append(
-                "-"
-                if not s
-                else f"{s['mean_steps']:.2f} / " + (f"{tok:.1f}" if tok else f"{s['mean_step_chars']:.0f}c")
-            )
+            if not s or s.get("mean_steps") is None:
+                cells.append("-")
+            else:
+                cells.append(
+                    f"{s['mean_steps']:.2f} / "
+                    + (f"{tok:.1f}" if tok else _fmt(s.get("mean_step_chars"), ".0f") + "c")
+                )
         rows.append([name, *cells])
     return _table(["model", *(f"{b} steps / len" for b in benches)], rows)
 
@@ -400,6 +465,8 @@ def plot_run(collected: dict, out_dir: Path) -> list[Path]:
         ax.xaxis.get_major_locator().set_params(integer=True)
 
     benches = _benchmark_names(models)
+    if not benches:  # nothing evaluated yet: no accuracy, judge or step plots to draw
+        return written
     fig, axes = plt.subplots(1, len(benches), figsize=(4.2 * len(benches), 3.4), squeeze=False)
     for ax, b in zip(axes[0], benches, strict=True):
         n = _common_n(models, b)
@@ -471,7 +538,10 @@ def report_run(run_dir: Path, plots_dir: Path | None = None) -> str:
     oracle = [judge_label(n, m.get("manifest")) for n, m in models.items() if judge_label(n, m.get("manifest")) != n]
     warning = (f"**Science run: {len(oracle)} model(s) trained on pairs judged by the arith oracle, not by the model "
                f"itself: {', '.join(oracle)}. That is not the self-rewarding method.**\n") if oracle else ""  # fmt: skip
-    parts = [f"# Report: {run_dir}\n", warning, "## Table 1: greedy accuracy per benchmark\n", table_accuracy(models),
+    evaluated = any(m.get("benchmarks") for m in models.values())
+    nothing = "" if evaluated else ("No model of this run has been evaluated yet: `psrlm iterate` evaluates each "
+                                    "model once it is trained, `psrlm eval` evaluates one now.\n")  # fmt: skip
+    parts = [f"# Report: {run_dir}\n", warning, nothing, "## Table 1: greedy accuracy per benchmark\n", table_accuracy(models),
              "\n## Table 2: M1 → Mn change\n", table_deltas(models),
              "\n## Table 3: judge accuracy on the EFT test split\n", table_judge(models)]  # fmt: skip
     if kinds := table_judge_kinds(models):
@@ -482,6 +552,10 @@ def report_run(run_dir: Path, plots_dir: Path | None = None) -> str:
                         ("PPD pairs per iteration", table_pairs(models))):  # fmt: skip
         if text:
             parts += [f"\n## {title}\n", text]
+    if c["stale"]:
+        parts += ["\n## Stale results (not in the tables above)\n",
+                  _table(["result", "why it is stale"], [[n, why] for n, why in c["stale"].items()]),
+                  "\nRerun `psrlm iterate` with the run's recipe to rebuild and evaluate them."]  # fmt: skip
     if c["timings_s"]:
         timings = ", ".join(f"{k} {v:.0f}s" for k, v in c["timings_s"].items())
         parts.append(f"\nwall {c['wall_s'] or 0:.0f}s — {timings}")
@@ -500,19 +574,45 @@ def report(run_dirs: list[Path], out: Path | None = None, plots: bool = True) ->
     run_dirs = [Path(d) for d in run_dirs]
     if len(run_dirs) == 1:
         out = Path(out) if out else run_dirs[0] / "report.md"
-        text = report_run(run_dirs[0], plots_dir=out.parent / f"{out.stem}_plots" if plots else None)
-        atomic_write_text(out, text)
+        with _writing_into(run_dirs[0], out):
+            text = report_run(run_dirs[0], plots_dir=out.parent / f"{out.stem}_plots" if plots else None)
+            atomic_write_text(out, text)
         return text
     from psrlm.iterate import format_table
 
     parts = []
     for d in run_dirs:
-        s = load_summary(d)
-        parts.append(f"## {d}\n\n{format_table(s['models'])}\n")
+        load_summary(d)  # a folder that holds no run is named at once
+        parts.append(f"## {d}\n\n{format_table(collect(d)['models'])}\n")
     sc = science_check(run_dirs)
     parts.append("## Science check: M1 → Mn accuracy change, mean ± 95 % CI over seeds\n\n" + format_science(sc))
     text = "\n".join(parts) + "\n"
     if out:
-        write_json(Path(out).with_suffix(".json"), sc)
-        atomic_write_text(Path(out), text)
+        with contextlib.ExitStack() as held:
+            for d in run_dirs:
+                held.enter_context(_writing_into(d, Path(out)))
+            write_json(Path(out).with_suffix(".json"), sc)
+            atomic_write_text(Path(out), text)
     return text
+
+
+@contextlib.contextmanager
+def _writing_into(run_dir: Path, out: Path):
+    """The run's writer lock while a report is written inside it (report.md, report_plots/): a run another
+    process is writing (`psrlm iterate`) is not written into; one line names the holder. Outside it: no lock."""
+    from psrlm.folders import FolderError, FolderLock
+
+    try:
+        Path(out).resolve().relative_to(Path(run_dir).resolve())
+    except ValueError:
+        yield
+        return
+    lock = FolderLock(run_dir, "report")
+    try:
+        lock.acquire()
+    except FolderError as e:
+        raise FolderError(f"{e}; or write the report elsewhere: psrlm report {run_dir} --out FILE") from None
+    try:
+        yield
+    finally:
+        lock.release()

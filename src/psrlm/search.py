@@ -11,9 +11,11 @@ have the same text are not a tie (nothing was judged): that step is accepted wit
 
 All active problems advance together: one engine call generates every active problem's candidates, one engine
 call runs every judgment. That batching is where the speed comes from (see `psrlm bench`). Finished problems are
-committed to `traces.jsonl` / `pairs.jsonl` as they finish; a rerun skips them. Each round's samples are seeded by
-(search seed, problem id, step, attempt), so a resumed search draws exactly what an uninterrupted one would have,
-whichever other problems are active beside it.
+committed to `traces.jsonl` / `pairs.jsonl` as they finish; a rerun skips them. Problems still in flight are saved
+after every round (`inflight.jsonl`: the round's record, the steps and pairs so far, the trace's counters), so a
+kill loses at most the round in progress and a rerun continues each problem where it stopped. Each round's samples
+are seeded by (search seed, problem id, step, attempt), so a resumed search draws exactly what an uninterrupted one
+would have, whichever other problems are active beside it.
 
 A problem whose step or judge prompt no longer fits the model's context stops there (stop_reason "context",
 counted in the summary as `context_stops`): nothing is cut to fit.
@@ -21,6 +23,7 @@ counted in the summary as `context_stops`): nothing is cut to fit.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -30,7 +33,7 @@ from psrlm.configs import SearchConfig
 from psrlm.engines.base import Engine, GenParams, seed_of
 from psrlm.judge import Judgment, parse_verdict, plan_pairs, score_candidates, unique_candidates
 from psrlm.prompts import Prompts, judge_target_tag
-from psrlm.records import PreferencePair, Problem, ProblemLog, SearchTrace, check_unique_ids
+from psrlm.records import PreferencePair, Problem, ProblemLog, RecordError, SearchTrace, check_unique_ids, from_dict
 from psrlm.steps import STEP_STOP, clean_candidate, final_answer, is_final
 
 EXPLANATION_CHARS = 2000  # a judge explanation kept in a trace is cut here: traces of runaway text stay small
@@ -95,17 +98,22 @@ def run_search(
     check_unique_ids(problems, "search problems")
     log = ProblemLog(out_dir, SearchTrace, PreferencePair) if out_dir is not None else None
     done_ids = log.done if log else set()
-    queue = deque(p for p in problems if p.id not in done_ids)
+    by_id = {p.id: p for p in problems}
+    # problems a killed run left in flight continue where they stopped, in the order they were active
+    active = [_replay(by_id[pid], entries, log.journal_path) for pid, entries in (log.inflight if log else {}).items()
+              if pid in by_id and pid not in done_ids]  # fmt: skip
+    resumed = {st.problem.id for st in active}
+    queue = deque(p for p in problems if p.id not in done_ids and p.id not in resumed)
     new_traces: list[SearchTrace] = []
     new_pairs: list[PreferencePair] = []
     failed: list[str] = []
-    bar = _progress(len(problems), len(problems) - len(queue), progress)
-    active: list[_State] = []
+    bar = _progress(len(problems), len(problems) - len(queue) - len(active), progress)
     try:
         while queue or active:
             while queue and len(active) < cfg.max_active:
                 p = queue.popleft()
                 active.append(_State(p, SearchTrace(problem_id=p.id, steps=[])))
+            pairs_before = [len(st.pairs) for st in active]
             _advance(active, engine, judge_engine, prompts, cfg, iteration)
             for st in [s for s in active if s.done]:
                 if st.failed:  # a request failed: nothing of this problem is kept; a rerun searches it again
@@ -120,6 +128,8 @@ def run_search(
                 new_traces.append(st.trace)
                 new_pairs += made
                 bar.update(1)
+            if log:  # the round of every problem still in flight, saved before the next one starts
+                log.journal([_journal_entry(st, n) for st, n in zip(active, pairs_before, strict=True) if not st.done])
             active = [s for s in active if not s.done]
             _postfix(bar, new_traces, new_pairs)
     finally:
@@ -129,6 +139,41 @@ def run_search(
     if log:  # everything on disk, earlier runs included, in problem order
         return SearchResult(log.ordered_traces(problems), log.items(), failed)
     return SearchResult(new_traces, new_pairs, failed)
+
+
+_COUNTERS = ("rollbacks", "ties", "judge_calls", "no_verdicts", "gen_tokens", "capped", "rounds_used", "finished",
+             "stop_reason", "final_answer")  # fmt: skip
+
+
+def _journal_entry(st: _State, pairs_before: int) -> dict:
+    """One round of a problem still in flight: the round's record, the steps, the pairs it added (if it accepted a
+    step) and the trace's counters: what `_replay` needs to continue it exactly."""
+    tr = st.trace
+    entry = {"problem_id": st.problem.id, "rounds": len(tr.rounds), "round": tr.rounds[-1] if tr.rounds else None,
+             "steps": list(st.steps), "pairs": len(st.pairs), "trace": {k: getattr(tr, k) for k in _COUNTERS}}  # fmt: skip
+    if len(st.pairs) > pairs_before:
+        entry["made"] = [dataclasses.asdict(p) for p in st.pairs[-1]]
+    return entry
+
+
+def _replay(problem: Problem, entries: list[dict], where: Path) -> _State:
+    """A problem's search state rebuilt from its journal entries (one per round it ran)."""
+    st = _State(problem, SearchTrace(problem_id=problem.id, steps=[]))
+    for e in entries:
+        if e.get("round") is not None:
+            st.trace.rounds.append(e["round"])
+        if len(st.trace.rounds) != e.get("rounds"):
+            raise RecordError(f"{where}: the rounds of problem {problem.id!r} do not follow each other (a round "
+                              "missing or repeated); remove the file to search its problems from the start")  # fmt: skip
+        for k, v in e["trace"].items():
+            setattr(st.trace, k, v)
+        st.steps = list(e["steps"])
+        if "made" in e:  # this round accepted a step: the pairs it made (none: a step accepted without one)
+            made = [from_dict(PreferencePair, p, str(where)) for p in e["made"]]
+            st.pairs = st.pairs[: e["pairs"] - 1] + [made]
+        else:  # a rollback dropped the last one, or nothing changed
+            st.pairs = st.pairs[: e["pairs"]]
+    return st
 
 
 def _check(cfg: SearchConfig) -> None:

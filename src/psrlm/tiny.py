@@ -128,7 +128,9 @@ def load_model(path: str | Path, device: str = "cpu", dtype: str = "float32"):
     from transformers import AutoModelForCausalLM
 
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
+    from psrlm.checkpoints import load_pretrained
+
+    model = load_pretrained(AutoModelForCausalLM, path, dtype=torch_dtype)
     return model.to(device).eval()
 
 

@@ -283,16 +283,19 @@ def _load(args, model_dir: Path, ref_dir: Path | None = None, ref_dtype=None, au
     import torch
     from transformers import AutoModelForCausalLM
 
+    from psrlm.checkpoints import load_pretrained
     from psrlm.footprint import host_memory, param_bytes
 
     # `args` is unused here but must be alive during the loads: it holds the DeepSpeed config the loads read
-    auto_class = auto_class or AutoModelForCausalLM
     load = {"rank": int(os.environ.get("RANK", "0"))}
     with host_memory(load):
-        model = auto_class.from_pretrained(str(model_dir), dtype=torch.float32, **kwargs)
+        if auto_class is None:  # a checkpoint loaded as what it was saved as: its config must describe its weights
+            model = load_pretrained(AutoModelForCausalLM, model_dir, dtype=torch.float32)
+        else:  # a new head on the checkpoint's backbone (a PRM)
+            model = auto_class.from_pretrained(str(model_dir), dtype=torch.float32, **kwargs)
         ref = None
         if ref_dir is not None:
-            ref = AutoModelForCausalLM.from_pretrained(str(ref_dir), dtype=ref_dtype or torch.float32)
+            ref = load_pretrained(AutoModelForCausalLM, ref_dir, dtype=ref_dtype or torch.float32)
     load.update(param_bytes(model, *([ref] if ref is not None else [])))
     return model, ref, load
 

@@ -46,10 +46,10 @@ class HFEngine:
         if model is None:
             from transformers import AutoModelForCausalLM
 
-            from psrlm.checkpoints import resolve_model
+            from psrlm.checkpoints import load_pretrained, resolve_model
 
             model_path = resolve_model(model_path)
-            model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=self.dtype)
+            model = load_pretrained(AutoModelForCausalLM, model_path, dtype=self.dtype)
         self.model = model.to(self.device, dtype=self.dtype).eval()
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_path)
         if self.tokenizer.padding_side != "left":

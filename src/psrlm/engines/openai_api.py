@@ -65,6 +65,20 @@ def _context_overflow(status: int, detail: str) -> _ContextOverflow | None:
     return _ContextOverflow(int(limit.group(1)) if limit else None, n_prompt)
 
 
+def is_html(body: bytes, content_type: str = "") -> bool:
+    return "html" in content_type.lower() or body.lstrip()[:1] == b"<"
+
+
+def describe_body(body: bytes, content_type: str = "") -> str:
+    """What a server answered instead of JSON, in a few words: an HTML page by its title, else its first bytes."""
+    text = body.decode("utf-8", errors="replace")
+    if is_html(body, content_type):
+        title = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+        what = f" titled {' '.join(title.group(1).split())[:80]!r}" if title else ""
+        return f"an HTML page{what} ({len(body)} bytes)"
+    return repr(" ".join(text.split())[:120])
+
+
 def _run_all(fn, items: list, workers: int) -> list:
     """fn over items on daemon threads; the caller's wait can be interrupted (Ctrl-C) without waiting for
     requests in flight: daemon threads do not hold the interpreter at exit, unlike ThreadPoolExecutor's."""
@@ -164,21 +178,30 @@ class OpenAIEngine:
             req = urllib.request.Request(url, data=data, headers=headers, method="POST")
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                    raw = resp.read()
+                    raw, ctype = resp.read(), resp.headers.get("Content-Type", "")
                 try:
                     answer = json.loads(raw.decode("utf-8"))
                 except UnicodeDecodeError:
                     last = f"an answer that is not UTF-8 from {url} ({len(raw)} bytes)"
+                except json.JSONDecodeError:
+                    last = f"an answer that is not JSON from {url}: {self._redact(describe_body(raw, ctype))}"
+                    if is_html(raw, ctype):  # a web page, not an API: asking again will not change it
+                        raise EngineError(
+                            f"{last}; is engine.base_urls an OpenAI-compatible API (ending in /v1)?"
+                        ) from None
                 else:
                     if isinstance(answer, dict):
                         return answer
                     last = f"an answer that is not a JSON object from {url}: {self._redact(str(answer))[:120]}"
             except urllib.error.HTTPError as e:
-                detail = self._redact(e.read(4096).decode(errors="replace"))
+                body = e.read(4096)
+                detail = self._redact(body.decode(errors="replace"))
                 overflow = _context_overflow(e.code, detail)
                 if overflow is not None:
                     raise overflow from None
-                last = f"HTTP {e.code} from {url}: {detail[:200]}"
+                ctype = e.headers.get("Content-Type", "") if e.headers else ""
+                shown = describe_body(body, ctype) if is_html(body, ctype) else detail[:200]
+                last = f"HTTP {e.code} from {url}: {self._redact(shown)}"
                 if e.code not in RETRY_STATUS:
                     raise EngineError(last) from None
             except (
@@ -186,7 +209,6 @@ class OpenAIEngine:
                 http.client.HTTPException,  # a broken answer: bad status line, connection cut mid-body
                 TimeoutError,
                 ConnectionError,
-                json.JSONDecodeError,
             ) as e:
                 last = self._redact(f"{type(e).__name__} from {url}: {getattr(e, 'reason', e)}")
             if attempt < self.max_retries:

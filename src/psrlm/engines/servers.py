@@ -37,6 +37,7 @@ from pathlib import Path
 
 from psrlm.configs import LOCAL_HOSTS
 from psrlm.engines.base import Completion, EngineStats, GenParams
+from psrlm.engines.openai_api import describe_body
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,7 @@ def wait_ready(replica: Replica, served_name: str, timeout_s: float, sanity: dic
     """Healthy, serving *this* checkpoint, and answering: /health, then /v1/models lists `served_name`, then one
     completion. Polls with a total deadline; a process that exits, or no readiness in time, raises with the log."""
     deadline = time.monotonic() + timeout_s
-    stage = "health"
+    stage, last = "health", ""
     while time.monotonic() < deadline:
         if not replica.alive():
             code = replica.proc.returncode if replica.proc else None
@@ -166,7 +167,12 @@ def wait_ready(replica: Replica, served_name: str, timeout_s: float, sanity: dic
                 _get(replica.root + "/health")
                 stage = "models"
             if stage == "models":
-                ids = [m.get("id") for m in json.loads(_get(replica.root + "/v1/models")).get("data", [])]
+                raw = _get(replica.root + "/v1/models")
+                try:
+                    ids = [m.get("id") for m in json.loads(raw).get("data", [])]
+                except (ValueError, AttributeError):
+                    last = f"/v1/models answered {describe_body(raw)}, not a model list"
+                    raise ValueError(last) from None
                 if served_name not in ids:
                     raise ServerError(f"server on port {replica.port} serves {ids}, not {served_name!r}")
                 stage = "sanity"
@@ -178,10 +184,11 @@ def wait_ready(replica: Replica, served_name: str, timeout_s: float, sanity: dic
                     return
         except ServerError:
             raise
-        except (OSError, ValueError):
-            pass
+        except (OSError, ValueError) as e:
+            last = str(e)
         time.sleep(0.5)
-    raise ServerError(f"server on port {replica.port} not ready after {timeout_s:.0f} s (stuck at {stage}); log "
+    why = f": {last[:200]}" if last else ""
+    raise ServerError(f"server on port {replica.port} not ready after {timeout_s:.0f} s (stuck at {stage}{why}); log "
                       f"{replica.log_path}:\n{replica.tail()}")  # fmt: skip
 
 

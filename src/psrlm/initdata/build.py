@@ -119,7 +119,8 @@ def pool_blocks(cfg: Config, train: list[Problem]) -> dict[str, list[Problem]]:
 
 
 def build_arith_data(cfg: Config) -> dict[str, Path]:
-    """Write problems, IFT and EFT files; returns name -> path. Deterministic in the config, so reruns agree."""
+    """Write problems, IFT and EFT files; returns name -> path. Deterministic in the config, so reruns agree: a
+    file that already holds what would be written is left as it is."""
     out = data_dir(cfg)
     paths: dict[str, Path] = {}
     splits = arith_splits(cfg)
@@ -128,10 +129,10 @@ def build_arith_data(cfg: Config) -> dict[str, Path]:
     ladder = arith_levels(cfg, splits, valid + valid_hard)
     for name, problems in {**splits, "valid": valid, "valid_hard": valid_hard, **ladder}.items():
         paths[f"arith_{name}"] = out / f"arith_{name}.jsonl"
-        write_jsonl(paths[f"arith_{name}"], problems)
+        write_jsonl(paths[f"arith_{name}"], problems, unless_same=True)
     blocks = pool_blocks(cfg, splits["train"])
     paths["fresh"] = out / "fresh_questions.jsonl"
-    write_jsonl(paths["fresh"], blocks["fresh"])
+    write_jsonl(paths["fresh"], blocks["fresh"], unless_same=True)
 
     ift = arith_ift(blocks["ift"])
     for sol, p in zip(ift, blocks["ift"], strict=True):
@@ -143,12 +144,16 @@ def build_arith_data(cfg: Config) -> dict[str, Path]:
             sol.meta["question"] = p.question
         ift += g_solutions
     paths["ift"] = out / "ift.jsonl"
-    write_jsonl(paths["ift"], ift)
+    write_jsonl(paths["ift"], ift, unless_same=True)
 
     paths["eft_train"] = out / "eft_train.jsonl"
-    write_jsonl(paths["eft_train"], build_eft(blocks["eft_train"], cfg.data.eft_train, cfg.arith.seed))
+    write_jsonl(
+        paths["eft_train"], build_eft(blocks["eft_train"], cfg.data.eft_train, cfg.arith.seed), unless_same=True
+    )
     paths["eft_test"] = out / "eft_test.jsonl"
-    write_jsonl(paths["eft_test"], build_eft(blocks["eft_test"], cfg.data.eft_test, cfg.arith.seed + 1))
+    write_jsonl(
+        paths["eft_test"], build_eft(blocks["eft_test"], cfg.data.eft_test, cfg.arith.seed + 1), unless_same=True
+    )
     return paths
 
 

@@ -21,7 +21,7 @@ import random
 import re
 from pathlib import Path
 
-from psrlm.records import Problem, RecordError, iter_json_rows, read_problems, require
+from psrlm.records import Problem, RecordError, iter_json_rows, nonempty, read_problems, require
 
 _LAYOUT = re.compile(r"[\s$]+")
 
@@ -53,11 +53,14 @@ def read_pool(cfg) -> tuple[list[Problem], dict]:
         for lineno, row in iter_json_rows(path):
             where = f"{path}:{lineno}"
             answer = row.get("answer") or (find_boxed(require(row, "solution", where)) or [None])[-1]
-            if answer is None:  # no gold anywhere in the row: left out and counted
+            if (
+                answer is None or not str(answer).strip()
+            ):  # no gold anywhere in the row (or \boxed{}): left out, counted
                 skipped += 1
                 continue
-            problems.append(Problem(str(row.get("unique_id") or f"math-{lineno:05d}"), require(row, "problem", where),
-                                    str(answer), "math-train"))  # fmt: skip
+            question = nonempty(require(row, "problem", where), where, "problem")
+            problems.append(Problem(str(row.get("unique_id") or f"math-{lineno:05d}"), question, str(answer),
+                                    "math-train"))  # fmt: skip
     elif d.questions == "gsm8k":
         for lineno, row in iter_json_rows(path):
             where = f"{path}:{lineno}"
@@ -65,9 +68,8 @@ def read_pool(cfg) -> tuple[list[Problem], dict]:
                 answer = gold_answer(row, "gsm8k")
             except (KeyError, ValueError) as e:
                 raise RecordError(f"{where}: {e}") from None
-            problems.append(
-                Problem(f"gsm8k-train-{lineno:05d}", require(row, "question", where), answer, "gsm8k-train")
-            )
+            question = nonempty(require(row, "question", where), where, "question")
+            problems.append(Problem(f"gsm8k-train-{lineno:05d}", question, answer, "gsm8k-train"))
     else:
         rows = list(iter_json_rows(path))
         if rows and {"id", "question", "answer", "source"} <= set(rows[0][1]):  # psrlm Problem records
@@ -80,7 +82,8 @@ def read_pool(cfg) -> tuple[list[Problem], dict]:
                     raise RecordError(f"{where}: no answer: the row needs a non-empty {d.answer_field!r} "
                                       f"(data.answer_field; fields present: {sorted(row)})")  # fmt: skip
                 pid = str(row.get(d.id_field) or f"{path.stem}-{lineno:06d}")
-                problems.append(Problem(pid, require(row, d.question_field, where), str(answer), path.stem))
+                question = nonempty(require(row, d.question_field, where), where, d.question_field)
+                problems.append(Problem(pid, question, str(answer), path.stem))
     if not problems:
         raise RecordError(f"{path}: no questions (data.questions)")
     return problems, {"read": len(problems) + skipped, "no_answer": skipped}
