@@ -202,7 +202,7 @@ def train_settings(tc) -> dict:
     ran it, not what it built (a run moved between a bf16 CPU and an fp32 one still resumes)."""
     # a setting added later counts only when it leaves its default, so runs made before it still resume
     return {k: v for k, v in dataclasses.asdict(tc).items()
-            if k not in ("bf16", "logging_steps", "save_steps", "gradient_checkpointing")
+            if k not in ("bf16", "logging_steps", "save_steps", "gradient_checkpointing", "padding_free")
             and not (k == "nll_weight" and v == 0)}  # fmt: skip
 
 

@@ -152,6 +152,14 @@ def _length_plan(lengths: list[int], tc: TrainConfig, model_max: int) -> tuple[i
     return limit, cut
 
 
+def _padding_free(tc: TrainConfig, cut: int) -> bool:
+    """train.padding_free: "auto" = on when no example needs truncating (TRL does not truncate padding-free batches)."""
+    if tc.padding_free is True and cut:
+        raise ValueError(f"padding_free=true, but {cut} examples are longer than max_length and would need truncating; "
+                         "set padding_free to auto or false, or raise max_length")  # fmt: skip
+    return not cut if tc.padding_free == "auto" else bool(tc.padding_free)
+
+
 def _whole(p):
     """A context in which parameter `p` holds its whole tensor: one that ZeRO-3 partitioned (`ds_id`; outside a
     gather it is `torch.empty(0)`) is gathered from every rank, which is a collective: every rank must enter it, for
@@ -330,8 +338,11 @@ def _run_sft(
     tok, max_position, save_dtype = _model_facts(model_dir)
     lengths = [len(tok(r.get("text") or r["prompt"] + r["completion"])["input_ids"]) + 1 for r in rows]
     max_length, cut = _length_plan(lengths, tc, max_position)
+    free = _padding_free(tc, cut)
     work = trainer_dir(Path(out_dir), tc, config_key(model_dir, rows))
-    args = SFTConfig(**_common_args(tc, work, report), max_length=max_length, **sft_args)
+    # padding-free batches are never truncated by TRL: they hold only examples that fit (checked above)
+    args = SFTConfig(**_common_args(tc, work, report), max_length=None if free else max_length, padding_free=free,
+                     **sft_args)  # fmt: skip
     model, _, load = _load(args, model_dir)  # after the config: see _load
     trainer = SFTTrainer(
         model=model,
@@ -344,7 +355,8 @@ def _run_sft(
     start = time.time()
     resume = _resume_point(work)
     trainer.train(resume_from_checkpoint=resume)
-    info = {"stage": stage, "examples": len(rows), "max_length": max_length, "truncated": cut, "resumed_from": resume}
+    info = {"stage": stage, "examples": len(rows), "max_length": max_length, "truncated": cut, "resumed_from": resume,
+            "padding_free": free}  # fmt: skip
     info["wall_s"] = time.time() - start
     info["tokens"] = sum(lengths)
     return _finish(trainer, tok, Path(out_dir), info, tc.lora, _save_dtype(tc, save_dtype), probe, load)
