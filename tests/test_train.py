@@ -201,19 +201,17 @@ def test_dpo_max_length_counts_tokens_of_both_sides(tiny_model_dir, tmp_path):
 
 def test_padding_free_sft_learns_what_padded_sft_learns(tiny_model_dir, tmp_path):
     """Rows of very different lengths: padded and padding-free batches see the same examples per step and give the
-    same loss (transformers keeps packed examples apart by their positions); "auto" packs only when nothing is cut."""
+    same loss (transformers keeps packed examples apart by their positions); a recipe that would cut examples is refused."""
     from psrlm.train import sft
 
     rows = [{"prompt": PROMPTS.solve_prompt(f"Mia has {i} pens." + " She buys 2 more." * (i % 4)),
              "completion": f"Step 1: {i} + 2 = {i + 2}. \\boxed{{{i + 2}}}"} for i in range(8)]  # fmt: skip
     fp32 = dict(bf16=False, epochs=1, lr=1e-3, batch_size=4, logging_steps=1)
-    padded = sft(tiny_model_dir, rows, TrainConfig(**fp32, padding_free=False), tmp_path / "padded")
-    free = sft(tiny_model_dir, rows, TrainConfig(**fp32, padding_free="auto"), tmp_path / "free")
+    padded = sft(tiny_model_dir, rows, TrainConfig(**fp32), tmp_path / "padded")
+    free = sft(tiny_model_dir, rows, TrainConfig(**fp32, padding_free=True), tmp_path / "free")
     assert (padded["padding_free"], free["padding_free"]) == (False, True)
     losses = [[h["loss"] for h in info["loss_curve"]] for info in (padded, free)]
     assert len(losses[0]) == len(losses[1]) == 2
     assert losses[0] == pytest.approx(losses[1], rel=1e-3)
-    cut = sft(tiny_model_dir, rows, TrainConfig(**fp32, padding_free="auto", max_length=24), tmp_path / "cut")
-    assert cut["truncated"] > 0 and cut["padding_free"] is False  # TRL never truncates a padding-free batch
     with pytest.raises(ValueError, match="padding_free=true"):
         sft(tiny_model_dir, rows, TrainConfig(**fp32, padding_free=True, max_length=24), tmp_path / "refused")

@@ -354,9 +354,11 @@ class TrainConfig:
     gradient_checkpointing: recompute activations in the backward pass (memory for compute; on in the paper recipes,
         off for tiny models where it costs more than it saves).
     padding_free: SFT / pre-training batches as one flattened sequence with per-example positions instead of padding
-        every example to the batch's longest (TRL's padding_free; the same examples per step and the same loss, since
-        transformers' attention keeps packed examples apart): "auto" = on when no example needs truncating (measured:
-        37 % of the demo's M1 SFT compute was padding), true / false force it.   (pretrain, sft)
+        every example to the batch's longest (TRL's padding_free; the same examples per step and the same loss). It pays
+        only with a variable-length attention kernel (flash_attention_2 on a GPU): with PyTorch's SDPA attention, as on
+        a CPU, the packed sequence is attended as a whole under a block mask, and the demo's M1 SFT ran 2.0x slower
+        although 37 % of its padded token positions were padding. Refused when an example needs truncating (TRL does
+        not truncate padding-free batches).   (pretrain, sft)
     save_steps: write a trainer checkpoint every N optimizer steps (0 = none); a killed job rerun with the same
         settings resumes from the last one (`<out>.trainer/<fingerprint>/checkpoint-N`).
     logging_steps: loss logging interval. seed: data order and init.
@@ -379,7 +381,7 @@ class TrainConfig:
     bf16: bool | str = "auto"
     save_dtype: str = "source"
     gradient_checkpointing: bool = False
-    padding_free: bool | str = "auto"
+    padding_free: bool = False
     save_steps: int = 0
     logging_steps: int = 10
     seed: int = 0
@@ -867,7 +869,7 @@ def _train_rules(t: TrainConfig) -> list[tuple[str, bool, str]]:
         ("save_dtype", t.save_dtype in ("source", "float32", "bfloat16"), "choose source, float32 or bfloat16"),
         ("logging_steps", t.logging_steps >= 1, "must be >= 1"),
         ("save_steps", t.save_steps >= 0, "must be >= 0 (0 = no checkpoints)"),
-        ("padding_free", _parse_bool_setting(t.padding_free) in (True, False, "auto"), "choose auto, true or false"),
+        ("padding_free", isinstance(t.padding_free, bool), "choose true or false"),
     ]
 
 
@@ -1107,7 +1109,6 @@ def validate(cfg: Config, sources: dict[str, str] | None = None) -> None:
         e.static_cache = _parse_bool_setting(e.static_cache)
     for t in (cfg.pretrain, cfg.sft, cfg.dpo, cfg.rft, cfg.initdata.prm_train):
         t.bf16 = _parse_bool_setting(t.bf16)
-        t.padding_free = _parse_bool_setting(t.padding_free)
     errors = []
     for section, rules in _rules(cfg).items():
         obj: Any = cfg

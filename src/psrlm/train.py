@@ -153,11 +153,11 @@ def _length_plan(lengths: list[int], tc: TrainConfig, model_max: int) -> tuple[i
 
 
 def _padding_free(tc: TrainConfig, cut: int) -> bool:
-    """train.padding_free: "auto" = on when no example needs truncating (TRL does not truncate padding-free batches)."""
-    if tc.padding_free is True and cut:
+    """train.padding_free, refused when examples need truncating: TRL does not truncate padding-free batches."""
+    if tc.padding_free and cut:
         raise ValueError(f"padding_free=true, but {cut} examples are longer than max_length and would need truncating; "
-                         "set padding_free to auto or false, or raise max_length")  # fmt: skip
-    return not cut if tc.padding_free == "auto" else bool(tc.padding_free)
+                         "set padding_free to false or raise max_length")  # fmt: skip
+    return tc.padding_free
 
 
 def _whole(p):
