@@ -78,38 +78,11 @@ def cmd_data_arith(cfg: Config) -> dict:
 def cmd_data_ift(cfg: Config, args: argparse.Namespace) -> dict:
     """IFT from worked solutions: teacher segmentation (MATH / any JSONL), or GSM8K lines with no teacher."""
     from psrlm.initdata.eft_pipeline import out_dir
-    from psrlm.records import write_json, write_jsonl
+    from psrlm.initdata.ift import build_ift
 
-    ic = cfg.initdata
-    out = out_dir(cfg)
-    data = cfg.paths.resolved_data_dir() / "train"
-    if ic.ift_source == "gsm8k":
-        from psrlm.initdata.ift import gsm8k_ift
-
-        problems, sols = gsm8k_ift(Path(ic.ift_input or data / "gsm8k" / "train.jsonl"), ic.ift_limit or -1)
-        for sol, prob in zip(sols, problems, strict=True):
-            sol.meta["question"] = prob.question
-        write_jsonl(out / "ift_gsm8k.jsonl", sols)
-        counts = {"rows": len(sols), "accepted": len(sols), "teacher": None}
-        write_json(out / "ift_counts.json", counts)
-    else:
-        from psrlm.initdata.segment import read_rows, segment_rows
-        from psrlm.initdata.teacher_cache import make_teacher
-        from psrlm.prompts import prompts_of
-
-        if ic.teacher != "engine":
-            raise ValueError("segmentation needs a model teacher: set initdata.teacher=engine")
-        path = Path(ic.ift_input or data / "math" / "train.jsonl")
-        rows = read_rows(path, ic.ift_source, ic.question_field, ic.solution_field, ic.answer_field, ic.id_field,
-                         ic.ift_limit)  # fmt: skip
-        with make_teacher(cfg, cfg.paths.run_dir) as teacher:
-            counts = segment_rows(
-                rows, teacher, prompts_of(cfg), out, max_tokens=ic.segment_max_tokens,
-                retries=ic.segment_retries, retry_temperature=ic.segment_retry_temperature, seed=ic.seed,
-                chunk_size=ic.chunk_size, source=ic.ift_source,
-            )  # fmt: skip
+    counts = build_ift(cfg)
     print(json.dumps(counts, indent=2))
-    print(f"IFT and counts: {out}")
+    print(f"IFT and counts: {out_dir(cfg)}")
     return counts
 
 

@@ -466,6 +466,8 @@ def prepare_data(run: Run) -> None:
     init_files = [] if run.arith else [*run.ift_files(), run.eft_train_file()]
     settings = {"source": cfg.data.source, "questions": cfg.data.questions, "seed": cfg.data.seed,
                 "benchmarks": cfg.iterate.eval_benchmarks, "files": [sha256_file(f) for f in init_files]}  # fmt: skip
+    if cfg.data.split_ift or cfg.data.split_eft:  # keyed only when set: pools made before the split still match
+        settings["split"] = [cfg.data.split_ift, cfg.data.split_eft]
     if not run.arith and counts_path.exists() and read_json(counts_path).get("settings") == flatten(settings):
         return  # (arith rewrites its pool on every run above, so it is always checked again)
     tests = run.benchmarks(parse_benchmarks(cfg.iterate.eval_benchmarks), limit=0)
@@ -476,10 +478,25 @@ def prepare_data(run: Run) -> None:
         if len(kept) != len(pool):
             write_jsonl(run.data / "fresh_questions.jsonl", kept)
     else:
+        from psrlm.initdata.pool import split_active, split_source, test_overlap
+
         used = [s.meta["question"] for s in run.ift()]
         used += [e.question for e in read_jsonl(run.eft_train_file(), JudgeExample)]
-        pool, read = read_pool(cfg)
-        kept, counts = clean_pool(pool, tests, used, seed=cfg.data.seed)
+        for key, questions in (("data.ift_files", [s.meta["question"] for s in run.ift()]),
+                               ("data.eft_train_file", [e.question for e in read_jsonl(run.eft_train_file(),
+                                                                                        JudgeExample)])):  # fmt: skip
+            if hits := test_overlap(questions, tests):  # training on a test question would void its benchmark
+                raise ConfigError(f"{key}: {sum(hits.values())} of {len(questions)} training questions are in "
+                                  f"evaluated test sets ({hits}): rebuild it with `psrlm data ift|eft` (which leave "
+                                  "them out) or remove them")  # fmt: skip
+        if split_active(cfg):  # the split's pool block, disjoint from IFT and EFT by construction; the init files'
+            split = split_source(cfg, tests)  # questions are still removed, should they come from elsewhere
+            kept, counts = clean_pool(split.pool, {}, used, seed=None)
+            read = {k: split.counts[k] for k in ("read", "no_answer", "split")}
+            counts.update(test_overlap=split.counts["test_overlap"], repeats=split.counts["repeats"])
+        else:
+            pool, read = read_pool(cfg)
+            kept, counts = clean_pool(pool, tests, used, seed=cfg.data.seed)
         write_jsonl(run.data / "fresh_questions.jsonl", kept)
     write_json(counts_path, {**read, **counts, "settings": flatten(settings)})
     removed = sum(counts["test_overlap"].values())
@@ -972,8 +989,11 @@ def dry_run(cfg: Config) -> list[str]:
         else:
             lines.append(f"  train {stage} in-process: {model} -> {out}")
 
+    from psrlm.initdata.pool import data_lines
+
     m0 = Path(cfg.model.path) if cfg.model.path else run.models / "M0 (prebuilt or pre-trained)"
     lines.append(f"data: {'the arith domain' if run.arith else 'files'} -> {run.data}; M0 = {m0}")
+    lines += data_lines(cfg)  # a real run: the source's blocks and sizes; one line and a stop when they cannot fill
     models = {"M0": m0}
     for method in cfg.iterate.methods:
         m1 = run.models / f"{method}-M1"

@@ -369,7 +369,10 @@ def plan(cfg: Config, run_dir: Path | None = None) -> dict:
     disk = n_models * 2 * n + (16 * n if cfg.dpo.save_steps or cfg.sft.save_steps else 0)
     eval_problems = sum(_benchmark_size(cfg, b) for b in _benchmarks(cfg))
     eval_tokens = n_models * eval_problems * (cfg.iterate.eval_max_tokens / 2)
+    from psrlm.initdata.pool import data_lines
+
     return {
+        "data": data_lines(cfg),
         "model": cfg.model.path or "tiny (model.*)", "architecture": arch.__dict__, "arch_source": arch_source,
         "parameters": n, "gpus": pc.gpus, "gpu": pc.gpu, "tensor_parallel_ok": arch.heads % cfg.engine.tensor_parallel == 0,
         "iterations": rows,
@@ -397,7 +400,8 @@ def _benchmark_size(cfg: Config, name: str) -> int:
 
 def format_plan(p: dict) -> str:
     a, s = p["architecture"], p["training_shape"]
-    lines = [f"model {p['model']}: {p['parameters'] / 1e9:.2f} B parameters ({a['layers']} layers, hidden {a['hidden']}, "
+    lines = [*p.get("data", []), *([""] if p.get("data") else []),
+             f"model {p['model']}: {p['parameters'] / 1e9:.2f} B parameters ({a['layers']} layers, hidden {a['hidden']}, "
              f"{a['heads']} heads / {a['kv_heads']} KV heads; from {p['arch_source']}); {p['gpus']} x {p['gpu']}",
              "", "| iteration | questions | rounds | candidate tokens | judgments | judge tokens | prefill (no cache) "
              "| prefill (prefix cache) | search GPU-h | DPO pairs | DPO GPU-h | rates from |",
