@@ -357,6 +357,7 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
         evaluate_appendix_b,
         evaluate_judge,
         generation_settings,
+        tts_problems,
         tts_search_cfg,
     )
     from psrlm.records import sha256_file
@@ -406,19 +407,20 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
             result.update(judged)
         if args.tts:
             search_cfg = tts_search_cfg(run)
-            bench = run.tts_benchmark()
-            tts_settings = {"n": args.tts, "benchmark": bench, "search": generation_settings(search_cfg)}
+            benches = run.tts_benchmarks()
+            tts_settings = {"n": args.tts, "benchmarks": benches, "search": generation_settings(search_cfg)}
 
             def run_tts() -> dict:
-                problems = run.benchmarks([bench], args.tts)[bench]
+                problems, groups = tts_problems(run, args.tts)
                 tts = tts_vs_greedy(problems, engine, run.prompts, search_cfg, out_dir, max_tokens,
-                                    settings=tts_settings, root=run.dir,
+                                    settings=tts_settings, root=run.dir, groups=groups,
                                     include_percentage=cfg.grading.include_percentage)  # fmt: skip
-                return {"model": name, **tts}
+                return {"model": name, "benchmark": ", ".join(benches), **tts}
 
             tts = cached(out_dir / "tts.json", tts_settings, run_tts)
-            print(f"TTS vs greedy on {tts['n']} {bench} problems: accuracy {tts['greedy']['accuracy']:.3f} -> "
-                  f"{tts['tts']['accuracy']:.3f} at {tts['token_ratio']:.1f}x the tokens")  # fmt: skip
+            for b, t in {**tts.get("benchmarks", {}), "all": tts}.items():
+                print(f"TTS vs greedy on {t['n']} {b} problems: accuracy {t['greedy']['accuracy']:.3f} -> "
+                      f"{t['tts']['accuracy']:.3f} at {t['token_ratio']:.1f}x the tokens")  # fmt: skip
             result["tts"] = tts
     if args.appendix_b:
         n = cfg.iterate.eval_appendix_b or cfg.iterate.eval_eft or 200
@@ -621,8 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--tts",
         type=_count,
         default=0,
-        help="also solve the first N problems of arith_test (iterate.eval_tts_benchmark, or the first evaluated "
-        "benchmark of a files run) with test-time search vs greedy",
+        help="also solve the first N problems of each TTS benchmark (iterate.eval_tts_benchmark; default arith_test, "
+        "or every evaluated benchmark of a files run) with test-time search vs greedy, under iterate.eval_tts_rules",
     )
     p.add_argument(
         "--appendix-b",

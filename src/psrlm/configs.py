@@ -292,6 +292,10 @@ class SearchConfig:
         the worst-scored candidate) or "all" (every two candidates whose scores differ by more than tie_margin, the
         better-scored one chosen: with the oracle judge, every right step against every wrong one; with the model's
         own judge, every ranked pair of its scores).
+    ties: what a round does whose judged candidates all score the same: "rollback" (the paper's training search:
+        the previous step and its pair are discarded and the search resumes one step earlier) or "accept" (the step
+        is taken anyway, with no pair: among the equal scores the candidate sampled most often, then the first
+        drawn; what test-time search does, see iterate.eval_tts_rules).
     """
 
     width: int = 6
@@ -313,6 +317,7 @@ class SearchConfig:
     judge_flip: float = 0.0
     oracle_ties: str = "tie"
     pairs_per_round: str = "best_worst"
+    ties: str = "rollback"
 
 
 @dataclass
@@ -408,9 +413,20 @@ class IterateConfig:
         `paths.data_dir` (gsm8k, math, math500, gaokao2023en, olympiadbench, aime24, amc23; "paper" = all but
         math500). Empty for the tiny model, which was never taught this text.
     eval_benchmark_limit: problems per math benchmark (0 = all).
-    eval_tts: problems solved with test-time search vs greedy (Table 5) for PSRLM's M1 and last model; 0 = skip.
-    eval_tts_benchmark: where those problems come from; empty = arith_test (arith) or the first of
-        eval_benchmarks (files).
+    m0_three_shot: what M0 (a base model that never saw the step format) is asked 3-shot: "judge" (the EFT judge
+        items, three EFT-train items prepended: the paper marks only M0's judge as 3-shot) and/or "benchmarks" (the
+        first three IFT solutions prepended to every benchmark problem). Later models are always asked zero-shot.
+        Every evaluation records which was used, and the report marks 3-shot numbers.
+    eval_tts: problems per benchmark solved with test-time search vs greedy (Tables 5/9) for PSRLM's M1 and last
+        model; 0 = skip, -1 = every problem.
+    eval_tts_benchmark: where those problems come from: a benchmark, a comma-separated list or a group (paper, all);
+        empty = arith_test (arith) or every benchmark of eval_benchmarks (files: the paper's six).
+    eval_tts_rules: "inference" = the step search as the paper states it for test time (w, T, top-p and the pairwise
+        judge of `search.*`), without the training search's rules it does not state for inference: a round of
+        equal scores takes its step anyway (search.ties=accept: the most-sampled of the equal candidates, no
+        rollback) and a problem ends at an answer or after search.max_steps steps (rounds are capped at 2 x
+        max_steps, which only rounds without a usable candidate can reach; not search.max_rounds). "training" = the
+        training search unchanged (rollback on ties, search.max_rounds).
     eval_appendix_b: EFT test items for the Appendix B comparison (psrlm-M1 judging step pairs vs srlm-M1
         scoring solutions); 0 = skip.
     seed: offsets the seeds of every training and sampling stage (for repeated runs); data stays the same.
@@ -432,8 +448,10 @@ class IterateConfig:
     eval_max_tokens: int = 320
     eval_benchmarks: list[str] = field(default_factory=list)
     eval_benchmark_limit: int = 0
+    m0_three_shot: list[str] = field(default_factory=lambda: ["judge"])
     eval_tts: int = 0
     eval_tts_benchmark: str = ""
+    eval_tts_rules: str = "inference"
     eval_appendix_b: int = 0
     seed: int = 0
     schedule: str = "fixed"
@@ -903,6 +921,7 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
             ("judge_flip", 0 <= s.judge_flip <= 1, "must be in [0, 1]"),
             ("oracle_ties", s.oracle_ties in ("tie", "coin", "accept"), "choose tie, coin or accept"),
             ("pairs_per_round", s.pairs_per_round in ("best_worst", "all"), "choose best_worst (the paper) or all"),
+            ("ties", s.ties in ("rollback", "accept"), "choose rollback (the paper's training search) or accept"),
             (
                 "judge_flip",
                 s.judge_flip == 0 or s.judge == "oracle",
@@ -942,14 +961,17 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
                 bool(it.questions) and all(n >= 1 for n in it.questions),
                 "must list one count >= 1 per iteration",
             ),
-            *_at_least(it, 0, "srlm_eft eval_limit eval_eft eval_benchmark_limit eval_tts eval_appendix_b"),
+            *_at_least(it, 0, "srlm_eft eval_limit eval_eft eval_benchmark_limit eval_appendix_b"),
+            ("eval_tts", it.eval_tts >= -1, "must be >= 0 (0 = skip), or -1 for every problem"),
+            ("eval_tts_rules", it.eval_tts_rules in ("inference", "training"), "choose inference or training"),
+            (
+                "m0_three_shot",
+                set(it.m0_three_shot) <= {"judge", "benchmarks"},
+                "may list judge and/or benchmarks (empty: M0 zero-shot everywhere)",
+            ),
             ("eval_max_tokens", it.eval_max_tokens >= 1, "must be >= 1"),
             ("eval_benchmarks", _benchmarks_ok(it.eval_benchmarks), _benchmarks_hint()),
-            (
-                "eval_tts_benchmark",
-                not it.eval_tts_benchmark or _benchmarks_ok([it.eval_tts_benchmark]),
-                _benchmarks_hint(),
-            ),
+            ("eval_tts_benchmark", _benchmarks_ok(it.eval_tts_benchmark), _benchmarks_hint()),
             (
                 "eval_benchmarks",
                 d.source != "files" or bool(it.eval_benchmarks),
@@ -1026,7 +1048,7 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
     return rules
 
 
-def _benchmarks_ok(names: list[str]) -> bool:
+def _benchmarks_ok(names: list[str] | str) -> bool:
     from psrlm.tasks.benchmarks import BenchmarkError, parse_benchmarks
 
     try:
