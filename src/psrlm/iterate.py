@@ -1068,11 +1068,11 @@ def dry_run(cfg: Config) -> list[str]:
         serve(path, f"evaluate {name}{how}")
     if it.eval_tts and "psrlm" in it.methods:
         tc = tts_search_cfg(run)
-        n = "every" if it.eval_tts < 0 else f"the first {it.eval_tts}"
+        n = "every problem" if it.eval_tts < 0 else f"the first {it.eval_tts} problem(s)"
         rules = (f"a tie takes its most-sampled step, no rollback; ends at an answer or {tc.max_steps} steps"
                  if tc.ties == "accept" else f"the training search's rules: rollback on ties, {tc.max_rounds} rounds")  # fmt: skip
         lines.append(f"test-time search (Tables 5/9, iterate.eval_tts_rules={it.eval_tts_rules}: {rules}):")
         for name in dict.fromkeys(["psrlm-M1", f"psrlm-M{len(it.questions) + 1}"]):
             serve(models[name], f"step search (w={tc.width}, T={tc.temperature}, top-p {tc.top_p}, {tc.judge_mode}) "
-                                f"vs greedy on {n} problem(s) of {', '.join(run.tts_benchmarks())} with {name}")  # fmt: skip
+                                f"vs greedy on {n} of {', '.join(run.tts_benchmarks())} with {name}")  # fmt: skip
     return lines

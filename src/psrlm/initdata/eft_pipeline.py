@@ -458,7 +458,7 @@ def prm_device(cfg) -> str:
 def _build_eft_real(cfg, progress: bool) -> dict:
     """The pipeline for a real policy and PRM on real problems: no oracle, so nothing is measured against one. Every
     check that can fail runs before the tree search: the problems, the PRM's device and context, and one request
-    to the teacher with the stage's own settings. The policy is served as `psrlm iterate` serves a model (in-process,
+    to an API teacher with the stage's own settings. The policy is served as `psrlm iterate` serves a model (in-process,
     or servers psrlm starts and stops: engine.kind), on `initdata.policy_servers` replicas."""
     from psrlm.engines import engine_for
     from psrlm.initdata.mcts import run_mcts
@@ -475,8 +475,9 @@ def _build_eft_real(cfg, progress: bool) -> dict:
         raise ValueError(f"no problems for the tree search ({chosen})")
     device = prm_device(cfg)
     fits = check_fits(ic, [p.question for p in problems], policy_context(cfg))
-    with make_teacher(cfg, cfg.paths.run_dir, progress) as teacher:
-        teacher.probe(GenParams(max_new_tokens=ic.judge_max_tokens))
+    if ic.teacher_engine.kind == "openai":  # an API can refuse the settings; an in-process teacher cannot
+        with make_teacher(cfg, cfg.paths.run_dir, progress) as teacher:
+            teacher.probe(GenParams(max_new_tokens=ic.judge_max_tokens))
     prm = load_prm(ic.prm_format, ic.prm_path, ic, device=device)
     policy = dataclasses.replace(cfg.engine, servers=ic.policy_servers or cfg.engine.servers)
     with engine_for(policy, ic.policy_path, run.dir / "servers", "policy") as engine:
