@@ -196,6 +196,113 @@ class FlakyProxy:
         return Handler
 
 
+# ---------------------------------------------------------------------------- a teacher behind an API
+
+
+class TeacherAPI:
+    """An OpenAI-style chat API on 127.0.0.1 that answers as a teacher model would, from rules: a segmentation
+    prompt (Fig. 3) gets the solution cut into "Step n:" lines at its sentence ends, content unchanged (one that says
+    "(unsplittable)" gets prose, which the segmentation check rejects); a judge
+    prompt (Fig. 5) gets a two-paragraph explanation and the verdict for whichever step has the larger sha256 (the
+    same step in both A/B orders); anything else (a probe) gets "OK". The stand-in for o1, which no test can call.
+
+    With `reasoning` (o1's rules) a request carrying a parameter OpenAI's reasoning models reject is answered with
+    the 400 the API gives (messages as OpenAI words them, e.g. openai/openai-python#2046), so a client that sends
+    `max_tokens` or `temperature` fails as it would against o1. Every request body is kept in `bodies`.
+    """
+
+    REJECTED = {
+        "max_tokens": ("unsupported_parameter", "Unsupported parameter: 'max_tokens' is not supported with this "
+                       "model. Use 'max_completion_tokens' instead."),
+        "temperature": ("unsupported_value", "Unsupported value: 'temperature' does not support 0.0 with this model. "
+                        "Only the default (1) value is supported."),
+        "top_p": ("unsupported_parameter", "Unsupported parameter: 'top_p' is not supported with this model."),
+        "stop": ("unsupported_parameter", "Unsupported parameter: 'stop' is not supported with this model."),
+        "seed": ("unsupported_parameter", "Unsupported parameter: 'seed' is not supported with this model."),
+    }  # fmt: skip
+
+    def __init__(self, reasoning: bool = True):
+        self.reasoning = reasoning
+        self.bodies: list[dict] = []
+        self._lock = threading.Lock()
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self.httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self) -> TeacherAPI:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self._thread.join(5)
+
+    @staticmethod
+    def answer(prompt: str) -> str:
+        import hashlib
+        import re
+
+        def between(start: str, end: str) -> str:
+            return prompt.split(start, 1)[1].split(end, 1)[0].strip()
+
+        if "[The Start of Solution Provided]" in prompt:
+            solution = between("[The Start of Solution Provided]", "[The End of Solution Provided]")
+            if "(unsplittable)" in solution:
+                return "This solution cannot be divided into steps."
+            sentences = [x for x in re.split(r"(?<=[.!?])\s+", solution) if x.strip()]
+            return "\n".join(f"Step {i}: {x}" for i, x in enumerate(sentences, start=1))
+        if "[The Start of Assistant A's Next Reasoning Step]" in prompt:
+            a = between("[The Start of Assistant A's Next Reasoning Step]", "[The End of Assistant A's Next")
+            b = between("[The Start of Assistant B's Next Reasoning Step]", "[The End of Assistant B's Next")
+            digest = lambda t: hashlib.sha256(t.encode()).hexdigest()  # noqa: E731
+            better = "A" if digest(a) >= digest(b) else "B"
+            return (f"Assistant {better}'s step follows from the previous steps.\n\nThe other step does not "
+                    f"check its arithmetic:  it is less careful. [[{better}]]")  # fmt: skip
+        return "OK"
+
+    def _handler_class(self):
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def _answer(self, status: int, obj: dict) -> None:
+                data = json.dumps(obj).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                with api._lock:
+                    api.bodies.append(body)
+                if not self.path.endswith("/chat/completions"):
+                    self._answer(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
+                    return
+                bad = [k for k in api.REJECTED if k in body] if api.reasoning else []
+                if bad:
+                    code, message = api.REJECTED[bad[0]]
+                    self._answer(400, {"error": {"message": message, "type": "invalid_request_error",
+                                                 "param": bad[0], "code": code}})  # fmt: skip
+                    return
+                text = api.answer(body["messages"][-1]["content"])
+                choices = [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                           for i in range(body.get("n", 1))]  # fmt: skip
+                self._answer(
+                    200, {"choices": choices, "usage": {"prompt_tokens": 10, "completion_tokens": len(text.split())}}
+                )
+
+        return Handler
+
+
 # ------------------------------------------------------------------------------------------- start
 
 

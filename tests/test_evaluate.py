@@ -167,6 +167,76 @@ def test_a_few_shot_judge_stops_where_the_next_example_would_begin():
     assert eng.stop == ()
 
 
+def test_judge_prompts_that_do_not_fit_are_counted_not_silently_wrong(engine):
+    """A judge item whose prompt exceeds the model's context (the tiny model reads 512 tokens) is never cut: both
+    its judgments count as wrong with no verdict, and `context_skipped` says so (it had no count of its own)."""
+    from psrlm.evaluate import judge_accuracy
+
+    fits = JudgeExample("Tom has 3 apples.", [], "3 + 2 = 5.", "3 + 2 = 6.", "5 is right.", "A")
+    huge = dataclasses.replace(fits, question="Tom has 3 apples and 4 pears. " * 120)
+    out = judge_accuracy([fits, huge, fits], engine, PROMPTS, max_tokens=4)
+    assert out["context_skipped"] == 2 and out["n"] == 3
+    assert out["no_verdict_rate"] >= 2 / 6  # the two skipped judgments have no verdict
+
+
+def test_m0_is_asked_3_shot_only_where_iterate_m0_three_shot_says(tiny_model_dir, tmp_path, monkeypatch):
+    """The paper marks only M0's judge as 3-shot. The default (m0_three_shot: [judge]) answers the benchmarks
+    zero-shot and prepends three EFT items to the judge prompts; metrics.json records both."""
+    from contextlib import contextmanager
+
+    from psrlm.configs import load_config
+    from psrlm.engines.base import Completion, EngineStats
+    from psrlm.initdata.build import build_arith_data
+    from psrlm.iterate import Run, dry_run, evaluate_model
+
+    from .conftest import SMALL
+
+    class Recorder:
+        stats = EngineStats()
+        prompts: list[str] = []
+
+        def generate(self, prompts, params):
+            Recorder.prompts += prompts
+            return [[Completion("Step 1: 1 + 1 = 2. \\boxed{2}", 9)] * params.n for _ in prompts]
+
+    @contextmanager
+    def serving(self, model_dir, name="model"):
+        yield Recorder()
+
+    monkeypatch.setattr(Run, "serving", serving)
+    cfg = load_config(None, [*SMALL, f"paths.run_dir={tmp_path / 'run'}", "iterate.eval_limit=2",
+                             "iterate.eval_eft=2", "iterate.eval_max_tokens=8"])  # fmt: skip
+    build_arith_data(cfg)
+    run = Run(cfg)
+    metrics = evaluate_model(run, "M0", tiny_model_dir, few_shot=False, judge_few_shot=True)
+    solve = [p for p in Recorder.prompts if p.startswith("Q: ")]  # the compact solve prompt
+    judge = [p for p in Recorder.prompts if p.startswith("Judge.")]
+    assert len(solve) == 4 and all(p.count("Q: ") == 1 for p in solve)  # zero-shot: just the problem
+    assert len(judge) == 4 and all(p.count("Judge.") == 4 for p in judge)  # three examples, then the item
+    assert (metrics["few_shot"], metrics["judge_few_shot"]) == (False, True)
+    assert any("evaluate M0 (judge 3-shot)" in line for line in dry_run(cfg))
+
+
+def test_tts_is_reported_per_benchmark_and_over_all(tmp_path):
+    """Tables 5/9 over several benchmarks: one search over all their problems, the numbers per benchmark and in
+    all, and the search rules it ran under."""
+    from psrlm.configs import SearchConfig
+
+    from .fakes import ScriptedEngine, prefer_higher_quality
+    from .test_search import three_step_policy
+
+    probs = {"a": [Problem(f"a{i}", f"question a{i}", "1", "a") for i in range(2)],
+             "b": [Problem(f"b{i}", f"question b{i}", "2", "b") for i in range(3)]}  # fmt: skip
+    flat = [p for ps in probs.values() for p in ps]
+    cfg = SearchConfig(width=3, ties="accept", max_rounds=32)
+    r = tts_vs_greedy(flat, ScriptedEngine(three_step_policy, prefer_higher_quality), PROMPTS, cfg, tmp_path,
+                      progress=False, groups={k: [p.id for p in ps] for k, ps in probs.items()})  # fmt: skip
+    assert r["n"] == 5 and {k: v["n"] for k, v in r["benchmarks"].items()} == {"a": 2, "b": 3}
+    assert r["benchmarks"]["a"]["tts"]["accuracy"] == 1.0 and r["benchmarks"]["b"]["tts"]["accuracy"] == 0.0
+    assert r["tts"]["accuracy"] == pytest.approx(2 / 5) and r["rules"] == {"ties": "accept", "max_rounds": 32,
+                                                                          "max_steps": 16}  # fmt: skip
+
+
 # ------------------------------------------------------------------------------ teacher-forced arithmetic
 
 

@@ -80,3 +80,35 @@ def test_zero3_training_on_the_gpu_saves_the_weights_of_one_process(stage, per_r
     processes = min(2, torch.cuda.device_count())
     r = zero3_against_one_process(stage, tiny_model_dir, write_data(tmp_path), tmp_path, per_rank, processes)
     check(r, backend="nccl", processes=processes)
+
+
+def test_the_prm_scores_on_the_gpu_as_on_the_cpu_and_the_tree_search_runs_with_it(tiny_model_dir):
+    """initdata.prm_device: `auto` puts the PRM on the GPU (it always ran on the CPU); its P("+") there equals the
+    CPU's, for both PRM formats, and a tree search with the policy and the PRM on the GPU builds pairs."""
+    from psrlm.configs import InitDataConfig
+    from psrlm.engines.hf import HFEngine
+    from psrlm.initdata.eft_pipeline import prm_device
+    from psrlm.initdata.mcts import run_mcts
+    from psrlm.prm import load_prm
+    from psrlm.prompts import get_prompts
+    from psrlm.tasks.arith import Difficulty, generate_split
+
+    device = prm_device(load_config(None, ["initdata.prm_device=auto"]))
+    assert device == "cuda"
+    ic = InitDataConfig(prm_path=str(tiny_model_dir), prm_step_tag=" #")
+    qs, steps = ["Mia has 5 pens.", "Leo has 3 cards."], [["5 + 1 = 6."], ["3 * 2 = 6.", "6 - 1 = 5."]]
+    for fmt in ("next_token", "token_classification"):
+        torch.manual_seed(0)  # the token-classification head is new: the same one on both devices
+        gpu = load_prm(fmt, tiny_model_dir, ic, device=device)
+        torch.manual_seed(0)
+        cpu = load_prm(fmt, tiny_model_dir, ic, device="cpu")
+        assert next(gpu._run.model.parameters()).device.type == "cuda"
+        assert torch.allclose(torch.tensor(gpu.score_last(qs, steps)), torch.tensor(cpu.score_last(qs, steps)),
+                              atol=1e-3)  # fmt: skip
+    problems = generate_split(0, 2, Difficulty(2, 3, 20), "gpu")
+    cfg = InitDataConfig(iterations=3, expand_width=4, max_depth=2, max_step_tokens=64, min_margin=0.0,
+                         temperature=1.0, simulation_depth=1)  # fmt: skip
+    engine = HFEngine(tiny_model_dir, device="auto", dtype="auto")
+    traces, _ = run_mcts(problems, engine, gpu, get_prompts("compact"), cfg, progress=False)
+    assert len(traces) == 2 and sum(t.nodes for t in traces) >= 2
+    assert sum(t.prm_scored + t.capped for t in traces) > 0

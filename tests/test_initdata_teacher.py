@@ -5,8 +5,9 @@ import random
 
 import pytest
 
-from psrlm.configs import load_config
-from psrlm.engines.base import Completion
+from psrlm.configs import ConfigError, load_config
+from psrlm.engines.base import Completion, GenParams
+from psrlm.engines.openai_api import EngineError
 from psrlm.initdata.eft_pipeline import (
     EngineJudgeTeacher,
     OracleJudgeTeacher,
@@ -111,6 +112,97 @@ def test_oracle_teacher_agrees_with_the_oracle_and_is_position_biased_on_ties():
 
 def problems_step(problems, pair):
     return next(p.meta["steps"][0] for p in problems if p.id == pair.meta["problem_id"])
+
+
+def test_the_teachers_explanation_is_kept_as_written():
+    """EFT trains the judge to write the teacher's explanation: its paragraphs and the spacing of its formulas are
+    part of it (they were collapsed to one line of single spaces)."""
+    text = "Step B says $2 + 3 = 6$.\n\nThat is wrong:\n  $2 + 3 = 5$."
+    answers = (C(f"  {text}\n[[A]]", 9), C("Step A says 6. [[B]]", 5))
+    [ex], _, _ = judge_and_filter([_pair(0)], TableTeacher([answers]))
+    assert ex.explanation == text
+
+
+def test_eft_problems_from_a_file_are_drawn_across_it_not_its_first_rows(tmp_path):
+    """MATH train is sorted by subject: its first 200 rows are all algebra. `initdata.mcts_problems` problems are
+    now drawn with `initdata.seed` from the whole file, and questions of an evaluated test set are left out."""
+    import json
+
+    from psrlm.initdata.eft_pipeline import read_eft_problems
+
+    subjects = ["algebra", "geometry", "number_theory", "precalculus"]
+    rows = [{"problem": f"A {s} question, number {i}?", "solution": "$\\boxed{1}$", "answer": "1",
+             "unique_id": f"train/{s}/{i}.json"} for s in subjects for i in range(25)]  # fmt: skip
+    data = tmp_path / "data"
+    (data / "train" / "math").mkdir(parents=True)
+    (data / "train" / "math" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (data / "benchmarks" / "math500").mkdir(parents=True)
+    test = {"problem": "A geometry question, number 3?", "answer": "1", "unique_id": "test/x/1.json"}
+    (data / "benchmarks" / "math500" / "test.jsonl").write_text(json.dumps(test) + "\n")
+    sets = [f"paths.data_dir={data}", f"paths.run_dir={tmp_path / 'run'}", "initdata.eft_problems=math",
+            "initdata.mcts_problems=12", "iterate.eval_benchmarks=[math500]"]  # fmt: skip
+    problems, chosen = read_eft_problems(load_config(None, sets))
+    assert len(problems) == 12 and len({p.id.split("/")[1] for p in problems}) >= 3
+    assert "A geometry question, number 3?" not in {p.question for p in problems}
+    assert chosen["test_overlap"] == {"math500": 1} and chosen["rows"] == 100
+    again, _ = read_eft_problems(load_config(None, sets))
+    assert [p.id for p in again] == [p.id for p in problems]  # seeded
+    other, _ = read_eft_problems(load_config(None, [*sets, "initdata.seed=1"]))
+    assert [p.id for p in other] != [p.id for p in problems]
+
+
+# ------------------------------------------------------------------------ reasoning-model teachers
+
+
+def test_a_reasoning_teacher_is_asked_with_max_completion_tokens_and_no_sampling_settings():
+    """engine.reasoning: OpenAI's reasoning models (o1, the paper's teacher) reject max_tokens, temperature, top_p,
+    stop and seed with a 400; their requests carry max_completion_tokens and none of those, greedy or sampled, and
+    stop strings are cut on the client."""
+    from .serving import TeacherAPI, make_engine
+
+    with TeacherAPI(reasoning=True) as api:
+        eng = make_engine([api.base_url], "o1", api="chat", reasoning=True)
+        [[greedy]] = eng.generate(["Say OK."], GenParams(max_new_tokens=64, stop=("K",)))
+        [[sampled]] = eng.generate(["Say OK."], GenParams(temperature=0.7, top_p=0.9, seed=3, max_new_tokens=32))
+        assert (greedy.text, greedy.finish_reason, sampled.text) == ("O", "stop", "OK")
+        for body, cap in zip(api.bodies, (64, 32), strict=True):
+            assert body["max_completion_tokens"] == cap and body["messages"] == [
+                {"role": "user", "content": "Say OK."}
+            ]
+            assert not {"max_tokens", "temperature", "top_p", "stop", "seed"} & set(body)
+        plain = make_engine([api.base_url], "o1", api="chat", max_retries=3)  # not told: a 400, not retried
+        with pytest.raises(EngineError, match="HTTP 400 .*Use 'max_completion_tokens' instead"):
+            plain.generate(["Say OK."], GenParams(max_new_tokens=8))
+        assert len(api.bodies) == 3
+    with pytest.raises(ConfigError, match="initdata.teacher_engine.reasoning=True .*set kind=openai and api=chat"):
+        load_config(None, ["initdata.teacher_engine.reasoning=true", "initdata.teacher_engine.api=completions"])
+
+
+def test_a_teacher_that_rejects_most_requests_stops_the_stage_in_one_line(tmp_path):
+    """The recipe's o1 asked like a chat model (reasoning off): every request is a 400. The stage stops once more than
+    half of at least 8 requests failed, with one line quoting the API and naming the setting, instead of sending
+    all 40 (and their retries) and counting them as rejected rows; what succeeded stays cached."""
+    from psrlm.initdata.teacher_cache import TeacherFailure
+
+    from .serving import NO_KEY, TeacherAPI
+
+    rows = [SolutionRow(f"r{i}", f"What is {i} + 1?", f"It is {i + 1}. So $\\boxed{{{i + 1}}}$.", str(i + 1))
+            for i in range(40)]  # fmt: skip
+    with TeacherAPI(reasoning=True) as api:
+        sets = [f"paths.run_dir={tmp_path / 'run'}", "initdata.teacher_model=o1", "initdata.chunk_size=8",
+                "initdata.teacher_engine.api=chat", f"initdata.teacher_engine.base_urls=[{api.base_url}]",
+                f"initdata.teacher_engine.api_key_env={NO_KEY}", "initdata.teacher_engine.max_retries=0"]  # fmt: skip
+        with make_teacher(load_config(None, sets), tmp_path / "run", progress=False) as teacher:
+            with pytest.raises(TeacherFailure) as failed:
+                segment_rows(rows, teacher, get_prompts("paper"), tmp_path / "out", retries=1, chunk_size=8)
+        assert len(api.bodies) == 8
+        msg = str(failed.value)
+        assert "\n" not in msg and msg.startswith("initdata.teacher_engine: 8 of 8 requests to the teacher o1 [chat]")
+        assert "Use 'max_completion_tokens' instead" in msg and "set initdata.teacher_engine.reasoning=true" in msg
+        with make_teacher(load_config(None, [*sets, "initdata.teacher_engine.reasoning=true"]), tmp_path / "run",
+                          progress=False) as teacher:  # fmt: skip
+            counts = segment_rows(rows, teacher, get_prompts("paper"), tmp_path / "out", retries=1, chunk_size=8)
+        assert counts["accepted"] == 40 and counts["teacher"]["request_errors"] == 0
 
 
 # ------------------------------------------------------------------------------------ a real server

@@ -37,17 +37,21 @@ def _cfg(**kw) -> InitDataConfig:
     return InitDataConfig(**{**base, **kw})
 
 
-def test_tree_invariants_with_a_real_tiny_model(tiny_model_dir, tmp_path):
+def test_tree_invariants_with_a_real_tiny_model(stepping_model_dir, tmp_path):
+    """A tiny model that writes whole steps about half the time (the random one runs into every cap, and a step
+    cut at the cap is never a child): every tree invariant, every cut step counted, resume."""
     problems = generate_split(0, 3, Difficulty(2, 3, 20), "mcts")
-    engine = CountingEngine(HFEngine(tiny_model_dir, device="cpu", dtype="float32"))
-    cfg = _cfg()
+    engine = CountingEngine(HFEngine(stepping_model_dir, device="cpu", dtype="float32"))
+    cfg = _cfg(max_step_tokens=48, expand_width=4)
     trees = []
     traces, pairs = run_mcts(problems, engine, HashPRM(), get_prompts("compact"), cfg, out_dir=tmp_path / "m",
                              progress=False, keep_trees=trees)  # fmt: skip
     assert len(trees) == len(traces) == 3
-    # batched across problems: per iteration one expansion call (n = width) and at most `depth` rollout calls
+    # batched across problems: per iteration at most one expansion call (n = width; none once every selected leaf
+    # is terminal) and at most `depth` rollout calls
     expansions = [c for c in engine.calls if c[1] == cfg.expand_width]
-    assert len(expansions) == cfg.iterations and all(n <= 3 for n, _ in expansions)
+    assert 1 <= len(expansions) <= cfg.iterations and all(n <= 3 for n, _ in expansions)
+    assert sum(tr.capped for tr in traces) > 0  # this model runs into the cap too: counted, never a child
     assert len(engine.calls) <= cfg.iterations * (1 + cfg.simulation_depth)
     for t in trees:
         root = t.nodes[0]
@@ -73,7 +77,7 @@ def test_tree_invariants_with_a_real_tiny_model(tiny_model_dir, tmp_path):
         assert p.meta["depth"] == len(p.prev_steps) < cfg.max_depth
 
     # Resume: everything is on disk, so a rerun generates nothing and returns the same pairs.
-    again = CountingEngine(HFEngine(tiny_model_dir, device="cpu", dtype="float32"))
+    again = CountingEngine(HFEngine(stepping_model_dir, device="cpu", dtype="float32"))
     traces2, pairs2 = run_mcts(problems, again, HashPRM(), get_prompts("compact"), cfg, out_dir=tmp_path / "m",
                                progress=False)  # fmt: skip
     assert again.calls == [] and pairs2 == pairs and [t.problem_id for t in traces2] == [p.id for p in problems]
@@ -105,6 +109,54 @@ def test_uct_concentrates_visits_on_the_branch_the_prm_likes():
     assert all(abs(p.p_best - p.p_worst - 0.8) < 1e-9 for p in pairs)
 
 
+class FinishEngine:
+    """Steps by rule, each with the finish reason a real engine gives: "cut" steps stopped at the token cap
+    ("length"), and every prompt past depth 2 too long for the policy's context ("context")."""
+
+    def __init__(self):
+        from psrlm.engines.base import EngineStats
+
+        self.stats = EngineStats()
+
+    def generate(self, prompts, params):
+        import re
+
+        from psrlm.engines.base import Completion
+
+        out = []
+        for p in prompts:
+            d = len(re.findall(r"Step \d+: ", p))
+            if d >= 3:
+                out.append([Completion("", 0, "context")] * params.n)
+                continue
+            texts = [f"good {d}", f"cut {d} half a st", f"long {d}", f"bad {d}"][: params.n]
+            out.append([Completion(" " + t, 5, "length" if t.startswith("cut") else "stop") for t in texts])
+        return out
+
+
+def test_half_steps_and_unreadable_steps_never_become_children_nor_judge_data():
+    """As in the step search: a step cut at max_step_tokens is dropped and counted, never a child, a rollout step
+    or half of a pair; a node whose prompt no longer fits the policy's context is a dead end (counted); a step the
+    PRM cannot read whole (None) is dropped and counted."""
+
+    class PRM:
+        def score_last(self, questions, steps):
+            return [None if s[-1].startswith("long") else {"good": 0.9, "bad": 0.1}.get(s[-1].split()[0], 0.5)
+                    for s in steps]  # fmt: skip
+
+    problems = generate_split(0, 2, Difficulty(2, 3, 20), "cut")
+    trees = []
+    cfg = _cfg(iterations=12, expand_width=4, max_depth=6, simulation_depth=2)
+    traces, pairs = run_mcts(problems, FinishEngine(), PRM(), get_prompts("compact"), cfg, progress=False,
+                             keep_trees=trees)  # fmt: skip
+    for t, tr in zip(trees, traces, strict=True):
+        texts = [n.steps[-1] for n in t.nodes if n.steps]
+        assert texts and not any(x.startswith(("cut", "long")) for x in texts)
+        assert all(n.depth <= 3 for n in t.nodes)  # nothing below the depth where prompts stop fitting
+        assert tr.capped > 0 and tr.prm_skipped > 0 and tr.context > 0
+    assert pairs and all(p.best.startswith("good") and p.worst.startswith("bad") for p in pairs)
+
+
 def test_eft_pipeline_on_real_problems_without_an_oracle(tiny_model_dir, tmp_path):
     """The path a user with a real model takes: problems from a JSONL, a given policy and a "+"/"-" PRM, a model
     teacher. Here every model is the random tiny one, so this pins the plumbing, not the quality."""
@@ -134,3 +186,29 @@ def test_eft_pipeline_on_real_problems_without_an_oracle(tiny_model_dir, tmp_pat
         == f["kept"] + f["removed_teacher_failure"] + f["removed_inconsistent"] + f["removed_disagrees_with_prm"]
     )
     assert (run / "initdata" / "eft_train.jsonl").exists() and (run / "initdata" / "eft_rejects.jsonl").exists()
+
+
+def test_a_teacher_that_rejects_its_settings_stops_data_eft_before_the_tree_search(tiny_model_dir, tmp_path, capsys):
+    """The teacher comes last in `psrlm data eft`, after hours of tree search at scale: one request with the stage's
+    own settings goes first, and a teacher that refuses them (o1 asked with max_tokens) stops it in one line."""
+    import json
+
+    from psrlm.cli import main
+
+    from .serving import NO_KEY, TeacherAPI
+
+    problems = tmp_path / "problems.jsonl"
+    problems.write_text(json.dumps({"id": "q0", "question": "What is 1 + 2?", "answer": "3"}) + "\n")
+    run = tmp_path / "run"
+    with TeacherAPI(reasoning=True) as api:
+        sets = [f"paths.run_dir={run}", f"initdata.eft_problems={problems}", f"initdata.policy_path={tiny_model_dir}",
+                f"initdata.prm_path={tiny_model_dir}", "initdata.prm_format=next_token", "initdata.teacher_model=o1",
+                "initdata.teacher_engine.api=chat", f"initdata.teacher_engine.base_urls=[{api.base_url}]",
+                f"initdata.teacher_engine.api_key_env={NO_KEY}", "initdata.teacher_engine.max_retries=0",
+                "prompts.variant=compact"]  # fmt: skip
+        assert main(["data", "eft", *sum((["--set", s] for s in sets), [])]) == 2
+        assert len(api.bodies) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("psrlm: error: initdata.teacher_engine: the first request (a probe sent before the stage)")
+    assert "Use 'max_completion_tokens' instead" in line and "reasoning=true" in line
+    assert not (run / "initdata" / "mcts").exists()  # no tree was searched

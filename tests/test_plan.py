@@ -69,10 +69,11 @@ def test_the_dry_run_lists_each_replica_on_its_own_gpus_and_each_training_job_an
     assert all("--config_file" in t and "zero3-offload.yaml" in t and "--num_processes 8" in t for t in trains)
     assert " train sft " in trains[0] and all(" train dpo " in t and "--ref " in t for t in trains[1:])
     serves = [line for line in lines if line.strip().startswith("serve ")]
-    assert len(serves) == 2 * (3 + 5)  # 2 replicas for each of 3 searches and 5 evaluations (M0..M4)
+    # 2 replicas for each of 3 searches, 5 evaluations (M0..M4) and 2 test-time searches (M1, M4)
+    assert len(serves) == 2 * (3 + 5 + 2)
     assert "CUDA_VISIBLE_DEVICES=0,1,2,3 vllm serve" in serves[0] and "--tensor-parallel-size 4" in serves[0]
     assert "CUDA_VISIBLE_DEVICES=4,5,6,7 vllm serve" in serves[1] and "--port 8101" in serves[1]
-    assert sum("stop the 2 server(s)" in line for line in lines) == 3 + 5
+    assert sum("stop the 2 server(s)" in line for line in lines) == 3 + 5 + 2
     assert not (tmp_path / "run").exists()
 
 
@@ -94,7 +95,7 @@ def test_the_slurm_template_runs_the_driver_with_one_server_per_node_and_trainin
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
     serves = [line for line in lines if line.strip().startswith("serve psrlm-M1")]
-    assert len(serves) == 2 * 2  # one server per node, for the M2 search and for M1's evaluation
+    assert len(serves) == 2 * 3  # one server per node, for the M2 search, M1's evaluation and its test-time search
     assert "srun --nodes=1 --ntasks=1 --overlap -w gpu-a " in serves[0] and "-w gpu-b " in serves[1]
     assert "--host 0.0.0.0 --port 8100" in serves[1] and "--tensor-parallel-size 2 --data-parallel-size 4" in serves[0]
     trains = [line for line in lines if line.strip().startswith("train:")]

@@ -82,3 +82,52 @@ def test_load_prm_rejects_unknown_format(tmp_path: Path):
 
     with pytest.raises(ValueError, match="unknown initdata.prm_format"):
         load_prm("pairwise", tmp_path)
+
+
+def test_an_input_longer_than_the_prm_context_is_skipped_never_cut(tiny_model_dir):
+    """The tiny PRM reads 512 tokens. A question longer than that used to be cut from the left (the question lost,
+    the last step scored anyway); it is now not scored at all (None) and counted."""
+    scorer = NextTokenPRM(tiny_model_dir, step_tag=" #")
+    long_q = "Mia has 5 pens and 3 cards. " * 200
+    scores = scorer.score_last(["Mia has 5 pens.", long_q], [["5 + 1 = 6."], ["5 + 1 = 6."]])
+    assert scores[0] is not None and 0.0 <= scores[0] <= 1.0
+    assert scores[1] is None and scorer._run.skipped == 1
+
+
+def _ic(tiny_model_dir, **kw):
+    from psrlm.configs import InitDataConfig
+
+    return InitDataConfig(prm_path=str(tiny_model_dir), prm_format="next_token", **kw)
+
+
+def test_a_prm_too_short_for_the_longest_mcts_path_is_one_line_before_any_search(tiny_model_dir):
+    from psrlm.configs import ConfigError
+    from psrlm.prm import check_fits
+
+    ic = _ic(tiny_model_dir, max_depth=8, max_step_tokens=100)
+    with pytest.raises(ConfigError) as e:
+        check_fits(ic, ["Mia has 5 pens.", "Leo has 3 cards and finds 2 more."])
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("initdata.prm_path: the PRM (") and "reads 512 tokens" in msg
+    assert "initdata.max_depth 8 x (initdata.max_step_tokens 100 + " in msg and "lower initdata.max_depth" in msg
+    # the policy cannot write past its own context: a policy of 400 tokens bounds every path below 512
+    assert check_fits(ic, ["Mia has 5 pens."], policy_context=400) == {"context": 512, "longest_path": 400}
+    short = check_fits(_ic(tiny_model_dir, max_depth=3, max_step_tokens=20), ["Mia has 5 pens."])
+    assert short["context"] == 512 and short["longest_path"] < 100
+
+
+def test_the_prm_gets_a_gpu_the_policy_servers_do_not_take():
+    from psrlm.configs import ConfigError, load_config
+    from psrlm.initdata.eft_pipeline import prm_device
+
+    base = ["engine.kind=vllm", "engine.servers=8"]
+    with pytest.raises(ConfigError, match=r"^initdata.prm_device=cuda:3 is GPU 3, which the policy's 8 server\(s\) x "
+                                          r"engine.tensor_parallel 1 take \(GPUs 0-7\): set initdata.policy_servers=7 "
+                                          r"and initdata.prm_device=cuda:7$"):  # fmt: skip
+        prm_device(load_config(None, [*base, "initdata.prm_device=cuda:3"]))
+    assert (
+        prm_device(load_config(None, [*base, "initdata.policy_servers=7", "initdata.prm_device=cuda:7"])) == "cuda:7"
+    )
+    assert prm_device(load_config(None, ["initdata.prm_device=cpu"])) == "cpu"
+    with pytest.raises(ConfigError, match="initdata.prm_device='gpu'"):
+        load_config(None, ["initdata.prm_device=gpu"])

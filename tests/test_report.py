@@ -96,7 +96,8 @@ def test_single_run_report_tables_and_plots(tmp_path):
     assert "| psrlm-M1 → psrlm-M3 | +0.100 | +0.050 | - |" in text  # Table 2
     assert "| M0 | 0.000 | 0.000 | 1.000 | - |" in text  # Table 3, M0 never wrote a verdict
     assert "| psrlm-M3 | 3.30 / 17.0 | 5.00 / 30.0 | 2.00 / 25.0 |" in text  # Table 4
-    assert "| psrlm-M3 | 20 | 0.300 | 0.400 | 60 | 900 | 40.0 | 12.5× |" in text  # Table 5
+    # Table 5: a tts.json from before the per-benchmark results and the search rules: the training search's rules
+    assert "| psrlm-M3 | - | training | 20 | 0.300 | 0.400 | 60 | 900 | 40.0 | 12.5× |" in text
     assert "| pairwise, generated verdict | 0.600 | 0.300 | 0.000 |" in text  # Appendix B
     assert "| psrlm-M3 | 10 | 90 | 0.800 | - | - |" in text  # PPD pairs
     assert "Table 3b" not in text  # the fixture's judge items name no error kind

@@ -50,6 +50,36 @@ def test_a_server_is_started_used_and_stopped_on_each_checkpoint(tiny_model_dir,
     assert (tmp_path / "servers" / f"{tiny_model_dir.name}-0.log").exists()
 
 
+def test_data_eft_serves_its_policy_on_the_servers_psrlm_starts(stepping_model_dir, tiny_model_dir, tmp_path):
+    """`psrlm data eft -c configs/paper-7b.yaml` stopped at once ("engine.kind='vllm' starts its own servers"): the
+    MCTS policy is now served as `psrlm iterate` serves a model, here by a real `transformers serve` psrlm starts,
+    uses and stops (logs in <run>/servers/), with the PRM on the CPU (`initdata.prm_device`)."""
+    import json as _json
+
+    from psrlm.cli import main
+
+    from .serving import NO_KEY, TeacherAPI
+
+    problems = tmp_path / "problems.jsonl"
+    problems.write_text("".join(_json.dumps({"id": f"q{i}", "question": f"Mia has {i} pens and finds 2 more. How "
+                                                  "many now?", "answer": str(i + 2)}) + "\n" for i in range(2)))  # fmt: skip
+    run = tmp_path / "run"
+    port = 8400 + (os.getpid() + 7) % 500
+    with TeacherAPI(reasoning=False) as api:
+        sets = [f"paths.run_dir={run}", "prompts.variant=compact", f"initdata.eft_problems={problems}",
+                f"initdata.policy_path={stepping_model_dir}", f"initdata.prm_path={tiny_model_dir}",
+                "initdata.prm_format=next_token", "initdata.prm_device=cpu", "initdata.iterations=2",
+                "initdata.expand_width=2", "initdata.simulation_depth=1", "initdata.max_depth=2",
+                "initdata.max_step_tokens=24", "initdata.min_margin=0.0", "initdata.eft_test=1",
+                "engine.kind=transformers", f"engine.port={port}", "engine.server_timeout_s=120",
+                "initdata.teacher_engine.api=chat", f"initdata.teacher_engine.base_urls=[{api.base_url}]",
+                f"initdata.teacher_engine.api_key_env={NO_KEY}", "initdata.teacher_model=teacher"]  # fmt: skip
+        assert main(["data", "eft", *sum((["--set", x] for x in sets), [])]) == 0
+    counts = _json.loads((run / "initdata" / "eft_counts.json").read_text())
+    assert counts["mcts"]["problems"] == 2 and counts["mcts"]["gen_tokens"] > 0 and counts["prm"]["device"] == "cpu"
+    assert (run / "servers" / "policy-0.log").exists() and port_free(port)
+
+
 def test_a_replica_on_another_host_is_started_by_its_command_and_reached_at_that_host(tiny_model_dir, tmp_path):
     """engine.server_hosts: 127.0.0.2 (loopback, but not this machine's name for itself) stands in for another
     node; the command template starts the server there (`srun -w {host}` on a cluster) and the driver talks to

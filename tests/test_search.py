@@ -246,3 +246,39 @@ def test_a_search_killed_at_any_call_resumes_to_exactly_the_uninterrupted_result
                      out_dir=out, progress=False)  # fmt: skip
     assert res.traces == whole.traces and sorted(map(repr, res.pairs)) == sorted(map(repr, whole.pairs))
     assert not (out / "inflight.jsonl").exists()
+
+
+def test_at_test_time_a_tie_takes_the_most_sampled_step_with_no_rollback_and_no_pair():
+    """search.ties=accept (the inference rules of test-time search, iterate.tts_search_cfg): a judge that never
+    decides ties every round; the training rule rolls back until the round cap, the inference rule takes a step
+    each round, the candidate drawn most often among the equal ones, and makes no pair."""
+
+    def policy(q, prev, params):  # "b" is drawn twice of three: the majority
+        step = len(prev) + 1
+        end = " \\boxed{1}" if step == 3 else ""
+        return [f"s{step} a{end}", f"s{step} b{end}", f"s{step} b{end}"]
+
+    never = lambda a, b: "no idea"  # noqa: E731
+    (trained,) = run_search(PROBLEMS[:1], ScriptedEngine(policy, never), PROMPTS, cfg(max_rounds=6),
+                            progress=False).traces  # fmt: skip
+    assert trained.stop_reason == "round_cap" and trained.steps == [] and not trained.finished
+    res = run_search(PROBLEMS[:1], ScriptedEngine(policy, never), PROMPTS, cfg(max_rounds=6, ties="accept"),
+                     progress=False)  # fmt: skip
+    (t,) = res.traces
+    assert [r["action"] for r in t.rounds] == ["accept_tie"] * 3 and t.rollbacks == 0 and t.ties == 3
+    assert t.steps == ["s1 b", "s2 b", "s3 b \\boxed{1}"] and t.finished and t.final_answer == "1"
+    assert res.pairs == []  # a tie teaches nothing, at test time as in training
+
+
+def test_the_inference_rules_of_test_time_search(tmp_path):
+    """iterate.eval_tts_rules: inference (default) = ties taken, rounds capped at 2 x max_steps instead of
+    search.max_rounds; training = the training search unchanged. Only the inference rule keys the TTS cache apart."""
+    from psrlm.configs import load_config
+    from psrlm.iterate import Run, generation_settings, tts_search_cfg
+
+    cfg_ = load_config(None, [f"paths.run_dir={tmp_path}", "search.max_steps=5", "search.max_rounds=20"])
+    inference = tts_search_cfg(Run(cfg_))
+    assert (inference.ties, inference.max_rounds, inference.max_steps) == ("accept", 10, 5)
+    training = tts_search_cfg(Run(load_config(None, [f"paths.run_dir={tmp_path}", "iterate.eval_tts_rules=training"])))
+    assert (training.ties, training.max_rounds) == ("rollback", 20)
+    assert "ties" in generation_settings(inference) and "ties" not in generation_settings(training)

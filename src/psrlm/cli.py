@@ -85,38 +85,11 @@ def cmd_data_arith(cfg: Config) -> dict:
 def cmd_data_ift(cfg: Config, args: argparse.Namespace) -> dict:
     """IFT from worked solutions: teacher segmentation (MATH / any JSONL), or GSM8K lines with no teacher."""
     from psrlm.initdata.eft_pipeline import out_dir
-    from psrlm.records import write_json, write_jsonl
+    from psrlm.initdata.ift import build_ift
 
-    ic = cfg.initdata
-    out = out_dir(cfg)
-    data = cfg.paths.resolved_data_dir() / "train"
-    if ic.ift_source == "gsm8k":
-        from psrlm.initdata.ift import gsm8k_ift
-
-        problems, sols = gsm8k_ift(Path(ic.ift_input or data / "gsm8k" / "train.jsonl"), ic.ift_limit or -1)
-        for sol, prob in zip(sols, problems, strict=True):
-            sol.meta["question"] = prob.question
-        write_jsonl(out / "ift_gsm8k.jsonl", sols)
-        counts = {"rows": len(sols), "accepted": len(sols), "teacher": None}
-        write_json(out / "ift_counts.json", counts)
-    else:
-        from psrlm.initdata.segment import read_rows, segment_rows
-        from psrlm.initdata.teacher_cache import make_teacher
-        from psrlm.prompts import prompts_of
-
-        if ic.teacher != "engine":
-            raise ValueError("segmentation needs a model teacher: set initdata.teacher=engine")
-        path = Path(ic.ift_input or data / "math" / "train.jsonl")
-        rows = read_rows(path, ic.ift_source, ic.question_field, ic.solution_field, ic.answer_field, ic.id_field,
-                         ic.ift_limit)  # fmt: skip
-        with make_teacher(cfg, cfg.paths.run_dir) as teacher:
-            counts = segment_rows(
-                rows, teacher, prompts_of(cfg), out, max_tokens=ic.segment_max_tokens,
-                retries=ic.segment_retries, retry_temperature=ic.segment_retry_temperature, seed=ic.seed,
-                chunk_size=ic.chunk_size, source=ic.ift_source,
-            )  # fmt: skip
+    counts = build_ift(cfg)
     print(json.dumps(counts, indent=2))
-    print(f"IFT and counts: {out}")
+    print(f"IFT and counts: {out_dir(cfg)}")
     return counts
 
 
@@ -393,6 +366,7 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
         evaluate_appendix_b,
         evaluate_judge,
         generation_settings,
+        tts_problems,
         tts_search_cfg,
     )
     from psrlm.records import sha256_file
@@ -452,19 +426,20 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
             result.update(judged)
         if args.tts:
             search_cfg = tts_search_cfg(run)
-            bench = run.tts_benchmark()
-            tts_settings = {"n": args.tts, "benchmark": bench, "search": generation_settings(search_cfg)}
+            benches = run.tts_benchmarks()
+            tts_settings = {"n": args.tts, "benchmarks": benches, "search": generation_settings(search_cfg)}
 
             def run_tts() -> dict:
-                problems = run.benchmarks([bench], args.tts)[bench]
+                problems, groups = tts_problems(run, args.tts)
                 tts = tts_vs_greedy(problems, engine, run.prompts, search_cfg, out_dir, max_tokens,
-                                    settings=tts_settings, root=run.dir,
+                                    settings=tts_settings, root=run.dir, groups=groups,
                                     include_percentage=cfg.grading.include_percentage)  # fmt: skip
-                return {"model": name, **tts}
+                return {"model": name, "benchmark": ", ".join(benches), **tts}
 
             tts = cached(out_dir / "tts.json", tts_settings, run_tts)
-            print(f"TTS vs greedy on {tts['n']} {bench} problems: accuracy {tts['greedy']['accuracy']:.3f} -> "
-                  f"{tts['tts']['accuracy']:.3f} at {tts['token_ratio']:.1f}x the tokens")  # fmt: skip
+            for b, t in {**tts.get("benchmarks", {}), "all": tts}.items():
+                print(f"TTS vs greedy on {t['n']} {b} problems: accuracy {t['greedy']['accuracy']:.3f} -> "
+                      f"{t['tts']['accuracy']:.3f} at {t['token_ratio']:.1f}x the tokens")  # fmt: skip
             result["tts"] = tts
     if args.appendix_b:
         n = cfg.iterate.eval_appendix_b or cfg.iterate.eval_eft or 200
@@ -723,8 +698,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--tts",
         type=_count,
         default=0,
-        help="also solve the first N problems of arith_test (iterate.eval_tts_benchmark, or the first evaluated "
-        "benchmark of a files run) with test-time search vs greedy",
+        help="also solve the first N problems of each TTS benchmark (iterate.eval_tts_benchmark; default arith_test, "
+        "or every evaluated benchmark of a files run) with test-time search vs greedy, under iterate.eval_tts_rules",
     )
     p.add_argument(
         "--appendix-b",

@@ -120,7 +120,14 @@ class DataConfig:
         (/ id_field, else the line number). Overlaps with the evaluated test sets and with the IFT/EFT questions
         are removed and counted (initdata/pool.py).
     question_field / answer_field / id_field: column names of such a JSONL (NuminaMath-style: problem / answer).
-    seed: shuffles the pool before `iterate.questions` cuts it into disjoint blocks.
+    seed: shuffles the pool before `iterate.questions` cuts it into disjoint blocks (and draws the split below).
+    split_ift / split_eft: the paper's data flow from one source (initdata/pool.py: split_source). `data.questions`
+        loses its test-set overlaps and repeats and is shuffled with `seed`; its first `split_ift` questions are the
+        rows `psrlm data ift` segments, the next `split_eft` the problems `psrlm data eft` searches, and only the
+        rest is the iterations' pool: the three are disjoint by construction, and a row the teacher fails to
+        segment is never returned to the pool. 0 = no block (IFT / EFT from another file; the pool is the whole
+        source less the questions of the IFT / EFT files). `psrlm plan` and `psrlm iterate --dry-run` print the
+        sizes, and a source too small for split_ift + split_eft + sum(iterate.questions) stops with one line.
     """
 
     source: str = "arith"
@@ -139,6 +146,8 @@ class DataConfig:
     answer_field: str = "answer"
     id_field: str = "id"
     seed: int = 0
+    split_ift: int = 0
+    split_eft: int = 0
 
 
 @dataclass
@@ -202,6 +211,11 @@ class EngineConfig:
     api: "completions" (raw prompt in, text out: what the search needs) or "chat" (/v1/chat/completions: the prompt
         as one user message, the server applies the model's chat template; for a chat model as the IFT/EFT teacher
         or the Appendix B judge).   (openai)
+    reasoning: the model is one of OpenAI's reasoning models (o1, o3, o4-mini, ...; the paper's teacher is o1): its
+        chat requests carry `max_completion_tokens` (which counts the hidden reasoning tokens too) instead of
+        `max_tokens`, and no `temperature`, `top_p`, `stop` or `seed`, which those models reject with a 400 (OpenAI
+        API reference, chat/create: max_tokens "is not compatible with o1 series models"); stop strings are cut
+        on the client. Needs kind=openai and api=chat.   (openai)
     server_cmd: the command of one server replica, with slots {model} {served_name} {port} {tensor_parallel}
         {max_model_len} {dtype} {python} {device}; empty = the kind's default (vLLM: `vllm serve ...` with prefix
         caching; put the path of vLLM's own virtualenv here).   (vllm, sglang, transformers)
@@ -231,6 +245,7 @@ class EngineConfig:
     max_retries: int = 5
     extra_body: dict = field(default_factory=dict)
     api: str = "completions"
+    reasoning: bool = False
     server_cmd: str = ""
     servers: int = 1
     port: int = 8100
@@ -279,6 +294,10 @@ class SearchConfig:
         the worst-scored candidate) or "all" (every two candidates whose scores differ by more than tie_margin, the
         better-scored one chosen: with the oracle judge, every right step against every wrong one; with the model's
         own judge, every ranked pair of its scores).
+    ties: what a round does whose judged candidates all score the same: "rollback" (the paper's training search:
+        the previous step and its pair are discarded and the search resumes one step earlier) or "accept" (the step
+        is taken anyway, with no pair: among the equal scores the candidate sampled most often, then the first
+        drawn; what test-time search does, see iterate.eval_tts_rules).
     """
 
     width: int = 6
@@ -300,6 +319,7 @@ class SearchConfig:
     judge_flip: float = 0.0
     oracle_ties: str = "tie"
     pairs_per_round: str = "best_worst"
+    ties: str = "rollback"
 
 
 @dataclass
@@ -402,9 +422,20 @@ class IterateConfig:
         `paths.data_dir` (gsm8k, math, math500, gaokao2023en, olympiadbench, aime24, amc23; "paper" = all but
         math500). Empty for the tiny model, which was never taught this text.
     eval_benchmark_limit: problems per math benchmark (0 = all).
-    eval_tts: problems solved with test-time search vs greedy (Table 5) for PSRLM's M1 and last model; 0 = skip.
-    eval_tts_benchmark: where those problems come from; empty = arith_test (arith) or the first of
-        eval_benchmarks (files).
+    m0_three_shot: what M0 (a base model that never saw the step format) is asked 3-shot: "judge" (the EFT judge
+        items, three EFT-train items prepended: the paper marks only M0's judge as 3-shot) and/or "benchmarks" (the
+        first three IFT solutions prepended to every benchmark problem). Later models are always asked zero-shot.
+        Every evaluation records which was used, and the report marks 3-shot numbers.
+    eval_tts: problems per benchmark solved with test-time search vs greedy (Tables 5/9) for PSRLM's M1 and last
+        model; 0 = skip, -1 = every problem.
+    eval_tts_benchmark: where those problems come from: a benchmark, a comma-separated list or a group (paper, all);
+        empty = arith_test (arith) or every benchmark of eval_benchmarks (files: the paper's six).
+    eval_tts_rules: "inference" = the step search as the paper states it for test time (w, T, top-p and the pairwise
+        judge of `search.*`), without the training search's rules it does not state for inference: a round of
+        equal scores takes its step anyway (search.ties=accept: the most-sampled of the equal candidates, no
+        rollback) and a problem ends at an answer or after search.max_steps steps (rounds are capped at 2 x
+        max_steps, which only rounds without a usable candidate can reach; not search.max_rounds). "training" = the
+        training search unchanged (rollback on ties, search.max_rounds).
     eval_appendix_b: EFT test items for the Appendix B comparison (psrlm-M1 judging step pairs vs srlm-M1
         scoring solutions); 0 = skip.
     seed: offsets the seeds of every training and sampling stage (for repeated runs); data stays the same.
@@ -426,8 +457,10 @@ class IterateConfig:
     eval_max_tokens: int = 320
     eval_benchmarks: list[str] = field(default_factory=list)
     eval_benchmark_limit: int = 0
+    m0_three_shot: list[str] = field(default_factory=lambda: ["judge"])
     eval_tts: int = 0
     eval_tts_benchmark: str = ""
+    eval_tts_rules: str = "inference"
     eval_appendix_b: int = 0
     seed: int = 0
     schedule: str = "fixed"
@@ -452,7 +485,8 @@ class InitDataConfig:
     ift_input: input file; empty = the shared MATH (or GSM8K) train file under paths.data_dir.
     question_field / solution_field / answer_field / id_field: column names for ift_source=jsonl (answer_field and
         id_field may be absent from a row: the answer is then the last \\boxed{}, the id the line number).
-    ift_limit: first N rows only (0 = all).
+    ift_limit: first N rows only (0 = all). With data.split_ift the rows are the split's IFT block (the first N of
+        it with ift_limit); a row whose question is in an evaluated test set is left out and counted either way.
     segment_max_tokens: token cap for one segmentation answer.
     segment_retries: extra attempts for a rejected segmentation, sampled at `segment_retry_temperature` with a
         fresh seed (0 = reject at once).
@@ -465,11 +499,19 @@ class InitDataConfig:
     prm_problems: arith problems whose steps (gold, realistic corruptions, policy samples) are labelled by the
         oracle to train the tiny PRM; prm_samples: policy samples per problem among them.
     prm_train: training settings of the tiny PRM.
+    prm_device: where the PRM scores: "auto" (CUDA when present), "cpu", "cuda", "cuda:7", ... With policy servers
+        psrlm starts (engine.kind vllm / sglang) on their own GPUs, the PRM needs a GPU none of them takes: serve
+        the policy on fewer replicas (policy_servers) and put the PRM on a GPU after theirs.
+    policy_servers: replicas serving the MCTS policy in `psrlm data eft` (0 = engine.servers).
 
     policy_path: the MCTS policy model; empty = on arith, M0 fine-tuned on the IFT data (cached in the run).
-    mcts_problems: problems searched (arith: from the EFT-train block, disjoint from the oracle EFT test set).
-    eft_problems: where MCTS takes its problems: empty = the arith pool (oracle measurements on); "math" = MATH
-        train under paths.data_dir; any other value = a JSONL read with question_field / answer_field / id_field.
+    mcts_problems: problems searched (arith: from the EFT-train block, disjoint from the oracle EFT test set; a file
+        of eft_problems: a sample seeded by `seed`, across the whole file). With data.split_eft the EFT block of
+        the split is searched whole instead.
+    eft_problems: where MCTS takes its problems: empty = the arith pool (oracle measurements on), or with
+        data.source=files and data.split_eft the split's EFT block; "math" = MATH train under paths.data_dir; any
+        other value = a JSONL read with question_field / answer_field / id_field. Questions of an evaluated test
+        set are left out and counted.
         Outside arith there is no oracle, so the PRM accuracy and pair precision are not measured, and
         policy_path and prm_path must be set.
     iterations: MCTS iterations per problem (paper 100). simulation_depth: rollout steps after a new leaf
@@ -508,6 +550,8 @@ class InitDataConfig:
     prm_problems: int = 400
     prm_samples: int = 4
     prm_train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, lr=5e-4, batch_size=16))
+    prm_device: str = "auto"
+    policy_servers: int = 0
     policy_path: str = ""
     mcts_problems: int = 200
     eft_problems: str = ""
@@ -846,7 +890,9 @@ def _engine_rules(e: EngineConfig) -> list[tuple[str, bool, str]]:
         ("static_cache", _parse_bool_setting(e.static_cache) in (True, False, "auto"), "choose auto, true or false"),
         ("timeout_s", e.timeout_s > 0, "must be > 0"),
         ("api", e.api in ("completions", "chat"), "choose completions or chat"),
-    ]
+        ("reasoning", not e.reasoning or (e.kind == "openai" and e.api == "chat"),
+         "OpenAI's reasoning models answer on /v1/chat/completions of a running API: set kind=openai and api=chat"),
+    ]  # fmt: skip
 
 
 def _train_rules(t: TrainConfig) -> list[tuple[str, bool, str]]:
@@ -907,7 +953,12 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
         ],
         "data": [
             ("source", d.source in ("arith", "files"), "choose arith (the embedded domain) or files (a real run)"),
-            *_at_least(d, 0, "ift_problems eft_train eft_test"),
+            *_at_least(d, 0, "ift_problems eft_train eft_test split_ift split_eft"),
+            (
+                "split_ift",
+                d.source == "files" or not (d.split_ift or d.split_eft),
+                "splits a real run's question source: needs data.source=files",
+            ),
             ("gsm8k_ift", d.gsm8k_ift >= -1, "must be >= 0, or -1 for all"),
             ("eft_source", d.eft_source in ("synthetic", "policy"), "choose synthetic or policy"),
             ("eft_source", d.eft_source == "synthetic" or d.source == "arith", "policy EFT needs the arith oracle"),
@@ -957,6 +1008,7 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
             ("judge_flip", 0 <= s.judge_flip <= 1, "must be in [0, 1]"),
             ("oracle_ties", s.oracle_ties in ("tie", "coin", "accept"), "choose tie, coin or accept"),
             ("pairs_per_round", s.pairs_per_round in ("best_worst", "all"), "choose best_worst (the paper) or all"),
+            ("ties", s.ties in ("rollback", "accept"), "choose rollback (the paper's training search) or accept"),
             (
                 "judge_flip",
                 s.judge_flip == 0 or s.judge == "oracle",
@@ -996,14 +1048,17 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
                 bool(it.questions) and all(n >= 1 for n in it.questions),
                 "must list one count >= 1 per iteration",
             ),
-            *_at_least(it, 0, "srlm_eft eval_limit eval_eft eval_benchmark_limit eval_tts eval_appendix_b"),
+            *_at_least(it, 0, "srlm_eft eval_limit eval_eft eval_benchmark_limit eval_appendix_b"),
+            ("eval_tts", it.eval_tts >= -1, "must be >= 0 (0 = skip), or -1 for every problem"),
+            ("eval_tts_rules", it.eval_tts_rules in ("inference", "training"), "choose inference or training"),
+            (
+                "m0_three_shot",
+                set(it.m0_three_shot) <= {"judge", "benchmarks"},
+                "may list judge and/or benchmarks (empty: M0 zero-shot everywhere)",
+            ),
             ("eval_max_tokens", it.eval_max_tokens >= 1, "must be >= 1"),
             ("eval_benchmarks", _benchmarks_ok(it.eval_benchmarks), _benchmarks_hint()),
-            (
-                "eval_tts_benchmark",
-                not it.eval_tts_benchmark or _benchmarks_ok([it.eval_tts_benchmark]),
-                _benchmarks_hint(),
-            ),
+            ("eval_tts_benchmark", _benchmarks_ok(it.eval_tts_benchmark), _benchmarks_hint()),
             (
                 "eval_benchmarks",
                 d.source != "files" or bool(it.eval_benchmarks),
@@ -1034,7 +1089,7 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
                 i,
                 0,
                 "ift_limit segment_retries prm_problems prm_samples mcts_problems simulation_depth "
-                "min_margin eft_test uct_c",
+                "min_margin eft_test uct_c policy_servers",
             ),
             *_at_least(
                 i,
@@ -1045,6 +1100,11 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
             ("segment_retry_temperature", i.segment_retry_temperature >= 0, "must be >= 0"),
             ("temperature", i.temperature >= 0, "must be >= 0"),
             ("top_p", 0 < i.top_p <= 1, top_p),
+            (
+                "prm_device",
+                re.fullmatch(r"auto|cpu|cuda(:\d+)?", i.prm_device) is not None,
+                "choose auto, cpu, cuda or cuda:N",
+            ),
         ],  # fmt: skip
         "track": [
             (
@@ -1084,7 +1144,7 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
     return rules
 
 
-def _benchmarks_ok(names: list[str]) -> bool:
+def _benchmarks_ok(names: list[str] | str) -> bool:
     from psrlm.tasks.benchmarks import BenchmarkError, parse_benchmarks
 
     try:

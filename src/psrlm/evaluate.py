@@ -105,7 +105,9 @@ def judge_accuracy(
 ) -> dict:
     """Accuracy over both A/B orders, consistency under the swap, and the no-verdict rate.
 
-    `few_shot` examples are prepended as solved demonstrations (the paper's 3-shot M0 judge)."""
+    `few_shot` examples are prepended as solved demonstrations (the paper's 3-shot M0 judge). A judge prompt
+    longer than the model's context is never cut: it counts as a wrong judgment with no verdict, and
+    `context_skipped` says how many of the 2n judgments that was (a 3-shot prefix can push items past the context)."""
 
     prefix = "".join(
         prompts.judge_prompt(e.question, e.prev_steps, e.step_a, e.step_b)
@@ -135,6 +137,7 @@ def judge_accuracy(
         "judge_accuracy": sum(scores) / n if n else None,
         "consistency": consistent / n if n else None,
         "no_verdict_rate": missing / (2 * n) if n else None,
+        "context_skipped": sum(o[0].finish_reason == "context" for o in outs),
         **by_error_kind(examples, scores),
     }
 
@@ -315,11 +318,14 @@ def tts_vs_greedy(
     settings: dict | None = None,
     root: Path | None = None,
     include_percentage: bool = True,
+    groups: dict[str, list[str]] | None = None,
 ) -> dict:
-    """Paper Table 5/9: the step search with self-judging at inference vs greedy decoding, on the same problems,
+    """Paper Tables 5/9: the step search with self-judging at inference vs greedy decoding, on the same problems,
     with the compute each spends (generated tokens, judge calls, wall time). The search commits to
     `<out_dir>/tts/` and resumes while `settings` (what decides its traces) stay the same; traces made otherwise
-    are moved aside (under `root`) and searched afresh. The greedy half is cheap and simply rerun."""
+    are moved aside (under `root`) and searched afresh. The greedy half is cheap and simply rerun. `groups`
+    (benchmark -> problem ids) adds the same numbers per benchmark under "benchmarks"; the top level is over all.
+    Which rules the search follows is `search_cfg`'s (iterate.tts_search_cfg: the inference rules by default)."""
     import time
 
     from psrlm.folders import FolderLock, claim_settings
@@ -338,32 +344,49 @@ def tts_vs_greedy(
         by_id = {t.problem_id: t for t in traces}
         ordered = [by_id[p.id] for p in problems]
         correct = grader.grade([(p.answer, t.final_answer) for p, t in zip(problems, ordered, strict=True)])
-    n = max(1, len(problems))
-    greedy_tokens = sum(r.tokens for r in greedy)
-    tts_tokens = sum(t.gen_tokens for t in ordered)
-    return {
-        "n": len(problems),
+    rows = {p.id: (g, t, bool(c)) for p, g, t, c in zip(problems, greedy, ordered, correct, strict=True)}
+    result = {
+        **_tts_summary(list(rows.values()), greedy_s, tts_s),
         "width": search_cfg.width,
         "judge_mode": search_cfg.judge_mode,
         "verdict": search_cfg.verdict,
-        "greedy": {
-            "accuracy": sum(r.correct for r in greedy) / n,
-            "tokens_per_problem": greedy_tokens / n,
-            "seconds": greedy_s,
-        },
+        "rules": {"ties": search_cfg.ties, "max_rounds": search_cfg.max_rounds, "max_steps": search_cfg.max_steps},
+        "grading": {"include_percentage": include_percentage},
+    }
+    if groups:  # seconds are measured over all the problems at once: shared out by tokens generated
+        total_g = sum(g.tokens for g, _, _ in rows.values()) or 1
+        total_t = sum(t.gen_tokens for _, t, _ in rows.values()) or 1
+        result["benchmarks"] = {}
+        for name, ids in groups.items():
+            part = [rows[i] for i in ids]
+            share_g = sum(g.tokens for g, _, _ in part) / total_g
+            share_t = sum(t.gen_tokens for _, t, _ in part) / total_t
+            result["benchmarks"][name] = _tts_summary(part, greedy_s * share_g, tts_s * share_t)
+    return result
+
+
+def _tts_summary(rows: list[tuple[SolveResult, object, bool]], greedy_s: float, tts_s: float) -> dict:
+    """Greedy vs test-time search over (greedy result, search trace, search answer right) rows."""
+    n = max(1, len(rows))
+    greedy_tokens = sum(g.tokens for g, _, _ in rows)
+    tts_tokens = sum(t.gen_tokens for _, t, _ in rows)
+    return {
+        "n": len(rows),
+        "greedy": {"accuracy": sum(g.correct for g, _, _ in rows) / n, "tokens_per_problem": greedy_tokens / n,
+                   "seconds": greedy_s},
         "tts": {
-            "accuracy": sum(bool(c) for c in correct) / n,
+            "accuracy": sum(ok for _, _, ok in rows) / n,
             "tokens_per_problem": tts_tokens / n,
-            "judge_calls_per_problem": sum(t.judge_calls for t in ordered) / n,
-            "rollbacks_per_problem": sum(t.rollbacks for t in ordered) / n,
-            "finished_rate": sum(t.finished for t in ordered) / n,
-            "mean_steps": statistics.mean(len(t.steps) for t in ordered) if ordered else 0.0,
+            "judge_calls_per_problem": sum(t.judge_calls for _, t, _ in rows) / n,
+            "rollbacks_per_problem": sum(t.rollbacks for _, t, _ in rows) / n,
+            "ties_per_problem": sum(t.ties for _, t, _ in rows) / n,
+            "finished_rate": sum(t.finished for _, t, _ in rows) / n,
+            "mean_steps": statistics.mean(len(t.steps) for _, t, _ in rows) if rows else 0.0,
             "seconds": tts_s,
         },
-        "grading": {"include_percentage": include_percentage},
         "token_ratio": tts_tokens / max(1, greedy_tokens),
         "time_ratio": tts_s / max(1e-9, greedy_s),
-    }
+    }  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ Appendix B

@@ -102,9 +102,13 @@ class Run:
     def ift(self) -> list[StepSolution]:
         return [s for f in self.ift_files() for s in read_jsonl(f, StepSolution)]
 
-    def tts_benchmark(self) -> str:
+    def tts_benchmarks(self) -> list[str]:
+        """Where test-time search is measured: iterate.eval_tts_benchmark (one, a comma list or a group), else
+        arith_test (arith) or every evaluated benchmark (a real run: the paper's six)."""
         it = self.cfg.iterate
-        return it.eval_tts_benchmark or ("arith_test" if self.arith else parse_benchmarks(it.eval_benchmarks)[0])
+        if it.eval_tts_benchmark:
+            return parse_benchmarks(it.eval_tts_benchmark)
+        return ["arith_test"] if self.arith else parse_benchmarks(it.eval_benchmarks)
 
     def benchmarks(self, names: list[str], limit: int) -> dict[str, list[Problem]]:
         from psrlm.tasks.benchmarks import load_benchmark
@@ -212,8 +216,9 @@ def generation_settings(cfg) -> dict:
     model's own judge: a self-judged search records them at their defaults, so a sweep that changes them still
     resumes its self-judged arm."""
     out = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "max_active"}
-    if out.get("pairs_per_round") == "best_worst":  # added later: at its default it keys nothing
-        del out["pairs_per_round"]
+    for key, default in (("pairs_per_round", "best_worst"), ("ties", "rollback")):
+        if out.get(key) == default:  # added later: at its default it keys nothing
+            del out[key]
     if out.get("judge") == "self" and "judge_flip" in out:  # a search config
         out.update(judge_flip=0.0, oracle_ties="tie")
     elif out.get("judge") == "self":  # srlm's judge, added later: at its default it keys nothing
@@ -554,6 +559,8 @@ def prepare_data(run: Run) -> None:
     init_files = [] if run.arith else [*run.ift_files(), run.eft_train_file()]
     settings = {"source": cfg.data.source, "questions": cfg.data.questions, "seed": cfg.data.seed,
                 "benchmarks": cfg.iterate.eval_benchmarks, "files": [sha256_file(f) for f in init_files]}  # fmt: skip
+    if cfg.data.split_ift or cfg.data.split_eft:  # keyed only when set: pools made before the split still match
+        settings["split"] = [cfg.data.split_ift, cfg.data.split_eft]
     if not run.arith and counts_path.exists() and read_json(counts_path).get("settings") == flatten(settings):
         return  # (arith rewrites its pool on every run above, so it is always checked again)
     tests = run.benchmarks(parse_benchmarks(cfg.iterate.eval_benchmarks), limit=0)
@@ -564,10 +571,25 @@ def prepare_data(run: Run) -> None:
         if len(kept) != len(pool):
             write_jsonl(run.data / "fresh_questions.jsonl", kept)
     else:
+        from psrlm.initdata.pool import split_active, split_source, test_overlap
+
         used = [s.meta["question"] for s in run.ift()]
         used += [e.question for e in read_jsonl(run.eft_train_file(), JudgeExample)]
-        pool, read = read_pool(cfg)
-        kept, counts = clean_pool(pool, tests, used, seed=cfg.data.seed)
+        for key, questions in (("data.ift_files", [s.meta["question"] for s in run.ift()]),
+                               ("data.eft_train_file", [e.question for e in read_jsonl(run.eft_train_file(),
+                                                                                        JudgeExample)])):  # fmt: skip
+            if hits := test_overlap(questions, tests):  # training on a test question would void its benchmark
+                raise ConfigError(f"{key}: {sum(hits.values())} of {len(questions)} training questions are in "
+                                  f"evaluated test sets ({hits}): rebuild it with `psrlm data ift|eft` (which leave "
+                                  "them out) or remove them")  # fmt: skip
+        if split_active(cfg):  # the split's pool block, disjoint from IFT and EFT by construction; the init files'
+            split = split_source(cfg, tests)  # questions are still removed, should they come from elsewhere
+            kept, counts = clean_pool(split.pool, {}, used, seed=None)
+            read = {k: split.counts[k] for k in ("read", "no_answer", "split")}
+            counts.update(test_overlap=split.counts["test_overlap"], repeats=split.counts["repeats"])
+        else:
+            pool, read = read_pool(cfg)
+            kept, counts = clean_pool(pool, tests, used, seed=cfg.data.seed)
         write_jsonl(run.data / "fresh_questions.jsonl", kept)
     write_json(counts_path, {**read, **counts, "settings": flatten(settings)}, unless_same=True)
     removed = sum(counts["test_overlap"].values())
@@ -865,25 +887,46 @@ def cached(path: Path, settings: dict, compute) -> dict:
     return result
 
 
-def metrics_settings(run: Run, judge: bool = True) -> dict:
+def metrics_settings(run: Run, judge: bool = True, few_shot: bool = False, judge_few_shot: bool | None = None) -> dict:
     """What decides a model's metrics.json besides the evaluation folder's own settings (eval_folder)."""
     cfg = run.cfg.iterate
-    return {"limit": cfg.eval_limit, "eft": cfg.eval_eft, "judge_max_tokens": run.cfg.search.judge_max_tokens,
-            "benchmarks": cfg.eval_benchmarks, "benchmark_limit": cfg.eval_benchmark_limit,
-            "eft_file": sha256_file(run.eft_test_file()), "judge": judge}  # fmt: skip
+    settings = {"limit": cfg.eval_limit, "eft": cfg.eval_eft, "judge_max_tokens": run.cfg.search.judge_max_tokens,
+                "benchmarks": cfg.eval_benchmarks, "benchmark_limit": cfg.eval_benchmark_limit,
+                "eft_file": sha256_file(run.eft_test_file()), "judge": judge}  # fmt: skip
+    judge_few_shot = few_shot if judge_few_shot is None else judge_few_shot
+    if judge_few_shot != few_shot:  # keyed only when they differ: results made before the setting still match
+        settings["judge_few_shot"] = judge_few_shot
+    return settings
 
 
-def evaluate_model(run: Run, name: str, model_dir: Path, few_shot: bool = False, judge: bool = True) -> dict:
+def shots_of(run: Run, name: str) -> tuple[bool, bool]:
+    """(benchmarks 3-shot, judge 3-shot) for the model `name`: only M0 is prompted with shots (iterate.m0_three_shot;
+    the paper: M0's judge 3-shot, its benchmark answers zero-shot)."""
+    shots = set(run.cfg.iterate.m0_three_shot) if name == "M0" else set()
+    return "benchmarks" in shots, "judge" in shots
+
+
+def evaluate_model(
+    run: Run,
+    name: str,
+    model_dir: Path,
+    few_shot: bool = False,
+    judge: bool = True,
+    judge_few_shot: bool | None = None,
+) -> dict:
     """Greedy accuracy per held-out split (and any `iterate.eval_benchmarks`) + judge accuracy on the EFT test
     split (unless `judge` is off); cached in <run>/eval/<name>/metrics.json, per-problem results in
-    <run>/eval/<name>/<benchmark>.jsonl."""
+    <run>/eval/<name>/<benchmark>.jsonl. `few_shot`: three IFT solutions before every benchmark problem;
+    `judge_few_shot` (default: as `few_shot`): three EFT-train items before every judge item (M0: see
+    iterate.m0_three_shot). metrics.json records both."""
     from psrlm.evaluate import evaluate_benchmarks
     from psrlm.steps import split_steps
     from psrlm.tasks.arith import label_solution
 
     cfg = run.cfg.iterate
+    judge_few_shot = few_shot if judge_few_shot is None else judge_few_shot
     shots = run.ift()[:3] if few_shot else None
-    settings = metrics_settings(run, judge)
+    settings = metrics_settings(run, judge, few_shot, judge_few_shot)
 
     def compute() -> dict:
         with run.serving(model_dir, name) as engine:
@@ -891,7 +934,7 @@ def evaluate_model(run: Run, name: str, model_dir: Path, few_shot: bool = False,
 
     def measure(engine) -> dict:
         start = time.time()
-        metrics: dict = {"model": str(model_dir), "few_shot": few_shot}
+        metrics: dict = {"model": str(model_dir), "few_shot": few_shot, "judge_few_shot": judge_few_shot}
         benchmarks = run.benchmarks(["arith_test", "arith_hard"], cfg.eval_limit) if run.arith else {}
         benchmarks.update(run.benchmarks(parse_benchmarks(cfg.eval_benchmarks), cfg.eval_benchmark_limit))
         summaries = evaluate_benchmarks(benchmarks, engine, run.prompts, out, cfg.eval_max_tokens, few_shot=shots,
@@ -905,7 +948,7 @@ def evaluate_model(run: Run, name: str, model_dir: Path, few_shot: bool = False,
             metrics[split] = {**summaries[f"arith_{split}"], "step_precision": sum(flat) / len(flat) if flat else None}
         metrics["benchmarks"] = summaries
         if judge:
-            metrics.update(evaluate_judge(run, engine, few_shot))
+            metrics.update(evaluate_judge(run, engine, judge_few_shot))
         metrics["wall_s"] = time.time() - start
         run.timed("evaluation", start, name)
         return metrics
@@ -931,27 +974,44 @@ def evaluate_judge(run: Run, engine, few_shot: bool = False, eft_file: Path | No
 
 
 def tts_search_cfg(run: Run):
-    return dataclasses.replace(run.cfg.search, seed=run.cfg.search.seed + run.seed)
+    """The search test-time scaling runs: `search.*` (w, T, top-p, the pairwise judge) with, under the default
+    iterate.eval_tts_rules=inference, none of the training search's rules the paper does not state for inference:
+    a round of equal scores keeps its most-sampled candidate (no rollback, no pair), and a problem ends at an
+    answer or after search.max_steps steps (rounds capped at 2 x max_steps, which only rounds without a usable
+    candidate can reach), not at search.max_rounds."""
+    s = run.cfg.search
+    cfg = dataclasses.replace(s, seed=s.seed + run.seed)
+    if run.cfg.iterate.eval_tts_rules == "inference":
+        cfg = dataclasses.replace(cfg, ties="accept", max_rounds=2 * s.max_steps)
+    return cfg
+
+
+def tts_problems(run: Run, n: int) -> tuple[list[Problem], dict[str, list[str]]]:
+    """The first `n` problems (-1: all) of each TTS benchmark, and benchmark -> their ids."""
+    limit = 0 if n < 0 else n
+    by_bench = run.benchmarks(run.tts_benchmarks(), limit)
+    return [p for ps in by_bench.values() for p in ps], {b: [p.id for p in ps] for b, ps in by_bench.items()}
 
 
 def evaluate_tts(run: Run, name: str, model_dir: Path) -> dict:
-    """Table 5: test-time search vs greedy on the first `iterate.eval_tts` problems of the TTS benchmark
-    (arith_test, or `iterate.eval_tts_benchmark`); cached with the search settings it was run with."""
+    """Tables 5/9: test-time search vs greedy on the first `iterate.eval_tts` (-1: all) problems of every TTS
+    benchmark (`Run.tts_benchmarks`), per benchmark and over all; cached with the search settings it was run with."""
     from psrlm.evaluate import tts_vs_greedy
 
+    n = run.cfg.iterate.eval_tts
     search_cfg = tts_search_cfg(run)
-    bench = run.tts_benchmark()
-    settings = {"n": run.cfg.iterate.eval_tts, "benchmark": bench, "search": generation_settings(search_cfg)}
+    benches = run.tts_benchmarks()
+    settings = {"n": n, "benchmarks": benches, "search": generation_settings(search_cfg)}
 
     def compute() -> dict:
         start = time.time()
-        problems = run.benchmarks([bench], run.cfg.iterate.eval_tts)[bench]
+        problems, groups = tts_problems(run, n)
         with run.serving(model_dir, name) as engine:
             result = tts_vs_greedy(problems, engine, run.prompts, search_cfg, out, run.cfg.iterate.eval_max_tokens,
-                                   settings=settings, root=run.dir,
+                                   settings=settings, root=run.dir, groups=groups,
                                    include_percentage=run.cfg.grading.include_percentage)  # fmt: skip
         run.timed("tts evaluation", start, name)
-        return {"model": name, "benchmark": bench, **result}
+        return {"model": name, "benchmark": ", ".join(benches), **result}
 
     with eval_folder(run, name, model_dir, run.cfg.iterate.eval_max_tokens) as out:
         return cached(out / "tts.json", settings, compute)
@@ -1020,7 +1080,10 @@ def run_all(cfg: Config, progress: bool = True, fresh: bool = False, rebuild_m0:
                 questions, schedule = iteration_questions(run, method, it, parent)
                 parent = run_iteration(run, method, it, parent, questions, schedule=schedule)
                 models[f"{method}-M{it}"] = parent
-        results = {name: evaluate_model(run, name, path, few_shot=name == "M0") for name, path in models.items()}
+        results = {}
+        for name, path in models.items():
+            few_shot, judge_few_shot = shots_of(run, name)
+            results[name] = evaluate_model(run, name, path, few_shot, judge_few_shot=judge_few_shot)
         for name, res in results.items():
             m = run.load_manifest(name)
             if m is not None:
@@ -1158,9 +1221,10 @@ def _evaluation_kept(run: Run, name: str, model: Path) -> bool:
     metrics = out / "metrics.json"
     if not metrics.is_file() or not run.eft_test_file().is_file():
         return False
-    if read_json(metrics).get("settings") != flatten(metrics_settings(run)):
+    few_shot, judge_few_shot = shots_of(run, name)
+    if read_json(metrics).get("settings") != flatten(metrics_settings(run, True, few_shot, judge_few_shot)):
         return False
-    shots = run.ift()[:3] if name == "M0" else None
+    shots = run.ift()[:3] if few_shot else None
     settings, _ = eval_settings(run.cfg.engine, model, run.cfg.prompts.variant, run.cfg.iterate.eval_max_tokens,
                                 shots, recorded_extra(out), dataclasses.asdict(run.cfg.grading))  # fmt: skip
     return recorded_settings(out) == flatten(settings)
@@ -1211,8 +1275,11 @@ def dry_run(cfg: Config, fresh: bool = False, rebuild_m0: bool = False) -> list[
         else:
             lines.append(f"  train {stage} in-process: {model} -> {out}")
 
+    from psrlm.initdata.pool import data_lines
+
     m0 = Path(cfg.model.path) if cfg.model.path else run.models / "M0 (prebuilt or pre-trained)"
     lines.append(f"data: {'the arith domain' if run.arith else 'files'} -> {run.data}; M0 = {m0}")
+    lines += data_lines(cfg)  # a real run: the source's blocks and sizes; one line and a stop when they cannot fill
     models = {"M0": m0}
     for method in cfg.iterate.methods:
         m1 = run.models / f"{method}-M1"
@@ -1243,6 +1310,18 @@ def dry_run(cfg: Config, fresh: bool = False, rebuild_m0: bool = False) -> list[
             train("dpo", parent, out, {"pairs": [pairs]}, ref=parent, it=it)
             parent, models[f"{method}-M{it}"] = out, out
     lines.append("evaluation:")
+    it = cfg.iterate
     for name, path in models.items():
-        serve(path, f"evaluate {name}")
+        shots = sorted(set(it.m0_three_shot)) if name == "M0" else []
+        how = f" ({' and '.join(shots)} 3-shot)" if shots else ""
+        serve(path, f"evaluate {name}{how}")
+    if it.eval_tts and "psrlm" in it.methods:
+        tc = tts_search_cfg(run)
+        n = "every problem" if it.eval_tts < 0 else f"the first {it.eval_tts} problem(s)"
+        rules = (f"a tie takes its most-sampled step, no rollback; ends at an answer or {tc.max_steps} steps"
+                 if tc.ties == "accept" else f"the training search's rules: rollback on ties, {tc.max_rounds} rounds")  # fmt: skip
+        lines.append(f"test-time search (Tables 5/9, iterate.eval_tts_rules={it.eval_tts_rules}: {rules}):")
+        for name in dict.fromkeys(["psrlm-M1", f"psrlm-M{len(it.questions) + 1}"]):
+            serve(models[name], f"step search (w={tc.width}, T={tc.temperature}, top-p {tc.top_p}, {tc.judge_mode}) "
+                                f"vs greedy on {n} of {', '.join(run.tts_benchmarks())} with {name}")  # fmt: skip
     return lines

@@ -17,6 +17,9 @@ Every number is derived in this fixed order, from the recipe, the model's config
      prompt's shared prefix is computed once: Q S r (p_s + J(u) (p_j - p_shared)) + Q S r p_shared,
    where p_s and p_j are the step and judge prompt lengths at the middle step (template + question + steps).
 3. SRLM: Q samples x solution tokens, Q samples x judgments x score tokens. Evaluation: problems x (prompt + cap).
+   Test-time search (iterate.eval_tts, Tables 5/9): step 2's search on P problems (eval_tts per TTS benchmark, or
+   every problem) for PSRLM's M1 and last model, with one round per step under the inference rules (a tie takes its
+   step) and the measured or prior rounds per step under the training rules, plus the greedy answers beside it.
 4. Training (Adam, bf16 compute, fp32 master weights), per GPU under ZeRO stage z over G GPUs: weights 2N bytes
    (sharded by G under ZeRO-3), gradients 2N (sharded under ZeRO-2/3), fp32 master + Adam moments 12N (sharded
    under ZeRO-1/2/3), DPO reference 2N (sharded under ZeRO-3). z, G and offloading come from the accelerate config
@@ -359,6 +362,7 @@ def plan(cfg: Config, run_dir: Path | None = None) -> dict:
             "dpo_pairs": round(pairs), "dpo_tokens": round(dpo_tokens),
             "dpo_gpu_hours": dpo_flops / (peak * pc.train_mfu) / 3600,
         })  # fmt: skip
+    tts = _tts_plan(cfg, run, measured if measured is not None else prior, overhead, n, peak, attn)
     ift_rows = len(run.ift()) if all(f.exists() for f in run.ift_files()) else 0
     sft_tokens = ift_rows * (overhead[0] + (prior.question_tokens + prior.steps * prior.step_tokens if prior else 0))
     sft_tokens = (sft_tokens + cfg.data.eft_train * 2 * overhead[1]) * cfg.sft.epochs
@@ -369,7 +373,10 @@ def plan(cfg: Config, run_dir: Path | None = None) -> dict:
     disk = n_models * 2 * n + (16 * n if cfg.dpo.save_steps or cfg.sft.save_steps else 0)
     eval_problems = sum(_benchmark_size(cfg, b) for b in _benchmarks(cfg))
     eval_tokens = n_models * eval_problems * (cfg.iterate.eval_max_tokens / 2)
+    from psrlm.initdata.pool import data_lines
+
     return {
+        "data": data_lines(cfg),
         "model": cfg.model.path or "tiny (model.*)", "architecture": arch.__dict__, "arch_source": arch_source,
         "parameters": n, "gpus": pc.gpus, "gpu": pc.gpu, "tensor_parallel_ok": arch.heads % cfg.engine.tensor_parallel == 0,
         "iterations": rows,
@@ -377,7 +384,34 @@ def plan(cfg: Config, run_dir: Path | None = None) -> dict:
         "evaluation": {"models": n_models, "problems_per_model": eval_problems, "generated_tokens": round(eval_tokens),
                        "gpu_hours": eval_tokens * 2 * n / (peak * pc.gen_mfu) / 3600},
         "memory_gb_per_gpu": memory, "training_shape": shape.__dict__, "disk_gb": disk * 1e-9,
+        "tts": tts,
     }  # fmt: skip
+
+
+def _tts_plan(
+    cfg: Config, run, rates: Rates | None, overhead: tuple[float, float], n: int, peak: float, attn
+) -> dict | None:
+    """Test-time search vs greedy (module docstring, step 3) for PSRLM's M1 and last model; None when off."""
+    it, pc = cfg.iterate, cfg.plan
+    if not it.eval_tts or "psrlm" not in it.methods or rates is None:
+        return None
+    import dataclasses
+
+    benches = run.tts_benchmarks()
+    problems = sum(_benchmark_size(cfg, b, 0) if it.eval_tts < 0 else min(it.eval_tts, _benchmark_size(cfg, b, 0))
+                   for b in benches)  # fmt: skip
+    if it.eval_tts_rules == "inference":  # every round takes a step
+        rates = dataclasses.replace(rates, rounds_per_step=1.0)
+    models = len(dict.fromkeys(["psrlm-M1", f"psrlm-M{len(it.questions) + 1}"]))
+    t = search_tokens(cfg, rates, problems, overhead)
+    gen = t["candidate_tokens"] + t["judge_tokens"] + problems * it.eval_max_tokens / 2  # + the greedy answers
+    gen_s = (
+        gen / (pc.decode_tok_per_s * pc.gpus) if pc.decode_tok_per_s else gen * 2 * n / (peak * pc.gen_mfu * pc.gpus)
+    )
+    pre_s = t["prefill_prefix_cache"] * 2 * n / (peak * max(pc.gen_mfu, 0.3) * pc.gpus)
+    return {"models": models, "benchmarks": benches, "problems_per_model": problems, "rules": it.eval_tts_rules,
+            "rounds": round(t["rounds"]), "judgments": round(t["judgments"]),
+            "generated_tokens": round(gen * models), "gpu_hours": (gen_s + pre_s) * pc.gpus / 3600 * models}  # fmt: skip
 
 
 def _benchmarks(cfg: Config) -> list[str]:
@@ -387,17 +421,21 @@ def _benchmarks(cfg: Config) -> list[str]:
     return (["arith_test", "arith_hard"] if cfg.data.source == "arith" else []) + names
 
 
-def _benchmark_size(cfg: Config, name: str) -> int:
+def _benchmark_size(cfg: Config, name: str, limit: int | None = None) -> int:
+    """Problems evaluated of `name`: its size, cut at `limit` (default: the evaluation's own limits; 0 = none)."""
     sizes = {"gsm8k": 1319, "math": 5000, "math500": 500, "gaokao2023en": 385, "olympiadbench": 675, "aime24": 30,
              "amc23": 40}  # fmt: skip
     if name.startswith("arith"):
-        return cfg.iterate.eval_limit or cfg.arith.n_test
-    return min(sizes.get(name, 500), cfg.iterate.eval_benchmark_limit or 10**9)
+        full = cfg.arith.n_test
+        return min(full, limit or cfg.iterate.eval_limit or full) if limit is None else min(full, limit or full)
+    cap = cfg.iterate.eval_benchmark_limit if limit is None else limit
+    return min(sizes.get(name, 500), cap or 10**9)
 
 
 def format_plan(p: dict) -> str:
     a, s = p["architecture"], p["training_shape"]
-    lines = [f"model {p['model']}: {p['parameters'] / 1e9:.2f} B parameters ({a['layers']} layers, hidden {a['hidden']}, "
+    lines = [*p.get("data", []), *([""] if p.get("data") else []),
+             f"model {p['model']}: {p['parameters'] / 1e9:.2f} B parameters ({a['layers']} layers, hidden {a['hidden']}, "
              f"{a['heads']} heads / {a['kv_heads']} KV heads; from {p['arch_source']}); {p['gpus']} x {p['gpu']}",
              "", "| iteration | questions | rounds | candidate tokens | judgments | judge tokens | prefill (no cache) "
              "| prefill (prefix cache) | search GPU-h | DPO pairs | DPO GPU-h | rates from |",
@@ -410,7 +448,7 @@ def format_plan(p: dict) -> str:
     lines += ["", f"SFT (M1): {p['sft']['tokens']:,} tokens, {p['sft']['gpu_hours']:.2f} GPU-h; evaluation: "
               f"{p['evaluation']['models']} models x {p['evaluation']['problems_per_model']} problems, "
               f"{p['evaluation']['generated_tokens']:,} tokens, {p['evaluation']['gpu_hours']:.2f} GPU-h; "
-              f"disk {p['disk_gb']:.1f} GB", "",
+              f"disk {p['disk_gb']:.1f} GB", *_tts_line(p.get("tts")), "",
               f"training: ZeRO-{s['zero']} over {s['gpus']} processes"
               + (", optimizer offloaded to CPU" if s["offload_optimizer"] else "")
               + (", parameters offloaded to CPU" if s["offload_params"] else "") + f" (from {s['source']})", "",
@@ -424,6 +462,15 @@ def format_plan(p: dict) -> str:
     if not p["tensor_parallel_ok"]:
         lines.append("\nWARNING: engine.tensor_parallel does not divide the model's attention heads")
     return "\n".join(lines)
+
+
+def _tts_line(t: dict | None) -> list[str]:
+    if not t:
+        return []
+    return ["", f"test-time search vs greedy (Tables 5/9, {t['rules']} rules): {t['models']} models x "
+                f"{t['problems_per_model']:,} problems of {', '.join(t['benchmarks'])}: {t['rounds']:,} rounds and "
+                f"{t['judgments']:,} judgments per model, {t['generated_tokens']:,} tokens generated in all, "
+                f"{t['gpu_hours']:.2f} GPU-h"]  # fmt: skip
 
 
 def calibration(cfg: Config, run_dir: Path) -> dict:

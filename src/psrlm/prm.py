@@ -13,6 +13,10 @@ next_token             a causal LM that writes a "+"/"-" token after a step tag 
 
 On the embedded domain a tiny token-classification PRM is trained on oracle step labels (`arith_prm_rows`) and
 its step accuracy against the oracle is reported; the oracle itself never scores anything in the pipeline.
+
+Nothing is cut to fit: an input longer than the PRM's context (its config's max_position_embeddings) is not scored
+(None, counted in `skipped`), never cut from either end; `check_fits` says before any tree search whether the
+longest path the search can build fits at all. `device` ("cuda", "cuda:7") puts the PRM on a GPU.
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ PRM_FORMATS = ("token_classification", "next_token")
 
 
 class PRMScorer(Protocol):
-    def score_last(self, questions: list[str], steps: list[list[str]]) -> list[float]:
-        """P("+") of the last step of each (question, steps), in [0, 1]."""
+    def score_last(self, questions: list[str], steps: list[list[str]]) -> list[float | None]:
+        """P("+") of the last step of each (question, steps), in [0, 1]; None where the input exceeds the context."""
         ...
 
 
@@ -55,13 +59,15 @@ class _Batched:
         self.model, self.tokenizer, self.device, self.batch_size = model.eval(), tokenizer, device, batch_size
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.max_len = getattr(model.config, "max_position_embeddings", None) or 4096
+        self.skipped = 0  # inputs longer than the context: not scored, never cut
 
     @torch.inference_mode()
-    def last_logits(self, rows: list[list[int]]) -> torch.Tensor:
-        """Logits at the last token of each row: (len(rows), num_labels or vocab)."""
+    def last_logits(self, rows: list[list[int]]) -> list[torch.Tensor | None]:
+        """Logits at the last token of each row (num_labels or vocab), None for a row longer than the context."""
         out: list[torch.Tensor | None] = [None] * len(rows)
-        rows = [r[-self.max_len :] for r in rows]  # keep the end: it holds the step being scored
-        order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+        fits = [i for i, r in enumerate(rows) if len(r) <= self.max_len]
+        self.skipped += len(rows) - len(fits)
+        order = sorted(fits, key=lambda i: -len(rows[i]))
         for b in range(0, len(order), self.batch_size):
             idx = order[b : b + self.batch_size]
             width = max(len(rows[i]) for i in idx)
@@ -73,7 +79,21 @@ class _Batched:
             logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits.float()
             for r, i in enumerate(idx):
                 out[i] = logits[r, len(rows[i]) - 1].cpu()
-        return torch.stack(out)  # type: ignore[arg-type]
+        return out
+
+
+def _probabilities(
+    logits: list[torch.Tensor | None], column: int, pick: list[int] | None = None
+) -> list[float | None]:
+    """Softmax probability of `column` (over `pick`'s entries when given) per row; None stays None."""
+    out: list[float | None] = []
+    for row in logits:
+        if row is None:
+            out.append(None)
+            continue
+        row = row[pick] if pick is not None else row
+        out.append(torch.softmax(row, dim=-1)[column].item())
+    return out
 
 
 class TokenClassificationPRM:
@@ -92,7 +112,7 @@ class TokenClassificationPRM:
         self.separator = separator
         self._run = _Batched(model.to(device), tokenizer, device, batch_size)
 
-    def score_last(self, questions: list[str], steps: list[list[str]]) -> list[float]:
+    def score_last(self, questions: list[str], steps: list[list[str]]) -> list[float | None]:
         if not questions:
             return []
         tok = self._run.tokenizer
@@ -100,7 +120,7 @@ class TokenClassificationPRM:
             prm_token_row(tok, q, s, [0] * len(s), self.separator)["input_ids"]
             for q, s in zip(questions, steps, strict=True)
         ]
-        return torch.softmax(self._run.last_logits(rows), dim=-1)[:, 1].tolist()
+        return _probabilities(self._run.last_logits(rows), 1)
 
 
 class NextTokenPRM:
@@ -127,19 +147,48 @@ class NextTokenPRM:
         """The scored text: must match how the PRM was trained (question, then every step followed by the tag)."""
         return question + "\n" + "\n".join(s + self.step_tag for s in steps)
 
-    def score_last(self, questions: list[str], steps: list[list[str]]) -> list[float]:
+    def score_last(self, questions: list[str], steps: list[list[str]]) -> list[float | None]:
         if not questions:
             return []
         tok = self._run.tokenizer
         rows = [
             tok(self.text(q, s), add_special_tokens=False)["input_ids"] for q, s in zip(questions, steps, strict=True)
         ]
-        logits = self._run.last_logits(rows)[:, [self.good_id, self.bad_id]]
-        return torch.softmax(logits, dim=-1)[:, 0].tolist()
+        return _probabilities(self._run.last_logits(rows), 0, [self.good_id, self.bad_id])
+
+
+def check_fits(ic, questions: list[str], policy_context: int | None = None) -> dict:
+    """Before any search: can the longest path MCTS may build reach the PRM whole? The PRM's context (config.json
+    max_position_embeddings) against the longest question plus `max_depth` steps of `max_step_tokens` and their
+    separators (in the PRM's tokens), bounded by `policy_context`: the policy cannot write past its own context, and
+    the PRM reads the same question and steps in a shorter layout (no solve-prompt instructions, one separator per
+    step where the policy reads a "Step n:" marker). A ConfigError naming the keys and the numbers
+    when it cannot; else {"context", "longest_path"}. Steps are counted at the policy's cap in the PRM's tokenizer:
+    an estimate, and an input that still exceeds the context at run time is skipped and counted, never cut."""
+    from transformers import AutoConfig
+
+    from psrlm.configs import ConfigError
+    from psrlm.tiny import load_tokenizer
+
+    tok = load_tokenizer(ic.prm_path)
+    limit = getattr(AutoConfig.from_pretrained(str(ic.prm_path)), "max_position_embeddings", None) or 4096
+    sep_text = ic.prm_step_separator if ic.prm_format == "token_classification" else ic.prm_step_tag
+    sep = len(tok(sep_text, add_special_tokens=False)["input_ids"]) + (1 if ic.prm_format == "next_token" else 0)
+    q = max((len(tok(x, add_special_tokens=False)["input_ids"]) for x in questions), default=0) + 1
+    longest = q + ic.max_depth * (ic.max_step_tokens + sep)
+    bound = f"longest EFT question {q} + initdata.max_depth {ic.max_depth} x (initdata.max_step_tokens " \
+            f"{ic.max_step_tokens} + {sep} separator tokens)"  # fmt: skip
+    if policy_context and policy_context < longest:
+        longest, bound = policy_context, "the policy's own context"
+    if longest > limit:
+        raise ConfigError(f"initdata.prm_path: the PRM ({ic.prm_path}) reads {limit} tokens, but an MCTS path can "
+                          f"reach {longest} ({bound}): lower initdata.max_depth or initdata.max_step_tokens, or use a "
+                          "PRM with a longer context")  # fmt: skip
+    return {"context": limit, "longest_path": longest}
 
 
 def load_prm(fmt: str, path: str | Path, ic=None, device: str = "cpu") -> PRMScorer:
-    """A scorer for the PRM at `path`; `ic` (InitDataConfig) gives separator / tag / label tokens."""
+    """A scorer for the PRM at `path` on `device`; `ic` (InitDataConfig) gives separator / tag / label tokens."""
     if fmt == "token_classification":
         return TokenClassificationPRM(path, separator=ic.prm_step_separator if ic else "\n", device=device)
     if fmt == "next_token":

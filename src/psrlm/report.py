@@ -286,7 +286,7 @@ def table_accuracy(models: dict) -> str:
     for name, m in models.items():
         accs = [m["benchmarks"].get(b, {}).get("accuracy") for b in benches]
         avg = statistics.mean(accs) if accs and None not in accs else None
-        rows.append([name] + [_fmt(a) for a in accs] + [_fmt(avg)])
+        rows.append([shots_label(name, m, "benchmarks")] + [_fmt(a) for a in accs] + [_fmt(avg)])
     return _table(["model", *(_bench_header(models, b) for b in benches), "avg"], rows)
 
 
@@ -310,16 +310,24 @@ def table_deltas(models: dict) -> str:
     return _table(["change", *benches], rows)
 
 
+def shots_label(name: str, m: dict, what: str) -> str:
+    """`name`, marked "(3-shot)" where its `what` ("benchmarks" or "judge") numbers were asked 3-shot
+    (iterate.m0_three_shot; results from before the setting: both as `few_shot` says)."""
+    few = m.get("few_shot") if what == "benchmarks" else m.get("judge_few_shot", m.get("few_shot"))
+    return f"{name} (3-shot)" if few else name
+
+
 def table_judge(models: dict) -> str:
-    """Table 3: judge accuracy on the EFT test split (M0 3-shot, later models zero-shot)."""
+    """Table 3: judge accuracy on the EFT test split (M0 3-shot as iterate.m0_three_shot says, later models
+    zero-shot); `context` counts the judgments whose prompt did not fit the model's context (counted wrong)."""
     rows = []
     for name, m in models.items():
         j, soft = m.get("judge") or {}, m.get("judge_soft") or {}
-        rows.append([name, _fmt(j.get("judge_accuracy")), _fmt(j.get("consistency")), _fmt(j.get("no_verdict_rate")),
-                     _fmt(soft.get("accuracy")), _fmt(soft.get("single_order_accuracy")),
-                     _fmt(soft.get("position_bias"))])  # fmt: skip
-    head = ["model", "judge acc (generated)", "A/B consistency", "no verdict", "soft acc (both orders)",
-            "soft acc (one order)", "P(first) bias"]  # fmt: skip
+        rows.append([shots_label(name, m, "judge"), _fmt(j.get("judge_accuracy")), _fmt(j.get("consistency")),
+                     _fmt(j.get("no_verdict_rate")), str(j.get("context_skipped", "-")), _fmt(soft.get("accuracy")),
+                     _fmt(soft.get("single_order_accuracy")), _fmt(soft.get("position_bias"))])  # fmt: skip
+    head = ["model", "judge acc (generated)", "A/B consistency", "no verdict", "skipped (context)",
+            "soft acc (both orders)", "soft acc (one order)", "P(first) bias"]  # fmt: skip
     return _table(head, rows)
 
 
@@ -361,19 +369,25 @@ def table_steps(models: dict) -> str:
 
 
 def table_tts(models: dict) -> str | None:
-    """Table 5: greedy vs test-time search with the model's own step judging, and the compute each spent."""
+    """Tables 5/9: greedy vs test-time search with the model's own step judging, per benchmark and over all, the
+    compute each spent, and the rules the search followed (inference: a tie takes its step; training: rollback)."""
     rows = []
     for name, m in models.items():
         t = m.get("tts")
         if not t:
             continue
-        g, s = t["greedy"], t["tts"]
-        rows.append([name, str(t["n"]), _fmt(g["accuracy"]), _fmt(s["accuracy"]), f"{g['tokens_per_problem']:.0f}",
-                     f"{s['tokens_per_problem']:.0f}", f"{s['judge_calls_per_problem']:.1f}", f"{t['time_ratio']:.1f}×"])  # fmt: skip
+        rules = t.get("rules") or {}
+        how = "training" if rules.get("ties", "rollback") == "rollback" else "inference"
+        parts = {**(t.get("benchmarks") or {}), "all": t} if t.get("benchmarks") else {t.get("benchmark", "-"): t}
+        for bench, b in parts.items():
+            g, s = b["greedy"], b["tts"]
+            rows.append([name, bench, how, str(b["n"]), _fmt(g["accuracy"]), _fmt(s["accuracy"]),
+                         f"{g['tokens_per_problem']:.0f}", f"{s['tokens_per_problem']:.0f}",
+                         f"{s['judge_calls_per_problem']:.1f}", f"{b['time_ratio']:.1f}×"])  # fmt: skip
     if not rows:
         return None
-    head = ["model", "problems", "greedy acc", "TTS acc", "greedy tokens/problem", "TTS tokens/problem",
-            "judge calls/problem", "TTS time / greedy time"]  # fmt: skip
+    head = ["model", "benchmark", "search rules", "problems", "greedy acc", "TTS acc", "greedy tokens/problem",
+            "TTS tokens/problem", "judge calls/problem", "TTS time / greedy time"]  # fmt: skip
     return _table(head, rows)
 
 
@@ -547,7 +561,7 @@ def report_run(run_dir: Path, plots_dir: Path | None = None) -> str:
     if kinds := table_judge_kinds(models):
         parts += ["\n## Table 3b: judge accuracy by EFT error kind\n", kinds]
     parts += ["\n## Table 4: steps per solution / tokens per step\n", table_steps(models)]
-    for title, text in (("Table 5: greedy vs test-time search (arith test)", table_tts(models)),
+    for title, text in (("Tables 5/9: greedy vs test-time search", table_tts(models)),
                         ("Appendix B: step-wise pairwise judging vs solution scoring", table_appendix_b(c["appendix_b"])),
                         ("PPD pairs per iteration", table_pairs(models))):  # fmt: skip
         if text:

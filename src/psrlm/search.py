@@ -8,6 +8,8 @@ is one PreferencePair. If the judged candidates all score the same, the step car
 its pair are discarded and the search resumes one step earlier (at step 1 it simply resamples). Candidates that all
 have the same text are not a tie (nothing was judged): that step is accepted with no pair. Candidates cut at
 `max_step_tokens` are dropped and counted (`capped`), never judged. `max_rounds` caps the rounds per problem.
+With `ties: accept` (test-time search, iterate.tts_search_cfg) a tie takes its step anyway, with no pair: the
+most-sampled of the equal candidates, then the first drawn.
 
 All active problems advance together: one engine call generates every active problem's candidates, one engine
 call runs every judgment. That batching is where the speed comes from (see `psrlm bench`). Finished problems are
@@ -399,6 +401,14 @@ def _select(
         st.pairs.append([])
         st.steps.append(uniques[0])
         record["action"] = "accept_unanimous" if len(uniques) == 1 else "accept_all_right"
+    elif scored.tie and cfg.ties == "accept":  # test time: the step is taken anyway, with no pair to learn from
+        tr.ties += 1
+        _, index = unique_candidates(cands)
+        top = [i for i, v in enumerate(scored.scores) if v >= max(scored.scores) - cfg.tie_margin]
+        pick = max(top, key=lambda i: (index.count(i), -i))  # the most-sampled of the equal ones, then the first
+        st.pairs.append([])
+        st.steps.append(uniques[pick])
+        record.update(action="accept_tie", best=pick)
     elif scored.tie:
         tr.ties += 1
         if st.steps:  # no preference at step l: discard step l-1 and its pair, search again from there

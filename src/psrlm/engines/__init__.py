@@ -51,5 +51,6 @@ def make_engine(cfg: EngineConfig, model_path: str | Path | None = None, on_erro
             extra_body=cfg.extra_body,
             on_error=on_error,
             api=cfg.api,
+            reasoning=cfg.reasoning,
         )
     raise ValueError(f"engine.kind={cfg.kind!r} starts its own servers: use engines.engine_for (the driver does)")

@@ -64,6 +64,7 @@ class EngineStats:
     skipped_prompts: int = 0  # did not fit the context at all: answered with finish_reason "context"
     clamped_prompts: int = 0  # fit, but prompt + max_new_tokens did not: generation capped at the context end
     errors: int = 0
+    last_error: str = ""  # what the last failed request said (a teacher stage that stops quotes it)
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
 

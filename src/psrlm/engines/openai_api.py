@@ -16,6 +16,12 @@ again until each prompt has its `n` completions. A prompt longer than the server
 answered with finish_reason "context" and counted, never cut; one that fits but leaves less room than
 `max_new_tokens` is asked again with `max_tokens` clamped to the room left. The API key is read only from the
 environment variable named by `api_key_env` and never appears in logs or errors. Standard library only.
+
+OpenAI's reasoning models (o1, o3, o4-mini, ...; `reasoning=True`, engine.reasoning) reject `max_tokens` ("Use
+'max_completion_tokens' instead") and any `temperature` but the default, `top_p`, `stop` and more with a 400 (the
+API reference, chat/create: max_tokens "is deprecated in favor of max_completion_tokens, and is not compatible with
+o1 series models"): their requests carry `max_completion_tokens` (hidden reasoning tokens included) and none of
+those; stop strings are cut here.
 """
 
 from __future__ import annotations
@@ -137,6 +143,7 @@ class OpenAIEngine:
         on_error: str = "raise",
         api: str = "completions",
         sampling_body: dict | None = None,
+        reasoning: bool = False,
     ):
         if not base_urls:
             raise ValueError("OpenAIEngine needs at least one base URL (engine.base_urls)")
@@ -144,7 +151,10 @@ class OpenAIEngine:
             raise ValueError(f"on_error must be 'raise' or 'empty', got {on_error!r}")
         if api not in ("completions", "chat"):
             raise ValueError(f"engine.api must be 'completions' or 'chat', got {api!r}")
+        if reasoning and api != "chat":
+            raise ValueError("reasoning models answer on the chat API: engine.api must be 'chat' with reasoning")
         self.api = api
+        self.reasoning = reasoning
         self.sampling_body = dict(sampling_body or {})  # extra fields for sampled requests only
         self.base_urls = [u.rstrip("/") for u in base_urls]
         self.model_name = model_name
@@ -219,11 +229,18 @@ class OpenAIEngine:
 
     # ------------------------------------------------------------------------------------ generation
 
-    def _complete(self, prompt: str, params: GenParams, index: int) -> list[Completion]:
+    def _body(self, prompt: str, params: GenParams, index: int) -> tuple[dict, str]:
+        """The request body and the name of its token cap (`max_tokens`, or `max_completion_tokens` for a reasoning
+        model, whose requests carry no sampling settings: it samples as it does, at its default temperature)."""
+        # chat: the prompt is the user's message and the server applies the model's chat template
+        text = {"messages": [{"role": "user", "content": prompt}]} if self.api == "chat" else {"prompt": prompt}
+        if self.reasoning:
+            body = {"model": self.model_name, **text, "max_completion_tokens": params.max_new_tokens, "n": params.n}
+            body.update(self.extra_body)
+            return body, "max_completion_tokens"
         body = {
             "model": self.model_name,
-            # chat: the prompt is the user's message and the server applies the model's chat template
-            **({"messages": [{"role": "user", "content": prompt}]} if self.api == "chat" else {"prompt": prompt}),
+            **text,
             "max_tokens": params.max_new_tokens,
             "temperature": 0.0 if params.greedy else params.temperature,
             "n": params.n,
@@ -237,6 +254,10 @@ class OpenAIEngine:
         body.update(self.extra_body)
         if not params.greedy:
             body.update(self.sampling_body)
+        return body, "max_tokens"
+
+    def _complete(self, prompt: str, params: GenParams, index: int) -> list[Completion]:
+        body, cap = self._body(prompt, params, index)
         replica = params.affinity[index] if params.affinity is not None else None
         got: list[Completion] = []
         while len(got) < params.n:  # servers that ignore `n` answer with one choice: ask again
@@ -248,17 +269,18 @@ class OpenAIEngine:
                     raise EngineError(self._redact(f"server answered without choices: {str(resp)[:200]}"))
             except _ContextOverflow as over:
                 room = None if over.limit is None or over.prompt_tokens is None else over.limit - over.prompt_tokens
-                if room is not None and 0 < room < body["max_tokens"]:  # fits, with less room: ask for the room
-                    body["max_tokens"] = room
+                if room is not None and 0 < room < body[cap]:  # fits, with less room: ask for the room
+                    body[cap] = room
                     with self._lock:
                         self.stats.clamped_prompts += 1
                     continue
                 with self._lock:
                     self.stats.skipped_prompts += 1
                 return [Completion("", 0, "context") for _ in range(params.n)]
-            except EngineError:
+            except EngineError as e:
                 with self._lock:
                     self.stats.errors += 1
+                    self.stats.last_error = str(e)
                 if self.on_error == "raise":
                     raise
                 got += [Completion("", 0, "error") for _ in range(params.n - len(got))]

@@ -47,6 +47,7 @@ def _eval_results(run: RunFolder, name: str, names: dict[str, str]) -> tuple[lis
     metrics_file = folder / "metrics.json"
     metrics = read_json(metrics_file) if metrics_file.exists() else {}
     shots = " (3-shot)" if metrics.get("few_shot") else ""
+    judge_shots = " (3-shot)" if metrics.get("judge_few_shot", metrics.get("few_shot")) else ""
     for bench, s in (metrics.get("benchmarks") or {}).items():
         if not s.get("n"):
             continue
@@ -56,8 +57,8 @@ def _eval_results(run: RunFolder, name: str, names: dict[str, str]) -> tuple[lis
                                   metric_name=f"accuracy{shots}"))  # fmt: skip
         lines.append(f"| {bench} | greedy accuracy{shots} | {s['accuracy']:.3f} | {s['n']} |")
     judge = [
-        ("judge", "judge_accuracy", f"judge accuracy{shots} (generated verdicts, both A/B orders)"),
-        ("judge_soft", "accuracy", f"judge accuracy{shots} (soft verdicts, both A/B orders)"),
+        ("judge", "judge_accuracy", f"judge accuracy{judge_shots} (generated verdicts, both A/B orders)"),
+        ("judge_soft", "accuracy", f"judge accuracy{judge_shots} (soft verdicts, both A/B orders)"),
     ]
     for key, field, label in judge:
         j = metrics.get(key) or {}

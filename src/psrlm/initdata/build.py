@@ -5,6 +5,11 @@
 
 The training pool is cut into disjoint blocks, so no problem is used for two purposes:
 IFT gold solutions | EFT train | EFT test | fresh questions for the self-rewarding iterations (the rest).
+
+`arith_solutions.jsonl` holds the training pool once more as a question/solution source in NuminaMath's layout
+(id, problem, solution in prose, answer): what a real-data recipe (configs/paper-7b.yaml) reads as `data.questions`
+when the tiny model, which knows only this domain, stands in for Qwen on a CPU (README, "Running the paper's
+experiment").
 """
 
 from __future__ import annotations
@@ -130,6 +135,10 @@ def build_arith_data(cfg: Config) -> dict[str, Path]:
     for name, problems in {**splits, "valid": valid, "valid_hard": valid_hard, **ladder}.items():
         paths[f"arith_{name}"] = out / f"arith_{name}.jsonl"
         write_jsonl(paths[f"arith_{name}"], problems, unless_same=True)
+    paths["solutions"] = out / "arith_solutions.jsonl"
+    rows = [{"id": p.id, "problem": p.question, "solution": free_form_solution(p), "answer": p.answer}
+            for p in splits["train"]]  # fmt: skip
+    write_jsonl(paths["solutions"], rows, unless_same=True)
     blocks = pool_blocks(cfg, splits["train"])
     paths["fresh"] = out / "fresh_questions.jsonl"
     write_jsonl(paths["fresh"], blocks["fresh"], unless_same=True)

@@ -121,11 +121,11 @@ def teacher_failure(c: Completion) -> str | None:
 
 def explanation_of(text: str) -> str:
     """The teacher's explanation: its text before its verdict (the last tag, as judge.parse_verdict reads it),
-    whitespace collapsed."""
+    as written (paragraphs, line breaks and the spacing of formulas kept), without the spaces around it."""
     from psrlm.judge import verdict_tags
 
     tags = verdict_tags(text)
-    return " ".join((text[: tags[-1].start()] if tags else text).split())
+    return (text[: tags[-1].start()] if tags else text).strip()
 
 
 def judge_and_filter(pairs: list[CandidatePair], teacher) -> tuple[list[JudgeExample], list[dict], dict]:
@@ -273,7 +273,8 @@ def prm_accuracy_on(prm, problems: list[Problem], seed: int) -> dict:
 
     rows = arith_prm_rows(problems, seed + 1)
     scores = prm.score_last([r["prompt"] for r in rows], [r["completions"] for r in rows])
-    return step_accuracy(scores, [bool(r["labels"][-1]) for r in rows])
+    read = [(s, bool(r["labels"][-1])) for s, r in zip(scores, rows, strict=True) if s is not None]
+    return step_accuracy([s for s, _ in read], [y for _, y in read])
 
 
 def prm_accuracy_on_search(traces, problems: dict[str, Problem]) -> dict:
@@ -299,10 +300,11 @@ def build_eft_pipeline(cfg, progress: bool = True) -> dict:
     from psrlm.prm import TokenClassificationPRM, load_prm
 
     ic = cfg.initdata
-    if (cfg.model.path or ic.eft_problems) and not (ic.policy_path and ic.prm_path):
-        raise ValueError("outside the tiny arith setup (model.path or initdata.eft_problems set), set "
-                         "initdata.policy_path and initdata.prm_path")  # fmt: skip
-    if ic.eft_problems:
+    real = cfg.data.source == "files" or bool(ic.eft_problems)
+    if (cfg.model.path or real) and not (ic.policy_path and ic.prm_path):
+        raise ValueError("outside the tiny arith setup (model.path, initdata.eft_problems or data.source=files set), "
+                         "set initdata.policy_path and initdata.prm_path")  # fmt: skip
+    if real:
         return _build_eft_real(cfg, progress)
     if ic.teacher not in ("engine", "oracle"):
         raise ValueError(f"initdata.teacher={ic.teacher!r}: choose engine or oracle")
@@ -337,6 +339,7 @@ def build_eft_pipeline(cfg, progress: bool = True) -> dict:
         "mean_max_depth": sum(t.max_depth for t in traces) / max(1, len(traces)),
         "gen_tokens": sum(t.gen_tokens for t in traces),
         "prm_scored": sum(t.prm_scored for t in traces),
+        **mcts_dropped(traces),
         "candidate_pairs": len(pairs),
         "problems_without_pair": sum(t.pairs == 0 for t in traces),
     }
@@ -371,38 +374,120 @@ def judge_split_write(cfg, run, pairs, counts: dict, oracle_teacher=None, by_id=
     return counts
 
 
-def read_eft_problems(cfg) -> list[Problem]:
-    """MCTS problems outside arith: MATH train ("math") or any question/answer JSONL (initdata field names)."""
+def mcts_dropped(traces) -> dict:
+    """What the tree search dropped instead of scoring or pairing it (mcts.py), summed over the trees."""
+    return {"capped_candidates": sum(t.capped for t in traces), "context_stops": sum(t.context for t in traces),
+            "prm_skipped": sum(t.prm_skipped for t in traces)}  # fmt: skip
+
+
+def eft_problems_path(cfg) -> Path:
+    ic = cfg.initdata
+    if ic.eft_problems == "math":
+        return cfg.paths.resolved_data_dir() / "train" / "math" / "train.jsonl"
+    return Path(ic.eft_problems)
+
+
+def read_eft_problems(cfg) -> tuple[list[Problem], dict]:
+    """The problems MCTS searches outside arith, and how they were chosen: the split's EFT block when
+    `data.split_eft` is set and they come from the split's source (eft_problems empty or the same file); else
+    `initdata.mcts_problems` drawn with `initdata.seed` from the whole file (MATH train is sorted by subject: its
+    first rows are all algebra). Questions of an evaluated test set are left out and counted."""
+    from psrlm.initdata.pool import evaluated_test_sets, pool_path, split_active, split_source, test_overlap
     from psrlm.initdata.segment import read_rows
 
     ic = cfg.initdata
+    tests = evaluated_test_sets(cfg)
+    if split_active(cfg) and cfg.data.split_eft:
+        if not ic.eft_problems or eft_problems_path(cfg).resolve() == pool_path(cfg).resolve():
+            split = split_source(cfg, tests)
+            return split.eft, {"from": "split", "split": split.counts["split"], "problems": len(split.eft)}
+        log.warning("initdata.eft_problems=%s is not the split's source %s: the split's %d EFT problems stay unused",
+                    ic.eft_problems, pool_path(cfg), cfg.data.split_eft)  # fmt: skip
+    if not ic.eft_problems:
+        raise ValueError("data.source=files without data.split_eft: name the problems MCTS searches in "
+                         "initdata.eft_problems (math, or a question/answer JSONL)")  # fmt: skip
+    path = eft_problems_path(cfg)
     if ic.eft_problems == "math":
-        rows = read_rows(cfg.paths.resolved_data_dir() / "train" / "math" / "train.jsonl", "math")
+        rows = read_rows(path, "math")
     else:  # the solution field is not needed here: read the question as both
-        rows = read_rows(Path(ic.eft_problems), "jsonl", ic.question_field, ic.question_field, ic.answer_field,
-                         ic.id_field)  # fmt: skip
-    return [Problem(r.id, r.question, r.answer or "", "eft_problems") for r in rows[: ic.mcts_problems]]
+        rows = read_rows(path, "jsonl", ic.question_field, ic.question_field, ic.answer_field, ic.id_field)
+    problems = [Problem(r.id, r.question, r.answer or "", "eft_problems") for r in rows]
+    overlap = test_overlap([p.question for p in problems], tests)
+    if overlap:
+        from psrlm.initdata.pool import normalise_question
+
+        seen = {normalise_question(p.question) for ps in tests.values() for p in ps}
+        problems = [p for p in problems if normalise_question(p.question) not in seen]
+    picked = sorted(random.Random(f"eft-problems:{ic.seed}").sample(range(len(problems)),
+                                                                    min(ic.mcts_problems, len(problems))))  # fmt: skip
+    return [problems[i] for i in picked], {"from": str(path), "rows": len(rows), "test_overlap": overlap,
+                                           "problems": len(picked), "seed": ic.seed}  # fmt: skip
+
+
+def policy_context(cfg) -> int | None:
+    """How long a prompt the MCTS policy reads: the servers' engine.max_model_len, or the model's own config."""
+    if cfg.engine.kind != "hf":
+        return cfg.engine.max_model_len
+    import json
+
+    config = Path(cfg.initdata.policy_path) / "config.json"
+    return json.loads(config.read_text()).get("max_position_embeddings") if config.exists() else None
+
+
+def prm_device(cfg) -> str:
+    """initdata.prm_device resolved; a GPU the policy's own servers take is a ConfigError naming both, before any
+    model loads (the PRM would share it with a server that holds most of its memory)."""
+    from psrlm.configs import ConfigError
+    from psrlm.hardware import pick_device
+
+    ic, ec = cfg.initdata, cfg.engine
+    device = pick_device(ic.prm_device)
+    if not device.startswith("cuda") or ec.kind not in ("vllm", "sglang") or not ec.assign_gpus or ec.server_hosts:
+        return device
+    index = int(device.split(":")[1]) if ":" in device else 0
+    servers = ic.policy_servers or ec.servers
+    taken = servers * ec.tensor_parallel
+    if index < taken:
+        fix = (f"set initdata.policy_servers={servers - 1} and initdata.prm_device=cuda:{(servers - 1) * ec.tensor_parallel}"
+               if servers > 1 else "give the PRM a GPU after the policy's, or initdata.prm_device=cpu")  # fmt: skip
+        raise ConfigError(f"initdata.prm_device={ic.prm_device} is GPU {index}, which the policy's {servers} server(s) "
+                          f"x engine.tensor_parallel {ec.tensor_parallel} take (GPUs 0-{taken - 1}): {fix}")  # fmt: skip
+    return device
 
 
 def _build_eft_real(cfg, progress: bool) -> dict:
-    """The pipeline for a real policy and PRM on real problems: no oracle, so nothing is measured against one."""
-    from psrlm.engines import make_engine
+    """The pipeline for a real policy and PRM on real problems: no oracle, so nothing is measured against one. Every
+    check that can fail runs before the tree search: the problems, the PRM's device and context, and one request
+    to an API teacher with the stage's own settings. The policy is served as `psrlm iterate` serves a model (in-process,
+    or servers psrlm starts and stops: engine.kind), on `initdata.policy_servers` replicas."""
+    from psrlm.engines import engine_for
     from psrlm.initdata.mcts import run_mcts
+    from psrlm.initdata.teacher_cache import make_teacher
     from psrlm.iterate import Run
-    from psrlm.prm import load_prm
+    from psrlm.prm import check_fits, load_prm
 
     ic = cfg.initdata
     if ic.teacher != "engine":
         raise ValueError("outside arith the teacher must be a model: set initdata.teacher=engine")
     run, out = Run(cfg), out_dir(cfg)
-    problems = read_eft_problems(cfg)
-    engine = make_engine(cfg.engine, ic.policy_path)
-    prm = load_prm(ic.prm_format, ic.prm_path, ic)
-    traces, pairs = run_mcts(problems, engine, prm, run.prompts, ic, out_dir=out / "mcts", progress=progress)
-    counts: dict = {"policy": ic.policy_path, "prm": {"path": ic.prm_path, "format": ic.prm_format},
-                    "problems": ic.eft_problems,
+    problems, chosen = read_eft_problems(cfg)
+    if not problems:
+        raise ValueError(f"no problems for the tree search ({chosen})")
+    device = prm_device(cfg)
+    fits = check_fits(ic, [p.question for p in problems], policy_context(cfg))
+    if ic.teacher_engine.kind == "openai":  # an API can refuse the settings; an in-process teacher cannot
+        with make_teacher(cfg, cfg.paths.run_dir, progress) as teacher:
+            teacher.probe(GenParams(max_new_tokens=ic.judge_max_tokens))
+    prm = load_prm(ic.prm_format, ic.prm_path, ic, device=device)
+    policy = dataclasses.replace(cfg.engine, servers=ic.policy_servers or cfg.engine.servers)
+    with engine_for(policy, ic.policy_path, run.dir / "servers", "policy") as engine:
+        traces, pairs = run_mcts(problems, engine, prm, run.prompts, ic, out_dir=out / "mcts", progress=progress)
+    counts: dict = {"policy": ic.policy_path, "prm": {"path": ic.prm_path, "format": ic.prm_format, "device": device,
+                                                      **fits},
+                    "problems": chosen,
                     "mcts": {"problems": len(traces), "nodes": sum(t.nodes for t in traces),
-                             "gen_tokens": sum(t.gen_tokens for t in traces), "candidate_pairs": len(pairs),
+                             "gen_tokens": sum(t.gen_tokens for t in traces), **mcts_dropped(traces),
+                             "candidate_pairs": len(pairs),
                              "problems_without_pair": sum(t.pairs == 0 for t in traces)}}  # fmt: skip
     return judge_split_write(cfg, run, pairs, counts, progress=progress)
 

@@ -14,6 +14,10 @@ continues every rollout, one PRM batch scores each round of new steps. A finishe
 expanded, its children compared by P("+"): best and worst siblings (same question, same previous steps) are a
 candidate pair when they differ by `min_margin`; the `pairs_per_problem` widest are kept. Trees are committed to
 `traces.jsonl` / `pairs.jsonl` as they finish (records.ProblemLog), so a rerun resumes after the last one.
+
+Nothing half-made becomes judge training data, as in the step search: a sampled step cut at `max_step_tokens` is
+dropped and counted (`capped`), never a child nor a rollout step; a node whose prompt no longer fits the policy's
+context ends there (`context`); a step the PRM cannot read whole is dropped and counted (`prm_skipped`).
 """
 
 from __future__ import annotations
@@ -56,6 +60,9 @@ class Tree:
     iterations: int = 0
     gen_tokens: int = 0
     prm_scored: int = 0
+    capped: int = 0  # sampled steps cut at max_step_tokens: dropped
+    context: int = 0  # expansions or rollouts whose prompt did not fit the policy's context
+    prm_skipped: int = 0  # steps longer than the PRM's context: dropped
     scored_steps: list[dict] = field(default_factory=list)  # a uniform sample of the steps the PRM scored
 
     def __post_init__(self) -> None:
@@ -104,6 +111,9 @@ class MCTSTrace:
     prm_scored: int
     pairs: int
     scored_steps: list[dict] = field(default_factory=list)
+    capped: int = 0
+    context: int = 0
+    prm_skipped: int = 0
 
 
 def uct(tree: Tree, parent: Node, child: Node, c: float) -> tuple[float, float]:
@@ -137,11 +147,28 @@ def _sample(engine: Engine, prompts: Prompts, items: list[tuple[str, list[str]]]
     return engine.generate([prompts.step_prompt(q, s) for q, s in items], params)
 
 
-def _score(prm, trees_items: list[tuple[Tree, list[str]]]) -> list[float]:
+def _score(prm, trees_items: list[tuple[Tree, list[str]]]) -> list[float | None]:
+    """P("+") of each item's last step; None (counted) where the PRM cannot read the item whole."""
+    if not trees_items:
+        return []
     scores = prm.score_last([t.problem.question for t, _ in trees_items], [s for _, s in trees_items])
     for (t, s), p in zip(trees_items, scores, strict=True):
-        t.record_scored(s, p)
+        if p is None:
+            t.prm_skipped += 1
+        else:
+            t.record_scored(s, p)
     return scores
+
+
+def _whole_steps(tree: Tree, row) -> list[str] | None:
+    """The usable step texts of one sampled row: cut ones dropped and counted; None when the prompt did not fit."""
+    tree.gen_tokens += sum(c.tokens for c in row)
+    if any(c.finish_reason == "context" for c in row):
+        tree.context += 1
+        return None
+    whole = [c for c in row if c.finish_reason != "length"]
+    tree.capped += len(row) - len(whole)
+    return [s for s in (clean_candidate(c.text) for c in whole) if s]
 
 
 def mcts_round(trees: list[Tree], engine: Engine, prm, prompts: Prompts, cfg, seed: int, rng: random.Random) -> None:
@@ -151,23 +178,26 @@ def mcts_round(trees: list[Tree], engine: Engine, prm, prompts: Prompts, cfg, se
     grow = [(t, i) for t, i in zip(trees, leaves, strict=True) if not t.nodes[i].terminal]
     outs = _sample(engine, prompts, [(t.problem.question, t.nodes[i].steps) for t, i in grow], cfg.expand_width,
                    cfg, seed) if grow else []  # fmt: skip
-    new: list[tuple[Tree, int]] = []
+    born: list[tuple[Tree, int, list[str]]] = []  # (tree, parent, steps) of every new child, scored in one batch
     for (t, i), row in zip(grow, outs, strict=True):
         node = t.nodes[i]
         node.expanded = True
-        t.gen_tokens += sum(c.tokens for c in row)
-        uniques, _ = unique_candidates([s for s in (clean_candidate(c.text) for c in row) if s])
-        if not uniques:
+        texts = _whole_steps(t, row)
+        uniques, _ = unique_candidates(texts or [])
+        if not uniques:  # a dead end: nothing whole was written, or the prompt no longer fits
             node.terminal = node.dead = True
             continue
-        for text in uniques:
-            steps = node.steps + [text]
-            child = Node(steps, i, terminal=is_final(text) or len(steps) >= cfg.max_depth)
-            node.children.append(len(t.nodes))
-            t.nodes.append(child)
-            new.append((t, len(t.nodes) - 1))
-    for (t, j), p in zip(new, _score(prm, [(t, t.nodes[j].steps) for t, j in new]), strict=True):
-        t.nodes[j].p_plus = p
+        born += [(t, i, node.steps + [text]) for text in uniques]
+    for (t, i, steps), p in zip(born, _score(prm, [(t, steps) for t, _, steps in born]), strict=True):
+        if p is None:  # the PRM cannot read it whole: not a child
+            continue
+        child = Node(steps, i, p_plus=p, terminal=is_final(steps[-1]) or len(steps) >= cfg.max_depth)
+        t.nodes[i].children.append(len(t.nodes))
+        t.nodes.append(child)
+    for t, i in grow:
+        node = t.nodes[i]
+        if node.expanded and not node.children:
+            node.terminal = node.dead = True
     # Simulation: from one new child per tree; a terminal leaf is its own value (a dead end is worth 0).
     sim: dict[int, tuple[Tree, int, list[str], float]] = {}
     for k, (t, i) in enumerate(zip(trees, leaves, strict=True)):
@@ -183,18 +213,21 @@ def mcts_round(trees: list[Tree], engine: Engine, prm, prompts: Prompts, cfg, se
         outs = _sample(engine, prompts, [(sim[k][0].problem.question, sim[k][2]) for k in live], 1, cfg,
                        seed + 7919 * (d + 1))  # fmt: skip
         stepped = []
-        for k, [c] in zip(live, outs, strict=True):
+        for k, row in zip(live, outs, strict=True):
             t, j, steps, value = sim[k]
-            t.gen_tokens += c.tokens
-            text = clean_candidate(c.text)
-            if text:
+            texts = _whole_steps(t, row)  # a cut step ends the rollout: it is never scored
+            if texts:
                 stepped.append(k)
-                sim[k] = (t, j, steps + [text], value)
+                sim[k] = (t, j, steps + [texts[0]], value)
         scores = _score(prm, [(sim[k][0], sim[k][2]) for k in stepped])
+        live = []
         for k, p in zip(stepped, scores, strict=True):
             t, j, steps, value = sim[k]
+            if p is None:  # unreadable by the PRM: the rollout ends before it
+                sim[k] = (t, j, steps[:-1], value)
+                continue
             sim[k] = (t, j, steps, min(value, p))
-        live = stepped
+            live.append(k)
     for t, j, _, value in sim.values():
         backprop(t, j, value)
         t.iterations += 1
@@ -245,6 +278,9 @@ def trace_of(tree: Tree, n_pairs: int) -> MCTSTrace:
         prm_scored=tree.prm_scored,
         pairs=n_pairs,
         scored_steps=tree.scored_steps,
+        capped=tree.capped,
+        context=tree.context,
+        prm_skipped=tree.prm_skipped,
     )
 
 

@@ -8,6 +8,11 @@ different key. Answers are appended to `<cache_dir>/answers.jsonl`, one line eac
 a kill loses at most the batch in flight. Failed requests (`finish_reason == "error"`: timeouts, 5xx after the
 engine's retries, connection errors) are never cached, so the next run asks again; anything the teacher really
 said (garbage included) is cached, because asking a greedy teacher again would only repeat it.
+
+A teacher that fails most of what it is asked (a model name it does not serve, parameters it rejects, an API key
+it refuses) stops the stage with one line quoting its last error, once more than half of the requests sent so far
+have failed (from the 8th request on): a stage of 30,000 requests is not sent to a teacher that answers each with a 400. `probe` asks one
+request with the stage's own settings before a stage whose teacher comes last (EFT: after hours of tree search).
 """
 
 from __future__ import annotations
@@ -18,7 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from psrlm.engines.base import Completion, Engine, GenParams
+from psrlm.engines.openai_api import EngineError
 from psrlm.records import JsonlAppender
+
+PROBE_PROMPT = "Reply with the single word OK."
+FAILURE_SAMPLE = 8  # requests sent before "most of them failed" stops a stage
+
+
+class TeacherFailure(EngineError):
+    """Most teacher requests failed, or the probe did: the stage stops before sending more."""
 
 
 def cache_key(model: str, prompt: str, params: GenParams) -> str:
@@ -93,7 +106,24 @@ class CachedTeacher:
                     )
                 self._out.append(*fresh)
                 bar.update(len(idx))
+                if self.stats.requests >= FAILURE_SAMPLE and 2 * self.stats.errors > self.stats.requests:
+                    raise TeacherFailure(self._failure(f"{self.stats.errors} of {self.stats.requests} requests"))
         return out  # type: ignore[return-value]
+
+    def probe(self, params: GenParams) -> None:
+        """One request with the stage's settings (never cached); a failure is a TeacherFailure in one line."""
+        got = self.engine.generate([PROBE_PROMPT], params)
+        if not got or not got[0] or got[0][0].finish_reason == "error":
+            raise TeacherFailure(self._failure("the first request (a probe sent before the stage)"))
+
+    def _failure(self, what: str) -> str:
+        last = " ".join(getattr(getattr(self.engine, "stats", None), "last_error", "").split())[:300]
+        hint = ""
+        if any(k in last for k in ("max_tokens", "max_completion_tokens", "temperature", "unsupported_parameter")):
+            hint = (" A reasoning model (o1, o3, ...)? set initdata.teacher_engine.reasoning=true; another model: "
+                    "set it false.")  # fmt: skip
+        return (f"initdata.teacher_engine: {what} to the teacher {self.model} failed (last: {last or 'no answer'})."
+                f"{hint} Stopped before sending more; answers so far are cached: fix it and rerun")  # fmt: skip
 
     def close(self) -> None:
         self._out.close()

@@ -116,7 +116,7 @@ def run_stages(run_dir: Path) -> list[Stage]:
         stages.append(_eval_stage(run_dir, name))
     if it_cfg.get("eval_tts") and "psrlm" in methods:
         for name in dict.fromkeys(["psrlm-M1", f"psrlm-M{len(blocks) + 1}"]):
-            stages.append(_tts_stage(run_dir, name, int(it_cfg["eval_tts"])))
+            stages.append(_tts_stage(run_dir, name, max(0, int(it_cfg["eval_tts"])) or None))
     else:
         for name in evaluated:
             if (run_dir / "eval" / name / "tts" / "traces.jsonl").is_file():
@@ -141,7 +141,7 @@ def _search_stage(run_dir: Path, method: str, it: int, folder: Path | None, plan
         return Stage(name, "missing", f"{method}/it{it}/traces.jsonl: search by {method}-M{it - 1} not started")
     n = _lines(folder / "traces.jsonl")
     pairs = _lines(folder / "pairs.jsonl") if (folder / "pairs.jsonl").is_file() else 0
-    of = f" of {planned}" if planned else ""
+    of = f" ({planned} per TTS benchmark planned)" if planned else ""
     complete = planned is None or n >= planned
     after = f"{model} trained" if trained else f"{model} not trained yet"
     state = "done" if complete and trained else "partial"
@@ -165,5 +165,5 @@ def _tts_stage(run_dir: Path, name: str, planned: int | None) -> Stage:
         return Stage(f"tts {name}", "missing", f"eval/{name}/tts/traces.jsonl: test-time search not run yet")
     n = _lines(path)
     done = (run_dir / "eval" / name / "tts.json").is_file()
-    of = f" of {planned}" if planned else ""
+    of = f" ({planned} per TTS benchmark planned)" if planned else ""
     return Stage(f"tts {name}", "done" if done else "partial", f"eval/{name}/tts/traces.jsonl: {n}{of} problems")

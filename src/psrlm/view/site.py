@@ -165,6 +165,9 @@ def replay_rounds(rounds: list[dict], oracle, pair_keys: set[tuple[int, str]]) -
         elif action in ("accept_unanimous", "accept_all_right") and uniques:
             rec["best"] = 0
             stack.append((uniques[0], n))
+        elif action == "accept_tie" and uniques:  # test-time search: a tie takes its step, with no pair
+            rec["best"] = r.get("best", 0)
+            stack.append((uniques[rec["best"]], n))
         elif action == "rollback" and stack:
             _, dropped = stack.pop()
             rec["dropped"] = dropped

@@ -220,6 +220,7 @@
     accept: ["accepted", "ok", "the best-scored step is kept; (best, worst) is a preference pair"],
     accept_unanimous: ["unanimous", "neutral", "every candidate was the same text: accepted, nothing to judge, no pair"],
     accept_all_right: ["all right", "neutral", "the oracle judge found every candidate right: one accepted, no pair"],
+    accept_tie: ["tie → taken", "neutral", "all judged scores tied at test time: the most-sampled candidate is taken, no rollback, no pair"],
     rollback: ["tie → rollback", "warn", "all judged scores tied: no preference, so the previous step and its pair are discarded"],
     resample: ["tie → resample", "warn", "all scores tied at the first step: nothing to discard, drawn again"],
     resample_empty: ["nothing usable", "warn", "every candidate was empty or cut at the token cap: drawn again"],
