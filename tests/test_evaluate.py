@@ -205,7 +205,7 @@ def test_m0_is_asked_3_shot_only_where_iterate_m0_three_shot_says(tiny_model_dir
 
     monkeypatch.setattr(Run, "serving", serving)
     cfg = load_config(None, [*SMALL, f"paths.run_dir={tmp_path / 'run'}", "iterate.eval_limit=2",
-                             "iterate.eval_eft=2", "iterate.eval_max_tokens=8"])  # fmt: skip
+                             "iterate.eval_eft=2", "iterate.eval_max_tokens=8", "iterate.questions=[4]"])  # fmt: skip
     build_arith_data(cfg)
     run = Run(cfg)
     metrics = evaluate_model(run, "M0", tiny_model_dir, few_shot=False, judge_few_shot=True)

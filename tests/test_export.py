@@ -145,12 +145,15 @@ def test_model_cards_and_folders(run_dir, exported):
     for name, card in cards.items():
         metrics = json.loads((run_dir / "eval" / name / "metrics.json").read_text())
         got = {(r.dataset_name, r.metric_name): r.metric_value for r in card.data.eval_results}
-        shots = " (3-shot)" if name == "M0" else ""
+        # only M0 is asked with shots, and only where iterate.m0_three_shot says (default: its judge)
+        shots = " (3-shot)" if metrics["few_shot"] else ""
+        judge_shots = " (3-shot)" if metrics["judge_few_shot"] else ""
+        assert (metrics["few_shot"], metrics["judge_few_shot"]) == ((False, True) if name == "M0" else (False, False))
         assert got[("arith_test", f"accuracy{shots}")] == metrics["benchmarks"]["arith_test"]["accuracy"]
-        assert got[("EFT test", f"judge accuracy{shots} (generated verdicts, both A/B orders)")] == \
+        assert got[("EFT test", f"judge accuracy{judge_shots} (generated verdicts, both A/B orders)")] == \
             metrics["judge"]["judge_accuracy"]  # fmt: skip
         if "judge_soft" in metrics:
-            assert got[("EFT test", f"judge accuracy{shots} (soft verdicts, both A/B orders)")] == \
+            assert got[("EFT test", f"judge accuracy{judge_shots} (soft verdicts, both A/B orders)")] == \
                 metrics["judge_soft"]["accuracy"]  # fmt: skip
         assert card.data.eval_results[0].dataset_type == "tiny-eval"
     tts = json.loads((run_dir / "eval" / "psrlm-M1" / "tts.json").read_text())

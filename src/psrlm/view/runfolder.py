@@ -141,7 +141,7 @@ def _search_stage(run_dir: Path, method: str, it: int, folder: Path | None, plan
         return Stage(name, "missing", f"{method}/it{it}/traces.jsonl: search by {method}-M{it - 1} not started")
     n = _lines(folder / "traces.jsonl")
     pairs = _lines(folder / "pairs.jsonl") if (folder / "pairs.jsonl").is_file() else 0
-    of = f" ({planned} per TTS benchmark planned)" if planned else ""
+    of = f" of {planned}" if planned else ""
     complete = planned is None or n >= planned
     after = f"{model} trained" if trained else f"{model} not trained yet"
     state = "done" if complete and trained else "partial"

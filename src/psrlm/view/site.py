@@ -50,10 +50,13 @@ class _Problems:
 
     def __init__(self, data_dir: Path):
         self.by_id: dict[str, Problem] = {}
-        # the searched questions (fresh pool, the frontier ladder's pools) and the held-out splits
+        # the searched questions (fresh pool, the frontier ladder's pools) and the held-out splits; a file in another
+        # layout (arith_solutions.jsonl: the pool as a NuminaMath-style problem/solution source) holds no records
         for path in [data_dir / "fresh_questions.jsonl", *sorted(data_dir.glob("arith_*.jsonl"))]:
             if path.is_file():
-                for i, obj in iter_json_rows(path):
+                for n, (i, obj) in enumerate(iter_json_rows(path)):
+                    if n == 0 and path.name != "fresh_questions.jsonl" and "question" not in obj:
+                        break
                     p = from_dict(Problem, obj, f"{path}:{i}")
                     self.by_id.setdefault(p.id, p)
 
