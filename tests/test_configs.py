@@ -118,6 +118,8 @@ BAD_VALUES = [
     ("dpo.lr=0", "dpo.lr"),
     ("sft.bf16=yes-please", "sft.bf16"),
     ("pretrain.lr_scheduler=cosin", "pretrain.lr_scheduler"),
+    ("sft.sampler=shortest_first", "sft.sampler"),
+    ("dpo.sampler=group_by_length", "dpo.sampler"),  # a DPO row has two lengths
     ("arith.min_ops=5", "arith.min_ops"),  # min_ops <= max_ops (max_ops is 4 by default)
     ("arith.hard_min_ops=9", "arith.hard_min_ops"),
     ("arith.n_train=-1", "arith.n_train"),

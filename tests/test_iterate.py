@@ -335,3 +335,15 @@ def test_appendix_b_serves_one_model_at_a_time(tiny_model_dir, tmp_path, monkeyp
     result = evaluate_appendix_b(run, tiny_model_dir, tiny_model_dir, n=3)
     assert served == ["pair-judge", "scorer"] and result["n"] == 3
     assert set(result) >= {"pairwise", "scoring"} and 0 <= result["scoring"]["agreement"] <= 1
+
+
+def test_closing_table_says_no_verdicts_where_a_judge_wrote_none():
+    """A judge that never wrote [[A]]/[[B]] scores 0.000 by saying nothing; the table says so instead of a number
+    that reads as an always-wrong judge (the demo's M1 writes no verdicts; its search uses logits)."""
+    from psrlm.iterate import format_table
+
+    silent = {"judge": {"judge_accuracy": 0.0, "consistency": 0.0, "no_verdict_rate": 1.0}, "benchmarks": {}}
+    wrong = {"judge": {"judge_accuracy": 0.0, "consistency": 1.0, "no_verdict_rate": 0.0}, "benchmarks": {}}
+    rows = format_table({"psrlm-M1": silent, "psrlm-M2": wrong}).splitlines()[2:]
+    assert "| no verdicts | - |" in rows[0]
+    assert "| 0.000 | 1.000 |" in rows[1]

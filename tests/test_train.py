@@ -215,3 +215,29 @@ def test_padding_free_sft_learns_what_padded_sft_learns(tiny_model_dir, tmp_path
     assert losses[0] == pytest.approx(losses[1], rel=1e-3)
     with pytest.raises(ValueError, match="padding_free=true"):
         sft(tiny_model_dir, rows, TrainConfig(**fp32, padding_free=True, max_length=24), tmp_path / "refused")
+
+
+def test_group_by_length_sampler_reaches_the_trainer_and_trains(tiny_model_dir, tmp_path):
+    """train.sampler=group_by_length is transformers' LengthGroupedSampler (batches of about one length: the demo's
+    M1 SFT padding fell from 37 % to 0.9 % of token positions). It is a different data order, so it keys the
+    model's settings; the default (random) keys nothing, so earlier runs keep their fingerprints."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+    from trl import SFTConfig, SFTTrainer
+
+    from psrlm.iterate import train_settings
+    from psrlm.train import _common_args, sft
+
+    grouped = TrainConfig(bf16=False, epochs=1, lr=1e-3, batch_size=2, logging_steps=1, sampler="group_by_length")
+    rows = [{"prompt": PROMPTS.solve_prompt(f"Mia has {i} pens." + " She buys 2 more." * (i % 4)),
+             "completion": f"Step 1: {i} + 2 = {i + 2}. \\boxed{{{i + 2}}}"} for i in range(8)]  # fmt: skip
+    info = sft(tiny_model_dir, rows, grouped, tmp_path / "grouped")
+    assert len(info["loss_curve"]) == 4  # 8 rows, batches of 2
+
+    from datasets import Dataset
+
+    args = SFTConfig(**_common_args(grouped, tmp_path / "probe"))
+    trainer = SFTTrainer(model=load_model(tiny_model_dir), args=args, processing_class=load_tokenizer(tiny_model_dir),
+                         train_dataset=Dataset.from_list(rows))  # fmt: skip
+    assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
+    assert train_settings(grouped)["sampler"] == "group_by_length"
+    assert "sampler" not in train_settings(TrainConfig())

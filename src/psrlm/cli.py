@@ -77,8 +77,9 @@ def cmd_data_arith(cfg: Config) -> dict:
 
     paths = build_arith_data(cfg)
     counts = {name: len(read_jsonl(p)) for name, p in paths.items()}
+    width = max(map(len, paths), default=0)
     for name, p in paths.items():
-        print(f"  {name:<12} {counts[name]:>6}  {p}")
+        print(f"  {name:<{width}} {counts[name]:>6}  {p}")
     return {"files": {k: str(v) for k, v in paths.items()}, "counts": counts}
 
 
@@ -127,12 +128,31 @@ def cmd_demo(cfg: Config, args: argparse.Namespace) -> dict:
     print(f"\nexample problem ({p.id}): {p.question}")
     print(f"example EFT item ({ex.meta['error_kind']}): A: {ex.step_a} | B: {ex.step_b} -> {ex.explanation} "
           f"[[{ex.verdict}]]\n")  # fmt: skip
+    from psrlm import estimate
+
+    recipe = Path(args.config[-1]) if args.config and len(args.config) == 1 else None
+    m0 = Path(cfg.iterate.m0_path) if cfg.iterate.m0_path else None
+    started = time.time()
+    guess = estimate.say_estimate(cfg, recipe, m0) if m0 is not None and m0.is_dir() else None
     result = cmd_iterate(cfg, args)
     from psrlm.report import report
 
     out = Path(cfg.paths.run_dir) / "report.md"
     report([Path(cfg.paths.run_dir)], out)
     print(f"report: {out}")
+    took = time.time() - started
+    print(estimate.say_work(estimate.work(Path(cfg.paths.run_dir))))
+    if guess is not None:
+        print(f"demo: {took / 60:.1f} min (estimated {guess['seconds'] / 60:.1f} min)")
+    if args.calibrate_reference:
+        if recipe is None or m0 is None:
+            raise ValueError("--calibrate-reference needs one recipe (-c) with iterate.m0_path set")
+        from psrlm.records import read_json
+
+        timings = read_json(Path(cfg.paths.run_dir) / "timings.json")
+        path = estimate.write_reference(recipe, cfg, estimate.calibrate(cfg, m0), timings,
+                                        estimate.recipe_fingerprint(cfg))  # fmt: skip
+        print(f"reference: {path}")
     return result
 
 
@@ -561,7 +581,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="psrlm",
         description="Process-based Self-Rewarding Language Models: step search with self-judging, step-wise DPO.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and tracebacks behind errors")
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="for batch jobs: no progress bars, no info lines, no per-step training metrics; warnings, errors and "
+        "results only (where stderr is not a terminal, bars are written as a plain line every 30 s anyway)",
+    )
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
 
     p = sub.add_parser("data", help="build data files")
@@ -708,9 +735,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_eval, name="eval", wants_args=True)
 
-    p = sub.add_parser("demo", help="run the main job on the embedded default (what `make demo` runs)")
+    p = sub.add_parser(
+        "demo",
+        help="run the main job on the embedded default (what `make demo` runs)",
+        description="Data, then the whole method (iterate), then the report. Before it starts, an estimate of its "
+        "time on this machine from a few seconds of calibration (when the recipe has a reference run beside it, "
+        "<recipe>.reference.json); each stage prints its time when it ends.",
+    )
     _add_config_args(p)
     _add_fresh_arg(p)
+    p.add_argument(
+        "--calibrate-reference",
+        action="store_true",
+        help="after the run, calibrate this machine and write its stage times as the recipe's reference "
+        "(<recipe>.reference.json), from which other machines estimate their time; run it on a quiet machine",
+    )
     p.set_defaults(func=cmd_demo, name="demo", wants_args=True)
 
     p = sub.add_parser(
@@ -867,8 +906,12 @@ def _errors() -> tuple[type[BaseException], ...]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from psrlm.progress import configure
+
+    configure(args.quiet)
     try:
         if getattr(args, "no_config", False):
             return args.func(args)

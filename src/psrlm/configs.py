@@ -379,6 +379,10 @@ class TrainConfig:
         a CPU, the packed sequence is attended as a whole under a block mask, and the demo's M1 SFT ran 2.0x slower
         although 37 % of its padded token positions were padding. Refused when an example needs truncating (TRL does
         not truncate padding-free batches).   (pretrain, sft)
+    sampler: the order examples are batched in: "random" (TRL's default), or "group_by_length" (transformers'
+        LengthGroupedSampler: random mega-batches of 50 batches, each sorted by length, so a batch holds examples of
+        about one length and little padding; measured on the demo's M1 SFT rows: 37 % of padded token positions
+        were padding at random, 0.9 % grouped). A different data order, so a different model.   (pretrain, sft)
     save_steps: write a trainer checkpoint every N optimizer steps (0 = none); a killed job rerun with the same
         settings resumes from the last one (`<out>.trainer/<fingerprint>/checkpoint-N`).
     logging_steps: loss logging interval. seed: data order and init.
@@ -402,6 +406,7 @@ class TrainConfig:
     save_dtype: str = "source"
     gradient_checkpointing: bool = False
     padding_free: bool = False
+    sampler: str = "random"
     save_steps: int = 0
     logging_steps: int = 10
     seed: int = 0
@@ -916,6 +921,7 @@ def _train_rules(t: TrainConfig) -> list[tuple[str, bool, str]]:
         ("logging_steps", t.logging_steps >= 1, "must be >= 1"),
         ("save_steps", t.save_steps >= 0, "must be >= 0 (0 = no checkpoints)"),
         ("padding_free", isinstance(t.padding_free, bool), "choose true or false"),
+        ("sampler", t.sampler in ("random", "group_by_length"), "choose random or group_by_length"),
     ]
 
 
@@ -1039,7 +1045,14 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
         ],
         "pretrain": _train_rules(cfg.pretrain),
         "sft": _train_rules(cfg.sft),
-        "dpo": _train_rules(cfg.dpo),
+        "dpo": _train_rules(cfg.dpo)
+        + [
+            (
+                "sampler",
+                cfg.dpo.sampler == "random",
+                "group_by_length is for pretrain / sft / rft (a DPO row has two lengths)",
+            )
+        ],
         "rft": _train_rules(cfg.rft),
         "iterate": [
             ("methods", bool(it.methods) and set(it.methods) <= {"psrlm", "srlm"}, "must list psrlm and/or srlm"),

@@ -224,17 +224,16 @@ def evaluate_benchmarks(
     correct, steps, tokens), appended a chunk at a time, and `<out_dir>/summary.json` (over every result on disk,
     rewritten atomically after each benchmark). A rerun skips the problems already on disk. Returns the summary
     of exactly the problems passed in. Every summary records the grading rule used (`include_percentage`)."""
-    from tqdm.auto import tqdm
-
     from psrlm.folders import move_aside
     from psrlm.grading import Grader
+    from psrlm.progress import bar as progress_bar
     from psrlm.records import JsonlAppender, read_json, write_json
 
     out_dir = Path(out_dir)
     summary_path = out_dir / "summary.json"
     summaries: dict = read_json(summary_path) if summary_path.exists() else {}
     total = sum(len(v) for v in benchmarks.values())
-    bar = tqdm(total=total, desc=desc, unit="problem", disable=not progress)
+    bar = progress_bar(total, desc, "problem", enabled=progress)
     asked: dict[str, dict] = {}
     with Grader(include_percentage=include_percentage) as grader:
         for name, problems in benchmarks.items():

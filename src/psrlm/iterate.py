@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from psrlm import progress
 from psrlm.configs import REPO_ROOT, Config, ConfigError, config_to_dict
 from psrlm.folders import FolderError, claim_settings, fingerprint, flatten, move_aside, settings_diff
 from psrlm.records import (
@@ -189,6 +190,8 @@ class Run:
         if key is not None:
             k = f"{key}/{model}" if model else key
             times[k] = times.get(k, 0.0) + now - start
+            if not progress.quiet():  # the stage's one-line summary, beside its bar's last line
+                print(f"[{key}{' ' + model if model else ''}] done in {_duration(now - start)}", flush=True)
         if self._wall_mark is not None:
             times[WALL_KEY] = times.get(WALL_KEY, 0.0) + now - self._wall_mark
             self._wall_mark = now
@@ -201,13 +204,18 @@ class Run:
             write_json(self.timings_path, kept)
 
 
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m} min {s} s" if m else f"{seconds:.1f} s"
+
+
 def train_settings(tc) -> dict:
     """What a training stage's config contributes to a model's identity: precision and logging are how a machine
     ran it, not what it built (a run moved between a bf16 CPU and an fp32 one still resumes)."""
     # a setting added later counts only when it leaves its default, so runs made before it still resume
     return {k: v for k, v in dataclasses.asdict(tc).items()
             if k not in ("bf16", "logging_steps", "save_steps", "gradient_checkpointing", "padding_free")
-            and not (k == "nll_weight" and v == 0)}  # fmt: skip
+            and not (k == "nll_weight" and v == 0) and not (k == "sampler" and v == "random")}  # fmt: skip
 
 
 def generation_settings(cfg) -> dict:
@@ -1127,7 +1135,10 @@ def format_table(results: dict) -> str:
         accs = [_fmt(r["benchmarks"][b]["accuracy"]) if b in r.get("benchmarks", {}) else "-" for b in benches]
         first = r.get("benchmarks", {}).get(benches[0], {}) if benches else {}
         judge = r.get("judge") or {}
-        cells = [judge_label(name, man), *accs, _fmt(judge.get("judge_accuracy")), _fmt(judge.get("consistency")),
+        said = judge.get("no_verdict_rate") != 1.0  # a judge that wrote no verdict at all scored 0 by saying nothing
+        generated = (_fmt(judge.get("judge_accuracy")), _fmt(judge.get("consistency")))
+        generated = generated if said else ("no verdicts", "-")
+        cells = [judge_label(name, man), *accs, *generated,
                  soft, _fmt(first.get("mean_steps"), ".2f"), str(search.get("pairs", "-")), _fmt(prec)]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

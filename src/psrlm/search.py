@@ -466,9 +466,9 @@ def _pair(st: _State, prompt: str, uniques: list[str], scores: list[float], a: i
 
 
 def _progress(total: int, initial: int, enabled: bool):
-    from tqdm.auto import tqdm
+    from psrlm.progress import bar
 
-    return tqdm(total=total, initial=initial, desc="search", unit="problem", disable=not enabled, dynamic_ncols=True)
+    return bar(total, "search", "problem", initial, enabled)
 
 
 def _postfix(bar, traces: list[SearchTrace], pairs: list[PreferencePair]) -> None:

@@ -65,7 +65,7 @@ def run_srlm(
     iteration: int = 0,
     progress: bool = True,
 ) -> SRLMResult:
-    from tqdm.auto import tqdm
+    from psrlm.progress import bar as progress_bar
 
     check_unique_ids(problems, "srlm problems")
     log = ProblemLog(out_dir, SearchTrace, PreferencePair) if out_dir is not None else None
@@ -73,7 +73,7 @@ def run_srlm(
     traces: list[SearchTrace] = []
     pairs: list[PreferencePair] = []
     failed: list[str] = []
-    bar = tqdm(total=len(problems), initial=len(problems) - len(queue), desc="srlm", disable=not progress)
+    bar = progress_bar(len(problems), "srlm", "problem", len(problems) - len(queue), progress)
     try:
         while queue:
             batch = [queue.popleft() for _ in range(min(cfg.max_active, len(queue)))]

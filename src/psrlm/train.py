@@ -27,6 +27,7 @@ import os
 import time
 from pathlib import Path
 
+from psrlm import progress
 from psrlm.configs import TrainConfig
 from psrlm.prompts import Prompts
 from psrlm.records import JudgeExample, Manifest, PreferencePair, StepSolution
@@ -130,6 +131,8 @@ def _common_args(tc: TrainConfig, output_dir: Path, report: dict | None = None) 
         **(report or {"report_to": []}),
         activation_checkpointing=tc.gradient_checkpointing,  # off for tiny models: recomputation costs more
         dataloader_num_workers=0,
+        **progress.trainer_args(),  # the step bar on a terminal, a line per logging step in a log file
+        **({"train_sampling_strategy": tc.sampler} if tc.sampler != "random" else {}),
         **_device_args(tc),
     )
 
@@ -354,6 +357,7 @@ def _run_sft(
     probe = ChangeProbe(trainer.model)
     start = time.time()
     resume = _resume_point(work)
+    progress.trainer_quiet(trainer)
     trainer.train(resume_from_checkpoint=resume)
     info = {"stage": stage, "examples": len(rows), "max_length": max_length, "truncated": cut, "resumed_from": resume,
             "padding_free": free}  # fmt: skip
@@ -429,6 +433,7 @@ def dpo(
     probe = ChangeProbe(trainer.model)
     start = time.time()
     resume = _resume_point(work)
+    progress.trainer_quiet(trainer)
     trainer.train(resume_from_checkpoint=resume)
     rewards = [h for h in trainer.state.log_history if "rewards/accuracies" in h]
     info = {
@@ -514,6 +519,7 @@ def prm(
     probe = ChangeProbe(trainer.model)
     start = time.time()
     resume = _resume_point(work)
+    progress.trainer_quiet(trainer)
     trainer.train(resume_from_checkpoint=resume)
     info = {
         "stage": "prm",

@@ -298,7 +298,7 @@ def run_mcts(
     """`cfg.iterations` MCTS iterations per problem, `cfg.max_active` trees at a time; resumable with `out_dir`.
 
     `keep_trees`, when a list, receives every finished Tree (tests check the tree invariants on it)."""
-    from tqdm.auto import tqdm
+    from psrlm.progress import bar as progress_bar
 
     if cfg.expand_width < 2:
         raise ValueError(f"initdata.expand_width={cfg.expand_width}: need at least 2 siblings to compare")
@@ -306,9 +306,7 @@ def run_mcts(
     todo = [p for p in problems if not plog or p.id not in plog.done]
     traces: list[MCTSTrace] = []
     pairs: list[CandidatePair] = []
-    bar = tqdm(
-        total=len(problems), initial=len(problems) - len(todo), desc="mcts", unit="problem", disable=not progress
-    )
+    bar = progress_bar(len(problems), "mcts", "problem", len(problems) - len(todo), progress)
     try:
         for b in range(0, len(todo), cfg.max_active):
             trees = [Tree(p) for p in todo[b : b + cfg.max_active]]

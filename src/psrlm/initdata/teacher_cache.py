@@ -86,9 +86,9 @@ class CachedTeacher:
         todo = [i for i, c in enumerate(out) if c is None]
         self.stats.asked += len(prompts)
         self.stats.cache_hits += len(prompts) - len(todo)
-        from tqdm.auto import tqdm
+        from psrlm.progress import bar as progress_bar
 
-        with tqdm(total=len(todo), desc=desc, unit="req", disable=not self.progress or not todo) as bar:
+        with progress_bar(len(todo), desc, "req", enabled=self.progress and bool(todo)) as bar:
             for b in range(0, len(todo), self.chunk_size):
                 idx = todo[b : b + self.chunk_size]
                 got = self.engine.generate([prompts[i] for i in idx], params)
