@@ -108,6 +108,9 @@ def test_iterate_dry_run_then_the_whole_loop(tiny, capsys):
 def test_demo_on_a_finished_run_resumes_and_prints_its_table(tiny, capsys):
     out = _psrlm(capsys, "demo", "-c", tiny["recipe"])
     assert "example problem" in out and "| psrlm-M2 |" in out and (tiny["run"] / "report.md").exists()
+    work = re.search(r"^work: ([\d,]+) tokens trained by SFT, ([\d,]+) DPO pairs; search generated ([\d,]+) tokens",
+                     out, re.M)  # fmt: skip
+    assert work and int(work[1].replace(",", "")) > 0 and int(work[3].replace(",", "")) > 0
 
 
 @covers("psrlm search")

@@ -63,9 +63,15 @@ def test_make_bench(recipe, tmp_path):
     assert report["search"]["problems"] == 2 and report["judge_mode_agreement"]["verdict"] == "generate"
 
 
+@covers("make demo-full")
+def test_make_demo_full(recipe, tmp_path):
+    out = make("demo-full", FULL=str(recipe), SET=f"--set paths.run_dir={tmp_path / 'full'}")
+    assert "report:" in out and (tmp_path / "full" / "report.md").exists()
+
+
 @covers("make science")
 def test_make_science(recipe, tmp_path):
-    make("science", CONFIG=str(recipe), RUNS=str(tmp_path), SEEDS="0 1")
+    make("science", FULL=str(recipe), RUNS=str(tmp_path), SEEDS="0 1")
     text = (tmp_path / "science" / "report.md").read_text()
     assert "seed0" in text and "seed1" in text and "95" in text
     for s in (0, 1):
@@ -74,14 +80,14 @@ def test_make_science(recipe, tmp_path):
 
 @covers("make sweep")
 def test_make_sweep(recipe, tmp_path):
-    make("sweep", CONFIG=str(recipe), RUNS=str(tmp_path), ARGS="--accuracies 1.0 --seeds 0 --questions 2")
+    make("sweep", FULL=str(recipe), RUNS=str(tmp_path), ARGS="--accuracies 1.0 --seeds 0 --questions 2")
     summary = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
     assert summary["accuracies"] == [1.0] and (tmp_path / "sweep" / "sweep.png").exists()
 
 
 @covers("make upper")
 def test_make_upper(recipe, tmp_path):
-    make("upper", CONFIG=str(recipe), RUNS=str(tmp_path), ARGS="--seeds 0 --questions 2")
+    make("upper", FULL=str(recipe), RUNS=str(tmp_path), ARGS="--seeds 0 --questions 2")
     summary = json.loads((tmp_path / "upper" / "sweep.json").read_text())
     assert summary["accuracies"] == [0.5, 1.0] and summary["oracle_ties"] == "accept" and summary["questions"] == 2
 
