@@ -38,8 +38,8 @@ lock:
 demo: $(STAMP)
 	$(PSRLM) demo --config $(CONFIG) $(SET) $(ARGS)
 
-# The demo before it was sized to a third of its cost (configs/demo-full.yaml: 18 min here, 80-90 min on an old AVX2
-# CPU); the recipe of the science targets below and of the README's results.
+# The demo before it was sized down (configs/demo-full.yaml: 18 min on a 2-core AVX512 EPYC, 80-90 min on an old AVX2
+# CPU); the recipe of the science targets below and of the results in docs/results.md.
 demo-full: $(STAMP)
 	$(PSRLM) demo --config $(FULL) $(SET) $(ARGS)
 
@@ -56,7 +56,7 @@ sweep: $(STAMP)
 	$(PSRLM) sweep --config $(FULL) --out $(RUNS)/sweep $(SET) $(ARGS)
 
 # The oracle upper bound on 600 questions per seed: the self judge, a coin-flip oracle (which pairs, not which
-# verdicts) and a perfect one (about 26 min per seed, 80 min in all, on this 2-core CPU; the README has the result).
+# verdicts) and a perfect one (about 26 min per seed, 80 min in all, on this 2-core CPU; docs/results.md has the result).
 upper: $(STAMP)
 	$(PSRLM) sweep --config $(FULL) --accuracies 0.5,1.0 --questions 600 --set search.oracle_ties=accept --out $(RUNS)/upper $(SET) $(ARGS)
 

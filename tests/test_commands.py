@@ -264,7 +264,7 @@ def documented_commands() -> set[str]:
     snippets = []
     for path in [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]:
         text = path.read_text().replace("\\|", "|")  # `a\|b` in a markdown table cell is `a|b`
-        for block in re.findall(r"```.*?```", text, flags=re.S):
+        for block in re.findall(r"```(?!text\n).*?```", text, flags=re.S):  # ```text: prose kept verbatim
             snippets += [line.split("#", 1)[0] for line in block.splitlines()]
         snippets += re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", text, flags=re.S))
     found: set[str] = set()

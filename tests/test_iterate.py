@@ -347,3 +347,27 @@ def test_closing_table_says_no_verdicts_where_a_judge_wrote_none():
     rows = format_table({"psrlm-M1": silent, "psrlm-M2": wrong}).splitlines()[2:]
     assert "| no verdicts | - |" in rows[0]
     assert "| 0.000 | 1.000 |" in rows[1]
+
+
+def test_each_stage_says_its_time_when_it_ends_unless_quiet(tmp_path, capsys, monkeypatch):
+    """`[stage model] done in X` when a stage ends (minutes past a minute), none under --quiet; the time is banked
+    in timings.json either way."""
+    import time
+
+    from psrlm import progress
+    from psrlm.configs import load_config
+    from psrlm.iterate import Run
+
+    monkeypatch.delenv(progress.QUIET_ENV, raising=False)
+    run = Run(load_config(None, [f"paths.run_dir={tmp_path / 'run'}"]))
+    run.dir.mkdir(parents=True)
+    run.timed("psrlm search", time.time() - 83.4, "psrlm-M2")
+    run.timed("data", time.time() - 2.5)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "[psrlm search psrlm-M2] done in 1 min 23 s" and re.fullmatch(
+        r"\[data\] done in 2\.\d s", lines[1]
+    )
+    monkeypatch.setenv(progress.QUIET_ENV, "1")
+    run.timed("appendix B", time.time() - 1.0)
+    assert capsys.readouterr().out == ""
+    assert set(run._stage_times()) == {"psrlm search/psrlm-M2", "data", "appendix B"}

@@ -179,7 +179,7 @@ class PromptConfig:
     verdict_first: EFT trains the judge to write `[[A]]`/`[[B]]` before its explanation instead of after it (the
         paper's order). search.verdict soft / logits read the tag right after the judge prompt, a position the
         paper's order never trains (there the explanation's first word is trained): measured on the demo's M1,
-        soft accuracy on 200 held-out EFT items 0.47 with the paper's order, 0.62 with the tag first (README).
+        soft accuracy on 200 held-out EFT items 0.47 with the paper's order, 0.62 with the tag first (docs/results.md).
         Generated verdicts (the paper's search) want false.
     """
 
@@ -329,7 +329,8 @@ class SRLMConfig:
     n_samples: whole solutions sampled per problem (Yuan et al.: 4).
     temperature / top_p: solution sampling.
     max_solution_tokens: token cap for one solution.
-    n_judgments: scoring samples per solution, averaged (Yuan et al.: 3); judge_temperature applies when > 1.
+    n_judgments: scoring samples per solution, averaged (Yuan et al.: 3).
+    judge_temperature: sampling temperature of the scoring answers; applies when n_judgments > 1.
     judge_max_tokens: token cap for one scoring answer (justification + "Score: X").
     max_active: problems processed together in one engine call.
     seed: sampling seed.

@@ -145,7 +145,7 @@ def say_estimate(cfg: Config, recipe: Path | None, model_dir: Path) -> dict | No
 
 
 def work(run_dir: Path) -> dict:
-    """What a finished run computed, in units no CPU changes (README "The demo's cost"): tokens trained by SFT (each
+    """What a finished run computed, in units no CPU changes (docs/results.md, "The demo's cost"): tokens trained by SFT (each
     epoch counted), DPO pairs, tokens generated and judge calls of the training searches, greedy evaluation tokens
     and judged EFT items (both orders), and test-time search tokens. Read from the manifests and metrics files."""
     from psrlm.records import read_json

@@ -50,6 +50,10 @@ def configure(quiet_mode: bool = False) -> None:
             pass
     if quiet():
         logging.getLogger("psrlm").setLevel(logging.WARNING)
+    import torch
+
+    if not torch.cuda.is_available():  # DeepSpeed (imported by TRL) warns on every start that it chose the CPU
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     # TRL calls transformers' renamed is_gradient_checkpointing once per DPO stage: a warning no user can act on
     warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 

@@ -15,7 +15,7 @@ name and one sanity completion comes back; hands out an OpenAI engine over the r
 restarted (at most `server_restarts` times) and the engine call repeated; the stage itself resumes from what it
 committed. A port already in use, or a server that never becomes ready, is a clear error with the log's tail.
 
-vLLM pins its own transformers, so it lives in a virtualenv of its own; point `server_cmd` at it (README).
+vLLM pins its own transformers, so it lives in a virtualenv of its own; point `server_cmd` at it (docs/scale-out.md).
 """
 
 from __future__ import annotations

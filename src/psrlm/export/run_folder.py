@@ -1,4 +1,4 @@
-"""What a finished or half-finished run folder holds, read for `psrlm export` (README "What a run folder holds").
+"""What a finished or half-finished run folder holds, read for `psrlm export` (docs/commands.md, "What a run folder holds").
 
 Reads only: the recorded config (the newest `iterate`/`demo` entry of logs/runs.jsonl, else the newest manifest),
 the data files that config names, each search folder with the manifest of the model trained on its pairs, the eval

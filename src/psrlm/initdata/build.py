@@ -8,7 +8,7 @@ IFT gold solutions | EFT train | EFT test | fresh questions for the self-rewardi
 
 `arith_solutions.jsonl` holds the training pool once more as a question/solution source in NuminaMath's layout
 (id, problem, solution in prose, answer): what a real-data recipe (configs/paper-7b.yaml) reads as `data.questions`
-when the tiny model, which knows only this domain, stands in for Qwen on a CPU (README, "Running the paper's
+when the tiny model, which knows only this domain, stands in for Qwen on a CPU (docs/paper-run.md, "Running the paper's
 experiment").
 """
 
