@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from psrlm.benchmark_names import BenchmarkError, parse_benchmarks
 from psrlm.records import RecordError
-from psrlm.tasks.benchmarks import BenchmarkError, load_benchmark, parse_benchmarks
+from psrlm.tasks.benchmarks import load_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("PSRLM_DATA", REPO.parent / "shared" / "data"))

@@ -345,7 +345,8 @@ def test_a_prebuilt_m0_built_otherwise_stops_naming_the_keys_unless_a_rebuild_is
     the run folder and leaves the named one as it is."""
     from psrlm import train
     from psrlm.configs import load_config
-    from psrlm.iterate import Run, ensure_m0, m0_key
+    from psrlm.m0 import ensure_m0, m0_key
+    from psrlm.runfolder import Run
 
     from .conftest import REPO
     from .test_iterate import LOOP

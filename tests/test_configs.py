@@ -87,7 +87,7 @@ def test_initdata_recipe_reuses_the_prebuilt_m0():
     """configs/initdata-arith.yaml must match demo.yaml where M0 is keyed, or `psrlm data eft` pre-trains for an hour."""
     import json
 
-    from psrlm.iterate import m0_key
+    from psrlm.m0 import m0_key
 
     cfg = load_config(REPO / "configs" / "initdata-arith.yaml")
     built = json.loads((REPO / cfg.iterate.m0_path / "psrlm_build.json").read_text())
@@ -261,7 +261,8 @@ def test_the_prebuilt_m0_was_built_by_the_recipes_that_use_it(recipe):
 def test_pretraining_text_mixes_the_step_layout_by_its_share(share, tmp_path):
     """Both halves of the stream (in-distribution and hard-style) get the step layout at the same rate, and the
     share keys M0 only when it leaves 0, so every M0 built before the setting existed keeps its key."""
-    from psrlm.iterate import Run, m0_key, m0_texts
+    from psrlm.m0 import m0_key, m0_texts
+    from psrlm.runfolder import Run
 
     sets = ["arith.n_train=40", "arith.n_test=10", "arith.n_pretrain=400", f"paths.run_dir={tmp_path}"]
     cfg = load_config(None, [*sets, f"arith.pretrain_step_share={share}"])

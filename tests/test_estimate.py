@@ -7,7 +7,7 @@ import pytest
 
 from psrlm.configs import load_config
 from psrlm.estimate import Speeds, estimate, recipe_fingerprint, say_estimate, split_times, write_reference
-from psrlm.iterate import WALL_KEY
+from psrlm.runfolder import WALL_KEY
 
 from .conftest import SMALL
 

@@ -26,7 +26,7 @@ SETTINGS = [*SMALL, "engine.dtype=float32"]
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     from psrlm.initdata.build import build_arith_data
-    from psrlm.iterate import Run
+    from psrlm.runfolder import Run
 
     cfg = load_config(None, [*SETTINGS, f"paths.run_dir={tmp_path_factory.mktemp('fp') / 'run'}"])
     build_arith_data(cfg)
@@ -44,7 +44,8 @@ def _fake_model(path: Path, **build) -> Path:
 
 
 def test_the_m0_key_and_m1_settings(run):
-    from psrlm.iterate import m0_key, m1_settings
+    from psrlm.iterate import m1_settings
+    from psrlm.m0 import m0_key
 
     assert m0_key(run.cfg) == M0_KEY
     m0 = _fake_model(run.dir / "models" / "M0-fake", m0_key=m0_key(run.cfg))

@@ -44,12 +44,13 @@ def _run_with_rates(tmp_path, monkeypatch, rates: dict[int, float], band: str, q
     """A run folder whose probes report `rates` (the selection rule's glue; the probe itself is real elsewhere)."""
     from psrlm import iterate
     from psrlm.initdata.build import build_arith_data
+    from psrlm.runfolder import Run
 
     cfg = small_config(tmp_path / "run", *LEVELS, "iterate.schedule=frontier", f"iterate.frontier_band={band}",
                        f"iterate.questions={questions}")  # fmt: skip
     build_arith_data(cfg)
     monkeypatch.setattr(iterate, "probe_levels", lambda run, model: rates)
-    return iterate.Run(cfg)
+    return Run(cfg)
 
 
 def test_the_frontier_is_the_easiest_level_not_yet_mastered(tmp_path, monkeypatch):

@@ -235,8 +235,8 @@ def test_the_dry_run_says_which_stages_the_settings_would_rebuild(finished_run, 
 def test_a_report_after_an_interrupted_fresh_shows_no_replaced_result(finished_run, monkeypatch):
     """`iterate --fresh` killed after it moved psrlm-M2 aside and before the new one was evaluated: the old
     summary.json still holds M2's numbers, which the report must not show as the run's."""
-    from psrlm.iterate import Run
     from psrlm.report import report
+    from psrlm.runfolder import Run
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # as a kill while the new M2 trains
@@ -290,8 +290,10 @@ def test_policy_eft_is_sampled_after_m0_and_feeds_m1(tmp_path):
     """data.eft_source=policy: the EFT files exist only once M0's IFT policy has sampled them, so preparing the
     data must not read them (it did: FileNotFoundError before any work); M1 then trains on what was sampled."""
     from psrlm.configs import load_config
-    from psrlm.iterate import Run, ensure_m0, ensure_m1, ensure_policy_eft, prepare_data
+    from psrlm.iterate import ensure_m1, ensure_policy_eft, prepare_data
+    from psrlm.m0 import ensure_m0
     from psrlm.records import read_json
+    from psrlm.runfolder import Run
 
     cfg = load_config(None, LOOP + [f"paths.run_dir={tmp_path / 'run'}", "data.eft_source=policy",
                                     "data.eft_train=8", "data.eft_test=4"])  # fmt: skip
@@ -313,7 +315,8 @@ def test_appendix_b_serves_one_model_at_a_time(tiny_model_dir, tmp_path, monkeyp
 
     from psrlm.configs import load_config
     from psrlm.initdata.build import build_arith_data
-    from psrlm.iterate import Run, evaluate_appendix_b
+    from psrlm.iterate import evaluate_appendix_b
+    from psrlm.runfolder import Run
 
     cfg = load_config(None, SMALL + [f"paths.run_dir={tmp_path / 'run'}", "srlm.judge_max_tokens=4",
                                      "search.judge_max_tokens=4"])  # fmt: skip
@@ -340,7 +343,7 @@ def test_appendix_b_serves_one_model_at_a_time(tiny_model_dir, tmp_path, monkeyp
 def test_closing_table_says_no_verdicts_where_a_judge_wrote_none():
     """A judge that never wrote [[A]]/[[B]] scores 0.000 by saying nothing; the table says so instead of a number
     that reads as an always-wrong judge (the demo's M1 writes no verdicts; its search uses logits)."""
-    from psrlm.iterate import format_table
+    from psrlm.summary_table import format_table
 
     silent = {"judge": {"judge_accuracy": 0.0, "consistency": 0.0, "no_verdict_rate": 1.0}, "benchmarks": {}}
     wrong = {"judge": {"judge_accuracy": 0.0, "consistency": 1.0, "no_verdict_rate": 0.0}, "benchmarks": {}}

@@ -54,7 +54,8 @@ def _files_cfg(tmp_path, tiny_model_dir, *extra: str):
 
 
 def test_the_pool_loses_test_overlaps_init_questions_and_repeats(tmp_path, tiny_model_dir):
-    from psrlm.iterate import Run, prepare_data, question_blocks
+    from psrlm.iterate import prepare_data, question_blocks
+    from psrlm.runfolder import Run
 
     cfg = _files_cfg(tmp_path, tiny_model_dir, "iterate.questions=[4, 4]")
     run = Run(cfg)
@@ -70,7 +71,8 @@ def test_the_pool_loses_test_overlaps_init_questions_and_repeats(tmp_path, tiny_
 
 
 def test_too_few_fresh_questions_is_a_clear_error(tmp_path, tiny_model_dir):
-    from psrlm.iterate import Run, prepare_data, question_blocks
+    from psrlm.iterate import prepare_data, question_blocks
+    from psrlm.runfolder import Run
 
     run = Run(_files_cfg(tmp_path, tiny_model_dir, "iterate.questions=[4, 5]"))
     prepare_data(run)
@@ -111,7 +113,8 @@ def test_ift_without_a_question_is_named(tmp_path, tiny_model_dir):
 def test_iterate_refuses_training_files_that_hold_test_questions(tmp_path, tiny_model_dir):
     """The pool was the only data checked against the test sets; IFT and EFT train files are now too, in one line
     before any model loads (`psrlm data ift|eft` leave such questions out)."""
-    from psrlm.iterate import Run, prepare_data
+    from psrlm.iterate import prepare_data
+    from psrlm.runfolder import Run
 
     leaky = tmp_path / "leaky_ift.jsonl"
     write_jsonl(leaky, [StepSolution("t1", ["1 + 1 = 2.", "\\boxed{2}"], "2", {"question": "What is $1+1$?"}),
@@ -171,7 +174,8 @@ def test_ift_eft_and_the_pool_are_disjoint_blocks_of_one_source_and_ift_cannot_u
     ift` asks the teacher about the IFT block only, a row it fails stays out of the pool, and every block mixes
     the subjects."""
     from psrlm.initdata.pool import split_source
-    from psrlm.iterate import Run, prepare_data, question_blocks
+    from psrlm.iterate import prepare_data, question_blocks
+    from psrlm.runfolder import Run
 
     from .serving import NO_KEY, TeacherAPI
 

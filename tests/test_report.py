@@ -2,7 +2,8 @@ import json
 import math
 
 from psrlm.cli import main
-from psrlm.report import mean_ci, science_check
+from psrlm.confidence import mean_ci
+from psrlm.report import science_check
 
 
 def _summary(run, psrlm_m1, psrlm_m3, srlm_m1, srlm_m3, precision=0.6):

@@ -308,7 +308,8 @@ def cmd_model_pretrain(cfg: Config, args: argparse.Namespace) -> dict:
 
     from psrlm.folders import FolderLock
     from psrlm.initdata.build import build_arith_data
-    from psrlm.iterate import Run, ensure_m0
+    from psrlm.m0 import ensure_m0
+    from psrlm.runfolder import Run
 
     no_prebuilt = dataclasses.replace(cfg, iterate=dataclasses.replace(cfg.iterate, m0_path=""))
     with FolderLock(Path(cfg.paths.run_dir), "model pretrain"):
@@ -331,7 +332,9 @@ def cmd_bench(cfg: Config, args: argparse.Namespace) -> dict:
     from psrlm.bench import print_report, run_bench
     from psrlm.folders import FolderLock
     from psrlm.initdata.build import build_arith_data
-    from psrlm.iterate import Run, check_paths, ensure_m0, ensure_m1
+    from psrlm.iterate import check_paths, ensure_m1
+    from psrlm.m0 import ensure_m0
+    from psrlm.runfolder import Run
 
     check_paths(cfg)
     with FolderLock(Path(cfg.paths.run_dir), "bench"):
@@ -350,9 +353,9 @@ def cmd_bench(cfg: Config, args: argparse.Namespace) -> dict:
 
 def _equation_accuracy(run, engine, names: list[str], n: int, out_dir: Path) -> dict:
     """Teacher-forced arithmetic on the first n problems of each arith split, in the loop's layout and in M0's."""
+    from psrlm.benchmark_names import ARITH_NAMES
     from psrlm.evaluate import EQUATION_LAYOUTS, equation_accuracy
-    from psrlm.iterate import cached
-    from psrlm.tasks.benchmarks import ARITH_NAMES
+    from psrlm.runfolder import cached
 
     splits = [b for b in names if b in ARITH_NAMES]
     if not splits:
@@ -377,11 +380,10 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
     """Evaluate one model: greedy accuracy + step statistics per benchmark, judge accuracy, optionally test-time
     search vs greedy and the Appendix B comparison. Results go to <run>/eval/<name>/ (per-problem JSONL, resumable;
     recomputed when the model or a setting that changes results differs from what made them)."""
+    from psrlm.benchmark_names import ARITH_SPLITS, parse_benchmarks
     from psrlm.evaluate import evaluate_benchmarks, tts_vs_greedy
     from psrlm.folders import check_writable
     from psrlm.iterate import (
-        Run,
-        cached,
         eval_folder,
         evaluate_appendix_b,
         evaluate_judge,
@@ -390,7 +392,7 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
         tts_search_cfg,
     )
     from psrlm.records import sha256_file
-    from psrlm.tasks.benchmarks import ARITH_SPLITS, parse_benchmarks
+    from psrlm.runfolder import Run, cached
 
     run = Run(cfg)
     names = parse_benchmarks(args.benchmarks)

@@ -1159,7 +1159,7 @@ def _rules(cfg: Config) -> dict[str, list[tuple[str, bool, str]]]:
 
 
 def _benchmarks_ok(names: list[str] | str) -> bool:
-    from psrlm.tasks.benchmarks import BenchmarkError, parse_benchmarks
+    from psrlm.benchmark_names import BenchmarkError, parse_benchmarks
 
     try:
         parse_benchmarks(names)
@@ -1169,7 +1169,7 @@ def _benchmarks_ok(names: list[str] | str) -> bool:
 
 
 def _benchmarks_hint() -> str:
-    from psrlm.tasks.benchmarks import ALL_BENCHMARKS
+    from psrlm.benchmark_names import ALL_BENCHMARKS
 
     return f"names one of {', '.join(ALL_BENCHMARKS)}, or paper / all / arith"
 

@@ -84,7 +84,7 @@ def _generate_s(cfg: Config, model_dir: Path) -> float:
 
 def split_times(timings: dict) -> tuple[float, float]:
     """(training seconds, other seconds) of a run's timings.json (stage/model keys; the wall time left out)."""
-    from psrlm.iterate import WALL_KEY
+    from psrlm.runfolder import WALL_KEY
 
     train = other = 0.0
     for key, seconds in timings.items():

@@ -114,8 +114,6 @@ def run_seed(cfg: Config, seed: int, arms: list[str], out: Path) -> dict:
     Resumable (every stage is)."""
     from psrlm.folders import FolderLock
     from psrlm.iterate import (
-        Run,
-        ensure_m0,
         ensure_m1,
         ensure_policy_eft,
         evaluate_model,
@@ -123,6 +121,8 @@ def run_seed(cfg: Config, seed: int, arms: list[str], out: Path) -> dict:
         prepare_data,
         run_iteration,
     )
+    from psrlm.m0 import ensure_m0
+    from psrlm.runfolder import Run
 
     scfg = _seed_config(cfg, seed, out)
     run = Run(scfg)
@@ -193,7 +193,7 @@ def _mixed_rounds(run_dir: Path, label: str, it: int, questions) -> dict:
 
 
 def summarise(per_seed: dict[int, dict], arms: list[str]) -> dict:
-    from psrlm.report import mean_ci
+    from psrlm.confidence import mean_ci
 
     out: dict = {"seeds": sorted(per_seed), "arms": {}}
     for arm in arms:
@@ -224,7 +224,7 @@ def summarise(per_seed: dict[int, dict], arms: list[str]) -> dict:
 
 
 def _mean_ci(values: list[float]) -> dict:
-    from psrlm.report import mean_ci
+    from psrlm.confidence import mean_ci
 
     mean, ci = mean_ci(values)
     return {"mean": mean, "ci95": ci}

@@ -27,9 +27,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from psrlm import progress
-from psrlm.configs import REPO_ROOT, Config, ConfigError, config_to_dict
+from psrlm.benchmark_names import parse_benchmarks
+from psrlm.configs import Config, ConfigError, config_to_dict
 from psrlm.folders import FolderError, claim_settings, fingerprint, flatten, move_aside, settings_diff
+from psrlm.m0 import check_prebuilt_m0, ensure_m0, m0_key, prebuilt_m0, prebuilt_m0_mismatch
 from psrlm.records import (
     JudgeExample,
     Manifest,
@@ -37,7 +38,6 @@ from psrlm.records import (
     Problem,
     SearchTrace,
     StepSolution,
-    from_dict,
     read_json,
     read_jsonl,
     read_problems,
@@ -45,168 +45,14 @@ from psrlm.records import (
     write_json,
     write_jsonl,
 )
-from psrlm.tasks.benchmarks import parse_benchmarks
+from psrlm.runfolder import Run, cached, is_model
+from psrlm.summary_table import format_table
 
 log = logging.getLogger(__name__)
 
 
 class EngineFailure(RuntimeError):
     """Too many problems of a stage failed because their requests failed (a server in trouble)."""
-
-
-def _is_model(path: Path) -> bool:
-    return (Path(path) / "psrlm_build.json").exists()
-
-
-WALL_KEY = "(wall)"  # timings.json: the wall time of every process, beside the per-stage times
-
-
-class Run:
-    """Paths and shared pieces of one run folder. `fresh`: rebuild what was made with other settings (the old
-    outputs are moved to <run>/replaced/) instead of stopping with the keys that differ. `rebuild_m0`: pre-train
-    an M0 for these settings when the one `iterate.m0_path` names was built with others (never done unasked)."""
-
-    def __init__(self, cfg: Config, fresh: bool = False, rebuild_m0: bool = False):
-        from psrlm.prompts import prompts_of
-
-        self.cfg = cfg
-        self.fresh = fresh
-        self.rebuild_m0 = rebuild_m0  # pre-train a new M0 when the prebuilt one was built with other settings
-        self.dir = Path(cfg.paths.run_dir)
-        self.data = self.dir / "data"
-        self.models = self.dir / "models"
-        self.manifests = self.dir / "manifests"
-        self.prompts = prompts_of(cfg)
-        self.seed = cfg.iterate.seed
-        self.timings_path = self.dir / "timings.json"
-        self._wall_mark: float | None = None  # set by count_wall: then `timed` banks this process's wall time
-
-    # ------------------------------------------------------------------ the data this run reads (data.source)
-
-    @property
-    def arith(self) -> bool:
-        return self.cfg.data.source == "arith"
-
-    def ift_files(self) -> list[Path]:
-        return [self.data / "ift.jsonl"] if self.arith else [Path(f) for f in self.cfg.data.ift_files]
-
-    def eft_train_file(self) -> Path:
-        if not self.arith:
-            return Path(self.cfg.data.eft_train_file)
-        return self.data / ("eft_policy_train.jsonl" if self.cfg.data.eft_source == "policy" else "eft_train.jsonl")
-
-    def eft_test_file(self) -> Path:
-        if not self.arith:
-            return Path(self.cfg.data.eft_test_file)
-        return self.data / ("eft_policy_test.jsonl" if self.cfg.data.eft_source == "policy" else "eft_test.jsonl")
-
-    def ift(self) -> list[StepSolution]:
-        return [s for f in self.ift_files() for s in read_jsonl(f, StepSolution)]
-
-    def tts_benchmarks(self) -> list[str]:
-        """Where test-time search is measured: iterate.eval_tts_benchmark (one, a comma list or a group), else
-        arith_test (arith) or every evaluated benchmark (a real run: the paper's six)."""
-        it = self.cfg.iterate
-        if it.eval_tts_benchmark:
-            return parse_benchmarks(it.eval_tts_benchmark)
-        return ["arith_test"] if self.arith else parse_benchmarks(it.eval_benchmarks)
-
-    def benchmarks(self, names: list[str], limit: int) -> dict[str, list[Problem]]:
-        from psrlm.tasks.benchmarks import load_benchmark
-
-        data_dir = self.cfg.paths.resolved_data_dir()
-        return {b: load_benchmark(b, data_dir, limit=limit, run_data=self.data) for b in names}
-
-    def manifest_path(self, name: str) -> Path:
-        return self.manifests / f"{name}.json"
-
-    def load_manifest(self, name: str) -> Manifest | None:
-        p = self.manifest_path(name)
-        return from_dict(Manifest, read_json(p), str(p)) if p.exists() else None
-
-    def write_manifest(self, name: str, m: Manifest) -> None:
-        write_json(self.manifest_path(name), dataclasses.asdict(m))
-
-    @contextmanager
-    def serving(self, model_dir: Path, name: str = "model"):
-        """An engine for `model_dir` for the span of a stage: in-process (hf), an existing server (openai), or
-        servers started on this checkpoint now and stopped after (vllm, sglang, transformers)."""
-        from psrlm.engines import engine_for
-
-        with engine_for(self.cfg.engine, model_dir, self.dir / "servers", name) as engine:
-            yield engine
-
-    def train(self, stage: str, model: Path, out: Path, data: dict, **kw):
-        """One training stage, in-process or (launch.accelerate_config) as an `accelerate launch` job; both write
-        `<out>/psrlm_manifest.json` and return it, with this run's settings and metrics in it."""
-        from psrlm.train import MANIFEST_NAME, train_stage
-
-        kw.setdefault("seed_offset", self.seed)
-        if not self.cfg.launch.accelerate_config:
-            return train_stage(stage, model, out, self.cfg, data, **kw)
-        from psrlm.launch import launch_training
-
-        manifest = launch_training(self.cfg, stage, model, out, data, ref=kw.get("ref_dir"),
-                                   iteration=kw.get("iteration", 0), seed_offset=kw["seed_offset"])  # fmt: skip
-        manifest.method = kw.get("method") or stage
-        manifest.settings = flatten(kw.get("settings") or {})
-        manifest.metrics = {**(kw.get("metrics") or {}), **manifest.metrics}
-        write_json(out / MANIFEST_NAME, dataclasses.asdict(manifest))
-        return manifest
-
-    def seeded(self, tc):
-        return dataclasses.replace(tc, seed=tc.seed + self.seed)
-
-    @property
-    def timings(self) -> dict[str, float]:
-        """Seconds per stage, summed over the models of each stage ("psrlm search", "evaluation", ...), over every
-        process that worked on this run: a rerun that finds everything done keeps what the first run measured."""
-        out: dict[str, float] = {}
-        for key, seconds in self._stage_times().items():
-            if key == WALL_KEY:
-                continue
-            stage = key.split("/", 1)[0]
-            out[stage] = out.get(stage, 0.0) + seconds
-        return out
-
-    @property
-    def wall_s(self) -> float:
-        """Wall time of every process that worked on this run (a killed one up to its last finished stage)."""
-        return self._stage_times().get(WALL_KEY, 0.0)
-
-    def _stage_times(self) -> dict[str, float]:
-        return read_json(self.timings_path) if self.timings_path.exists() else {}
-
-    def count_wall(self) -> None:
-        """From now on `timed` also banks this process's wall time on the run (the driver's Run only: other Run
-        objects over the same folder, as a sweep makes, would count the same seconds twice)."""
-        self._wall_mark = time.time()
-
-    def timed(self, key: str | None, start: float = 0.0, model: str = "") -> None:
-        """Add the time since `start` to stage `key` (for `model`), and (see count_wall) this process's wall time
-        since it last banked it, persisted at once so a kill keeps them. `key=None` banks the wall time alone."""
-        times = self._stage_times()
-        now = time.time()
-        if key is not None:
-            k = f"{key}/{model}" if model else key
-            times[k] = times.get(k, 0.0) + now - start
-            if not progress.quiet():  # the stage's one-line summary, beside its bar's last line
-                print(f"[{key}{' ' + model if model else ''}] done in {_duration(now - start)}", flush=True)
-        if self._wall_mark is not None:
-            times[WALL_KEY] = times.get(WALL_KEY, 0.0) + now - self._wall_mark
-            self._wall_mark = now
-        write_json(self.timings_path, times)
-
-    def forget_times(self, model: str) -> None:
-        times = self._stage_times()
-        kept = {k: v for k, v in times.items() if not k.endswith(f"/{model}")}
-        if kept != times:
-            write_json(self.timings_path, kept)
-
-
-def _duration(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m} min {s} s" if m else f"{seconds:.1f} s"
 
 
 def train_settings(tc) -> dict:
@@ -247,7 +93,7 @@ def reuse_model(run: Run, name: str, settings: dict) -> Path | None:
     """The finished model `name` if it was made with exactly `settings`; None when it must be (re)built. Made with
     other settings: a FolderError naming the keys, or with `run.fresh` its outputs are moved aside first."""
     out = run.models / name
-    manifest = run.load_manifest(name) if _is_model(out) else None
+    manifest = run.load_manifest(name) if is_model(out) else None
     if manifest is None:
         return None
     flat = flatten(settings)
@@ -270,7 +116,7 @@ def reuse_model(run: Run, name: str, settings: dict) -> Path | None:
 def model_status(run: Run, name: str, settings: dict) -> tuple[str, str]:
     """What `reuse_model` would do with model `name` under `settings`, without doing it: ("kept" | "built" |
     "rebuilt", the keys that differ)."""
-    manifest = run.load_manifest(name) if _is_model(run.models / name) else None
+    manifest = run.load_manifest(name) if is_model(run.models / name) else None
     if manifest is None:
         return "built", ""
     flat = flatten(settings)
@@ -302,7 +148,7 @@ def check_paths(cfg: Config, rebuild_m0: bool = False) -> None:
     if d.source != "files":
         return
     from psrlm.initdata.pool import pool_path
-    from psrlm.tasks.benchmarks import benchmark_path, parse_benchmarks
+    from psrlm.tasks.benchmarks import benchmark_path
 
     files = [(f"data.ift_files[{i}]", f, StepSolution) for i, f in enumerate(d.ift_files)]
     files += [("data.eft_train_file", d.eft_train_file, JudgeExample), ("data.eft_test_file", d.eft_test_file,
@@ -324,133 +170,6 @@ def check_paths(cfg: Config, rebuild_m0: bool = False) -> None:
         path = benchmark_path(name, cfg.paths.resolved_data_dir())
         if not path.is_file():
             raise ConfigError(f"iterate.eval_benchmarks: {name} needs {path} (paths.data_dir / $PSRLM_DATA)")
-
-
-def prebuilt_m0(cfg: Config) -> Path:
-    pre = Path(cfg.iterate.m0_path).expanduser()
-    if not pre.is_absolute() and not pre.exists():
-        pre = REPO_ROOT / pre
-    if not pre.exists():
-        raise ConfigError(f"iterate.m0_path: {cfg.iterate.m0_path} does not exist (looked in the current folder "
-                          f"and in {REPO_ROOT}); fix the path, or set it empty to pre-train M0")  # fmt: skip
-    if not _is_model(pre):
-        raise ConfigError(f"iterate.m0_path: {pre} is not a psrlm-built model (no psrlm_build.json)")
-    return pre
-
-
-# ------------------------------------------------------------------------------------------------ M0
-
-
-def m0_texts(run: Run) -> list[str]:
-    """Raw domain text: problems with worked solutions (no prompt template, no judge data), from a pre-training
-    stream disjoint from the training pool and the test splits, half of it hard-style (more operations, bigger
-    numbers): the base model has seen the domain, not these problems. A share `arith.pretrain_step_share` of the
-    solutions is written as "Step n:" lines, the rest as prose (drawn per problem, seeded)."""
-    import random
-
-    from psrlm.initdata.build import pretrain_stream
-    from psrlm.tasks.arith import pretraining_text
-
-    easy, hard = pretrain_stream(run.cfg)
-    mixed = [p for pair in zip(easy, hard, strict=False) for p in pair] + easy[len(hard) :] + hard[len(easy) :]
-    share, rng = run.cfg.arith.pretrain_step_share, random.Random(f"pretrain-layout-{run.cfg.arith.seed}")
-    stepped = [rng.random() < share for _ in mixed]
-    return [pretraining_text(p, s) for p, s in zip(mixed, stepped, strict=True)]
-
-
-M0_RECIPE_KEYS = ("epochs", "lr", "batch_size", "grad_accum", "warmup_steps", "weight_decay", "lr_scheduler",
-                  "max_length", "lora", "lora_r", "lora_alpha", "seed")  # fmt: skip
-
-
-M0_POOL_KEYS = ("seed", "n_train", "n_test", "min_ops", "max_ops", "max_number", "n_pretrain", "hard_min_ops",
-                "hard_max_ops", "hard_max_number")  # fmt: skip
-
-
-def m0_build_settings(cfg: Config) -> dict:
-    """What decides M0, by key (what `m0_key` hashes): the model, what shapes the training pool M0 reads, and the
-    pre-training recipe; not precision or logging (how a machine runs the recipe: a prebuilt M0 must serve a CPU
-    with native bf16 and one without alike), nor fields added to TrainConfig later."""
-    a = cfg.arith
-    arith = {k: getattr(a, k) for k in M0_POOL_KEYS}
-    if a.pretrain_step_share:  # added later: at its default it leaves every earlier M0's key as it was
-        arith["pretrain_step_share"] = a.pretrain_step_share
-    return {"model": dataclasses.asdict(cfg.model), "arith": arith,
-            "pretrain": {k: getattr(cfg.pretrain, k) for k in M0_RECIPE_KEYS}}  # fmt: skip
-
-
-def m0_key(cfg: Config) -> str:
-    from psrlm.tiny import config_key
-
-    b = m0_build_settings(cfg)
-    return config_key(b["model"], list(b["arith"].values()), b["pretrain"])
-
-
-def prebuilt_m0_mismatch(cfg: Config) -> str | None:
-    """None when the prebuilt M0 (`iterate.m0_path`) was built by this config's model/arith/pretrain settings, else
-    the keys that differ (`pretrain.epochs: 3 -> 1`), read from the build config saved beside it."""
-    from psrlm.configs import load_config
-
-    pre = prebuilt_m0(cfg)
-    built = read_json(pre / "psrlm_build.json")
-    if built.get("m0_key") == m0_key(cfg):
-        return None
-    if (pre / "build_config.yaml").exists():
-        old = m0_build_settings(load_config(pre / "build_config.yaml"))
-    else:  # built before build configs were saved: its model and recipe are in psrlm_build.json
-        old = {"model": built.get("model") or {}, "arith": {},
-               "pretrain": {k: v for k, v in (built.get("pretrain") or {}).items() if k in M0_RECIPE_KEYS}}  # fmt: skip
-    mine = m0_build_settings(cfg)
-    if not old["arith"]:
-        mine = {**mine, "arith": {}}
-    return settings_diff(old, mine) or f"key {built.get('m0_key')} -> {m0_key(cfg)}"
-
-
-def check_prebuilt_m0(cfg: Config, rebuild: bool = False) -> None:
-    """An M0 the recipe names (`iterate.m0_path`) is never replaced unasked: built with other settings, it stops
-    here, naming the keys, unless `rebuild` (`--rebuild-m0`): then a new M0 is pre-trained into the run folder and
-    the named one is left as it is."""
-    diff = prebuilt_m0_mismatch(cfg)
-    if diff is None:
-        return
-    if rebuild:
-        log.warning("iterate.m0_path=%s was built with other settings (%s): --rebuild-m0 pre-trains a new M0 in "
-                    "%s/models/", cfg.iterate.m0_path, diff, cfg.paths.run_dir)  # fmt: skip
-        return
-    raise ConfigError(f"iterate.m0_path={cfg.iterate.m0_path} was built with other settings ({diff}): pass "
-                      "--rebuild-m0 to pre-train a new M0 for these settings into the run folder (hours at the demo's "
-                      "size), set iterate.m0_path empty to always pre-train, or set the keys back")  # fmt: skip
-
-
-def ensure_m0(run: Run) -> Path:
-    """The prebuilt M0 (`iterate.m0_path`) when this config built it; with other settings a stop naming the keys
-    (`check_prebuilt_m0`), or with `run.rebuild_m0` / an empty m0_path a pre-trained one (cached by its key)."""
-    from psrlm import train
-    from psrlm.initdata.build import init_tiny_model
-
-    cfg = run.cfg
-    if cfg.model.path:  # a real checkpoint is M0 as it is
-        from psrlm.checkpoints import resolve_model
-
-        return resolve_model(cfg.model.path, key="model.path")
-    key = m0_key(cfg)
-    if cfg.iterate.m0_path:
-        if prebuilt_m0_mismatch(cfg) is None:
-            return prebuilt_m0(cfg)
-        check_prebuilt_m0(cfg, run.rebuild_m0)  # stops, naming the keys, unless asked to rebuild
-    target = run.models / f"M0-{key}"
-    if _is_model(target):
-        return target
-    start = time.time()
-    init = init_tiny_model(cfg)
-    from psrlm.tracking import trainer_args
-
-    info = train.pretrain(init, m0_texts(run), cfg.pretrain, target, trainer_args(cfg, target.name))
-    meta = read_json(target / "psrlm_build.json")
-    meta.update(m0_key=key, model=dataclasses.asdict(cfg.model), pretrain=dataclasses.asdict(cfg.pretrain))
-    write_json(target / "psrlm_build.json", meta)
-    run.timed("M0 pretrain", start)
-    log.info("M0 pre-trained in %.0fs, final loss %.3f", time.time() - start, info["final_loss"])
-    return target
 
 
 # ------------------------------------------------------------------------------------------------ M1
@@ -510,7 +229,7 @@ def m0_identity(m0: Path) -> dict:
     """How a run names its M0: the build key of a psrlm-built one, else the checkpoint's path and file stats."""
     from psrlm.folders import model_files
 
-    info = read_json(m0 / "psrlm_build.json") if _is_model(m0) else {}
+    info = read_json(m0 / "psrlm_build.json") if is_model(m0) else {}
     if info.get("m0_key"):
         return {"m0_key": info["m0_key"]}
     return {"path": str(m0), "files": model_files(m0)}
@@ -883,18 +602,6 @@ def eval_folder(run: Run, name: str, model: Path | str, max_tokens: int, shots=N
         yield out
 
 
-def cached(path: Path, settings: dict, compute) -> dict:
-    """A JSON result that is reused only when it records exactly `settings`."""
-    flat = flatten(settings)
-    if path.exists():
-        data = read_json(path)
-        if data.get("settings") == flat:
-            return data
-    result = {**compute(), "settings": flat}
-    write_json(path, result)
-    return result
-
-
 def metrics_settings(run: Run, judge: bool = True, few_shot: bool = False, judge_few_shot: bool | None = None) -> dict:
     """What decides a model's metrics.json besides the evaluation folder's own settings (eval_folder)."""
     cfg = run.cfg.iterate
@@ -1119,31 +826,6 @@ def _files_state(folder: Path) -> dict[str, tuple[int, int]]:
     return {f.name: (f.stat().st_size, f.stat().st_mtime_ns) for f in folder.glob("*") if f.is_file()}
 
 
-def format_table(results: dict) -> str:
-    """The run's closing table: accuracy per evaluated benchmark, judge accuracy, pairs."""
-    benches = list(dict.fromkeys(b for r in results.values() for b in r.get("benchmarks", {})))
-    head = ["model", *(f"{b} acc" for b in benches), "judge acc (generated)", "consistency",
-            "judge acc (soft, both orders)", "steps", "pairs", "pair precision"]  # fmt: skip
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    from psrlm.report import _fmt, judge_label
-
-    for name, r in results.items():
-        man = r.get("manifest") or {}
-        search = man.get("search") or {}
-        prec = (man.get("pair_precision") or {}).get("precision")
-        soft = _fmt((r.get("judge_soft") or {}).get("accuracy"))
-        accs = [_fmt(r["benchmarks"][b]["accuracy"]) if b in r.get("benchmarks", {}) else "-" for b in benches]
-        first = r.get("benchmarks", {}).get(benches[0], {}) if benches else {}
-        judge = r.get("judge") or {}
-        said = judge.get("no_verdict_rate") != 1.0  # a judge that wrote no verdict at all scored 0 by saying nothing
-        generated = (_fmt(judge.get("judge_accuracy")), _fmt(judge.get("consistency")))
-        generated = generated if said else ("no verdicts", "-")
-        cells = [judge_label(name, man), *accs, *generated,
-                 soft, _fmt(first.get("mean_steps"), ".2f"), str(search.get("pairs", "-")), _fmt(prec)]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def plan_stages(run: Run) -> list[str]:
     """What the current settings would keep, build and rebuild in the run folder, stage by stage, read from what the
     folder records (manifests, settings stamps) and changing nothing: the same fingerprints `psrlm iterate`
@@ -1171,7 +853,7 @@ def plan_stages(run: Run) -> list[str]:
             say("M0", f"STOPS: iterate.m0_path was built with other settings ({diff}); --rebuild-m0 pre-trains one")
             return lines
         else:
-            say("M0", f"kept: {m0}" if _is_model(m0) else f"pre-trained into {m0}")
+            say("M0", f"kept: {m0}" if is_model(m0) else f"pre-trained into {m0}")
     m0_ident = m0_identity(m0) if m0.exists() or m0_id is None else m0_id  # not pre-trained yet: by its key
     evaluated: dict[str, tuple[str, Path]] = {"M0": ("kept" if m0.exists() else "built", m0)}
     for method in cfg.iterate.methods:

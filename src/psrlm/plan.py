@@ -145,7 +145,7 @@ def _judge_tokens(cfg: Config) -> float:
 
 def prior_rates(cfg: Config, tok) -> Rates:
     """Before any iteration: the IFT solutions' step count and step length stand in for the search's."""
-    from psrlm.iterate import Run
+    from psrlm.runfolder import Run
 
     ift = Run(cfg).ift()[:500]
     n_tok = _token_counter(tok)
@@ -318,7 +318,7 @@ def train_memory_gb(
 
 
 def plan(cfg: Config, run_dir: Path | None = None) -> dict:
-    from psrlm.iterate import Run
+    from psrlm.runfolder import Run
 
     run_dir = Path(run_dir or cfg.paths.run_dir)
     arch, arch_source = architecture(cfg)
@@ -415,7 +415,7 @@ def _tts_plan(
 
 
 def _benchmarks(cfg: Config) -> list[str]:
-    from psrlm.tasks.benchmarks import parse_benchmarks
+    from psrlm.benchmark_names import parse_benchmarks
 
     names = parse_benchmarks(cfg.iterate.eval_benchmarks)
     return (["arith_test", "arith_hard"] if cfg.data.source == "arith" else []) + names

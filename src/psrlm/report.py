@@ -20,10 +20,9 @@ import re
 import statistics
 from pathlib import Path
 
+from psrlm.confidence import mean_ci
 from psrlm.records import atomic_write_text, read_json, save_figure, write_json
-
-# two-sided 95 % Student-t quantiles by degrees of freedom (no scipy dependency for three numbers)
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+from psrlm.summary_table import fmt, format_table, judge_label
 
 
 def load_summary(run_dir: Path) -> dict:
@@ -49,14 +48,6 @@ def deltas(summary: dict, split: str) -> dict[str, float]:
             if first is not None and end is not None:  # nothing measured on a side: no change to report
                 out[method] = end - first
     return out
-
-
-def mean_ci(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95 % t-interval (nan with fewer than two values)."""
-    if len(values) < 2:
-        return (values[0] if values else math.nan), math.nan
-    t = _T95.get(len(values) - 1, 1.96)
-    return statistics.mean(values), t * statistics.stdev(values) / math.sqrt(len(values))
 
 
 def science_check(run_dirs: list[Path]) -> dict:
@@ -240,23 +231,11 @@ def staleness(run_dir: Path, names: set[str], summarised: dict) -> dict[str, str
     return stale
 
 
-def judge_label(name: str, manifest: dict | None) -> str:
-    """A model's name, marked when its pairs came from the oracle judge (a science run, not the method)."""
-    judge = (manifest or {}).get("judge") or {}
-    if judge.get("kind") != "oracle":
-        return name
-    return f"{name} [ORACLE judge, accuracy {1 - judge.get('flip', 0):.2f}]"
-
-
 def _benchmark_names(models: dict) -> list[str]:
-    from psrlm.tasks.benchmarks import ALL_BENCHMARKS
+    from psrlm.benchmark_names import ALL_BENCHMARKS
 
     seen = {b for m in models.values() for b in m.get("benchmarks", {})}
     return [b for b in ALL_BENCHMARKS if b in seen] + sorted(seen - set(ALL_BENCHMARKS))
-
-
-def _fmt(x, spec=".3f") -> str:
-    return "-" if x is None else format(x, spec)
 
 
 def _table(head: list[str], rows: list[list[str]]) -> str:
@@ -286,7 +265,7 @@ def table_accuracy(models: dict) -> str:
     for name, m in models.items():
         accs = [m["benchmarks"].get(b, {}).get("accuracy") for b in benches]
         avg = statistics.mean(accs) if accs and None not in accs else None
-        rows.append([shots_label(name, m, "benchmarks")] + [_fmt(a) for a in accs] + [_fmt(avg)])
+        rows.append([shots_label(name, m, "benchmarks")] + [fmt(a) for a in accs] + [fmt(avg)])
     return _table(["model", *(_bench_header(models, b) for b in benches), "avg"], rows)
 
 
@@ -323,9 +302,9 @@ def table_judge(models: dict) -> str:
     rows = []
     for name, m in models.items():
         j, soft = m.get("judge") or {}, m.get("judge_soft") or {}
-        rows.append([shots_label(name, m, "judge"), _fmt(j.get("judge_accuracy")), _fmt(j.get("consistency")),
-                     _fmt(j.get("no_verdict_rate")), str(j.get("context_skipped", "-")), _fmt(soft.get("accuracy")),
-                     _fmt(soft.get("single_order_accuracy")), _fmt(soft.get("position_bias"))])  # fmt: skip
+        rows.append([shots_label(name, m, "judge"), fmt(j.get("judge_accuracy")), fmt(j.get("consistency")),
+                     fmt(j.get("no_verdict_rate")), str(j.get("context_skipped", "-")), fmt(soft.get("accuracy")),
+                     fmt(soft.get("single_order_accuracy")), fmt(soft.get("position_bias"))])  # fmt: skip
     head = ["model", "judge acc (generated)", "A/B consistency", "no verdict", "skipped (context)",
             "soft acc (both orders)", "soft acc (one order)", "P(first) bias"]  # fmt: skip
     return _table(head, rows)
@@ -342,7 +321,7 @@ def table_judge_kinds(models: dict) -> str | None:
         soft = (m.get("judge_soft") or {}).get("by_kind")
         by_kind, how = (soft, "soft") if soft else ((m.get("judge") or {}).get("by_kind"), "generated")
         if by_kind:
-            rows.append([name, how, *(_fmt((by_kind.get(k) or {}).get("accuracy")) for k in kinds)])
+            rows.append([name, how, *(fmt((by_kind.get(k) or {}).get("accuracy")) for k in kinds)])
     n = {k: max(((m.get(key) or {}).get("by_kind") or {}).get(k, {}).get("n", 0)
                 for m in models.values() for key in ("judge_soft", "judge")) for k in kinds}  # fmt: skip
     return _table(["model", "verdict", *(f"{k} (n={n[k]})" for k in kinds)], rows)
@@ -361,8 +340,7 @@ def table_steps(models: dict) -> str:
                 cells.append("-")
             else:
                 cells.append(
-                    f"{s['mean_steps']:.2f} / "
-                    + (f"{tok:.1f}" if tok else _fmt(s.get("mean_step_chars"), ".0f") + "c")
+                    f"{s['mean_steps']:.2f} / " + (f"{tok:.1f}" if tok else fmt(s.get("mean_step_chars"), ".0f") + "c")
                 )
         rows.append([name, *cells])
     return _table(["model", *(f"{b} steps / len" for b in benches)], rows)
@@ -381,7 +359,7 @@ def table_tts(models: dict) -> str | None:
         parts = {**(t.get("benchmarks") or {}), "all": t} if t.get("benchmarks") else {t.get("benchmark", "-"): t}
         for bench, b in parts.items():
             g, s = b["greedy"], b["tts"]
-            rows.append([name, bench, how, str(b["n"]), _fmt(g["accuracy"]), _fmt(s["accuracy"]),
+            rows.append([name, bench, how, str(b["n"]), fmt(g["accuracy"]), fmt(s["accuracy"]),
                          f"{g['tokens_per_problem']:.0f}", f"{s['tokens_per_problem']:.0f}",
                          f"{s['judge_calls_per_problem']:.1f}", f"{b['time_ratio']:.1f}×"])  # fmt: skip
     if not rows:
@@ -396,7 +374,7 @@ def table_appendix_b(ab: dict | None) -> str | None:
         return None
     names = {"pairwise": "pairwise, generated verdict", "pairwise_soft": "pairwise, verdict from logits",
              "scoring": "solution scoring"}  # fmt: skip
-    rows = [[names[kind], _fmt(ab[kind]["agreement"]), _fmt(ab[kind]["consistency"]), _fmt(ab[kind]["no_preference_rate"])]
+    rows = [[names[kind], fmt(ab[kind]["agreement"]), fmt(ab[kind]["consistency"]), fmt(ab[kind]["no_preference_rate"])]
             for kind in names if ab.get(kind)]  # fmt: skip
     both = (ab.get("pairwise_soft") or {}).get("both_orders_agreement")
     summed = (
@@ -424,9 +402,9 @@ def table_pairs(models: dict) -> str | None:
         cw, wc, labelled = prec.get("correct_wrong"), prec.get("wrong_correct"), prec.get("labelled")
         own = cw / (cw + wc) if cw is not None and wc is not None and cw + wc else None
         both_wrong = prec["both_wrong"] / labelled if labelled and "both_wrong" in prec else None
-        rows.append([judge_label(name, man), str(search.get("problems", "-")), str(search.get("pairs", "-")), _fmt(prec.get("precision")),
-                     _fmt(both_wrong), _fmt(own), _fmt(search.get("tie_rate")), _fmt(search.get("rollback_rate")),
-                     _fmt(search.get("no_verdict_rate"))])  # fmt: skip
+        rows.append([judge_label(name, man), str(search.get("problems", "-")), str(search.get("pairs", "-")), fmt(prec.get("precision")),
+                     fmt(both_wrong), fmt(own), fmt(search.get("tie_rate")), fmt(search.get("rollback_rate")),
+                     fmt(search.get("no_verdict_rate"))])  # fmt: skip
     if not rows:
         return None
     head = ["trained model (pairs from its parent)", "questions", "pairs", "pair precision (oracle)", "both wrong",
@@ -592,8 +570,6 @@ def report(run_dirs: list[Path], out: Path | None = None, plots: bool = True) ->
             text = report_run(run_dirs[0], plots_dir=out.parent / f"{out.stem}_plots" if plots else None)
             atomic_write_text(out, text)
         return text
-    from psrlm.iterate import format_table
-
     parts = []
     for d in run_dirs:
         load_summary(d)  # a folder that holds no run is named at once

@@ -34,8 +34,9 @@ from pathlib import Path
 from psrlm.configs import SearchConfig
 from psrlm.engines.base import Engine, GenParams, seed_of
 from psrlm.judge import Judgment, parse_verdict, plan_pairs, score_candidates, unique_candidates
+from psrlm.problem_log import ProblemLog
 from psrlm.prompts import Prompts, judge_target_tag
-from psrlm.records import PreferencePair, Problem, ProblemLog, RecordError, SearchTrace, check_unique_ids, from_dict
+from psrlm.records import PreferencePair, Problem, RecordError, SearchTrace, check_unique_ids, from_dict
 from psrlm.steps import STEP_STOP, clean_candidate, final_answer, is_final
 
 EXPLANATION_CHARS = 2000  # a judge explanation kept in a trace is cut here: traces of runaway text stay small

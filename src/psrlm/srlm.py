@@ -17,8 +17,9 @@ from pathlib import Path
 
 from psrlm.configs import SRLMConfig
 from psrlm.engines.base import Engine, GenParams, seed_of
+from psrlm.problem_log import ProblemLog
 from psrlm.prompts import Prompts
-from psrlm.records import PreferencePair, Problem, ProblemLog, SearchTrace, check_unique_ids
+from psrlm.records import PreferencePair, Problem, SearchTrace, check_unique_ids
 from psrlm.steps import final_answer, is_final, split_steps
 
 _SCORE = re.compile(r"Score\s*:\s*(\d+(?:\.\d+)?)", re.IGNORECASE)

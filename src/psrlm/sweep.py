@@ -93,8 +93,6 @@ def run_seed(cfg: Config, seed: int, accuracies: list[float], out: Path, self_ar
     Resumable."""
     from psrlm.folders import FolderLock
     from psrlm.iterate import (
-        Run,
-        ensure_m0,
         ensure_m1,
         ensure_policy_eft,
         evaluate_model,
@@ -102,6 +100,8 @@ def run_seed(cfg: Config, seed: int, accuracies: list[float], out: Path, self_ar
         question_blocks,  # fmt: skip
         run_iteration,
     )
+    from psrlm.m0 import ensure_m0
+    from psrlm.runfolder import Run
 
     scfg = _seed_config(cfg, seed, out)
     run = Run(scfg)
@@ -139,7 +139,7 @@ def run_seed(cfg: Config, seed: int, accuracies: list[float], out: Path, self_ar
 
 
 def summarise(per_seed: dict[int, dict], accuracies: list[float]) -> dict:
-    from psrlm.report import mean_ci
+    from psrlm.confidence import mean_ci
 
     rows = {}
     with_self = all("self" in r for r in per_seed.values())  # --oracle-only sweeps have no self arm

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from psrlm.records import read_json, sha256_file
 
-MODEL_MARK = "psrlm_build.json"  # what every psrlm-built model folder holds (iterate._is_model)
+MODEL_MARK = "psrlm_build.json"  # what every psrlm-built model folder holds (runfolder.is_model)
 _SEARCH = re.compile(r"^it(\d+)$")
 
 
@@ -92,7 +92,7 @@ class RunFolder:
     # ------------------------------------------------------------------------------------------ data
 
     def data_files(self) -> dict[str, list[Path]]:
-        """The initialisation data as `Run` names it (iterate.Run.ift_files/eft_*_file, srlm_eft_file):
+        """The initialisation data as `Run` names it (runfolder.Run.ift_files/eft_*_file, srlm_eft_file):
         {"ift": [...], "eft_train": [...], "eft_test": [...], "srlm_eft": [...]}; absent entries are empty."""
         d = self.section("data")
         data = self.dir / "data"

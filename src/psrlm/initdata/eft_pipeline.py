@@ -296,8 +296,9 @@ def build_eft_pipeline(cfg, progress: bool = True) -> dict:
     from psrlm.engines import make_engine
     from psrlm.initdata.build import arith_splits, build_arith_data, data_dir, pool_blocks
     from psrlm.initdata.mcts import run_mcts
-    from psrlm.iterate import Run, ensure_m0
+    from psrlm.m0 import ensure_m0
     from psrlm.prm import TokenClassificationPRM, load_prm
+    from psrlm.runfolder import Run
 
     ic = cfg.initdata
     real = cfg.data.source == "files" or bool(ic.eft_problems)
@@ -463,8 +464,8 @@ def _build_eft_real(cfg, progress: bool) -> dict:
     from psrlm.engines import engine_for
     from psrlm.initdata.mcts import run_mcts
     from psrlm.initdata.teacher_cache import make_teacher
-    from psrlm.iterate import Run
     from psrlm.prm import check_fits, load_prm
+    from psrlm.runfolder import Run
 
     ic = cfg.initdata
     if ic.teacher != "engine":
@@ -514,8 +515,9 @@ def compare_m1(cfg, n_eval: int = 0) -> dict:
     from psrlm import train
     from psrlm.engines import make_engine
     from psrlm.evaluate import judge_accuracy, judge_accuracy_soft
-    from psrlm.iterate import Run, ensure_m0
+    from psrlm.m0 import ensure_m0
     from psrlm.records import StepSolution
+    from psrlm.runfolder import Run
 
     run = Run(cfg)
     out = out_dir(cfg)

@@ -13,7 +13,7 @@ All active trees advance together: one engine call expands every tree's selected
 continues every rollout, one PRM batch scores each round of new steps. A finished tree gives, for each node it
 expanded, its children compared by P("+"): best and worst siblings (same question, same previous steps) are a
 candidate pair when they differ by `min_margin`; the `pairs_per_problem` widest are kept. Trees are committed to
-`traces.jsonl` / `pairs.jsonl` as they finish (records.ProblemLog), so a rerun resumes after the last one.
+`traces.jsonl` / `pairs.jsonl` as they finish (problem_log.ProblemLog), so a rerun resumes after the last one.
 
 Nothing half-made becomes judge training data, as in the step search: a sampled step cut at `max_step_tokens` is
 dropped and counted (`capped`), never a child nor a rollout step; a node whose prompt no longer fits the policy's
@@ -29,8 +29,9 @@ from pathlib import Path
 
 from psrlm.engines.base import Engine, GenParams
 from psrlm.judge import unique_candidates
+from psrlm.problem_log import ProblemLog
 from psrlm.prompts import Prompts
-from psrlm.records import Problem, ProblemLog
+from psrlm.records import Problem
 from psrlm.steps import STEP_STOP, clean_candidate, is_final
 
 SCORED_SAMPLE = 32  # scored steps kept per tree for measuring the PRM against an oracle

@@ -139,7 +139,8 @@ def test_overlap(questions: list[str], test_sets: dict[str, list[Problem]]) -> d
 
 def evaluated_test_sets(cfg) -> dict[str, list[Problem]]:
     """Every test set the run evaluates (`iterate.eval_benchmarks`), whole files: what no training data may hold."""
-    from psrlm.tasks.benchmarks import load_benchmark, parse_benchmarks
+    from psrlm.benchmark_names import parse_benchmarks
+    from psrlm.tasks.benchmarks import load_benchmark
 
     run_data = Path(cfg.paths.run_dir) / "data"
     data_dir = cfg.paths.resolved_data_dir()
