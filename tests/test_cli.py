@@ -41,3 +41,21 @@ def test_every_stage_has_help(capsys):
             main([*stage, "--help"])
         assert done.value.code == 0
         assert "usage:" in capsys.readouterr().out
+
+
+def test_help_texts_show_no_doubled_percent_signs(capsys):
+    """argparse %-formats option help (where `%%` is one sign) but not a description (where it stays two)."""
+    import argparse
+
+    import pytest
+
+    from psrlm.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subparsers.choices.items():
+        nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+        for argv in [[name, *n] for a in nested for n in ([k] for k in a.choices)] or [[name]]:
+            with pytest.raises(SystemExit):
+                main([*argv, "--help"])
+            assert "%%" not in capsys.readouterr().out, argv

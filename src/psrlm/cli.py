@@ -877,7 +877,7 @@ def build_parser() -> argparse.ArgumentParser:
         "PSRLM; oracle = the same search with a perfect judge; rft = SFT on the oracle search's right solutions; "
         "outcome = whole right-vs-wrong solutions (oracle), plain DPO; srlm = the baseline. Every model is "
         "evaluated on the validation, test and hard splits; OUT/frontier.md, frontier.json and frontier.png hold "
-        "the table and the figure with 95 %% intervals over seeds. ORACLE arms are labelled as such.",
+        "the table and the figure with 95 % intervals over seeds. ORACLE arms are labelled as such.",
     )
     _add_config_args(p)
     add_frontier_args(p)
