@@ -15,7 +15,7 @@ SEEDS   ?= 0 1 2
 PYTEST_ARGS ?=
 WHEELS  ?= .gpu-wheels
 
-.PHONY: setup lock demo demo-full test slow_test gpu_check gpu_wheels bench science sweep upper quality format clean
+.PHONY: setup lock demo demo-full test slow_test gpu_check gpu_wheels bench science sweep upper frontier frontier-pilot quality format clean
 
 setup: $(STAMP)
 
@@ -59,6 +59,17 @@ sweep: $(STAMP)
 # verdicts) and a perfect one (about 26 min per seed, 80 min in all, on this 2-core CPU; docs/results.md has the result).
 upper: $(STAMP)
 	$(PSRLM) sweep --config $(FULL) --accuracies 0.5,1.0 --questions 600 --set search.oracle_ties=accept --out $(RUNS)/upper $(SET) $(ARGS)
+
+# Self-improvement at the model's frontier (issue 20; science): every arm (self, oracle, rft, outcome, srlm), three
+# frontier iterations, seeds 0-2 (several hours on this 2-core CPU). See psrlm frontier --help and docs/results.md.
+FRONTIER ?= configs/frontier.yaml
+frontier: $(STAMP)
+	$(PSRLM) frontier --config $(FRONTIER) --seeds 0,1,2 --out $(RUNS)/frontier $(SET) $(ARGS)
+
+# Its pilot, the one docs/results.md reports: one frontier iteration of 200 questions, the method and its controls
+# (self, oracle, rft, outcome), seeds 0-2 (about 80 min on a 2-core AMD EPYC with AVX512).
+frontier-pilot: $(STAMP)
+	$(PSRLM) frontier --config $(FRONTIER) --arms self,oracle,rft,outcome --seeds 0,1,2 --set "iterate.questions=[200]" --out $(RUNS)/frontier-pilot $(SET) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

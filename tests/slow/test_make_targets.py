@@ -92,6 +92,32 @@ def test_make_upper(recipe, tmp_path):
     assert summary["accuracies"] == [0.5, 1.0] and summary["oracle_ties"] == "accept" and summary["questions"] == 2
 
 
+@pytest.fixture(scope="module")
+def frontier_recipe(tmp_path_factory) -> Path:
+    """The tiny recipe with a two-level ladder that the random-weight model meets anywhere (band from 0)."""
+    from ..test_commands import TINY, recipe_file
+    from ..test_frontier import LEVELS
+
+    sets = [*TINY, *LEVELS, "iterate.frontier_band=[0.0, 1.0]", "rft.lr=0.001", "rft.batch_size=4"]
+    return recipe_file(tmp_path_factory.mktemp("frontier") / "tiny-frontier.yaml", sets)
+
+
+@covers("make frontier")
+def test_make_frontier(frontier_recipe, tmp_path):
+    make("frontier", FRONTIER=str(frontier_recipe), RUNS=str(tmp_path),
+         ARGS="--arms oracle --seeds 0 --set iterate.questions=[3]")  # fmt: skip
+    summary = json.loads((tmp_path / "frontier" / "frontier.json").read_text())
+    assert list(summary["arms"]) == ["oracle"] and summary["seeds"] == [0]
+
+
+@covers("make frontier-pilot")
+def test_make_frontier_pilot(frontier_recipe, tmp_path):
+    make("frontier-pilot", FRONTIER=str(frontier_recipe), RUNS=str(tmp_path),
+         ARGS="--arms oracle,rft --seeds 0 --set iterate.questions=[3]")  # fmt: skip
+    summary = json.loads((tmp_path / "frontier-pilot" / "frontier.json").read_text())
+    assert list(summary["arms"]) == ["oracle", "rft"] and summary["questions"] == [3]
+
+
 @covers("make gpu_check")
 def test_make_gpu_check():
     out = make("gpu_check", timeout=600)
