@@ -59,3 +59,29 @@ def test_help_texts_show_no_doubled_percent_signs(capsys):
             with pytest.raises(SystemExit):
                 main([*argv, "--help"])
             assert "%%" not in capsys.readouterr().out, argv
+
+
+def test_every_command_declares_its_needs_where_it_is_registered():
+    """What main does around a command (config, the precision line, the run log) is declared beside its parser."""
+    import argparse
+
+    from psrlm.cli import build_parser
+
+    def leaves(parser, path):
+        nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not nested:
+            yield " ".join(path), parser._defaults
+        for action in nested:
+            for name, sub in action.choices.items():
+                yield from leaves(sub, [*path, name])
+
+    commands = dict(leaves(build_parser(), []))
+    assert {name for name, d in commands.items() if d["name"] != name} == set()
+    assert {name for name, d in commands.items() if d["needs"].computes} == {
+        "iterate", "demo", "search", "eval", "bench", "sweep", "frontier", "model pretrain", "data eft", "data ift",
+        "train sft", "train dpo", "train prm",
+    }  # fmt: skip
+    assert {name for name, d in commands.items() if not d["needs"].config} == {"report", "figure2", "export", "view"}
+    assert {name for name, d in commands.items() if not d["needs"].recorded} == {
+        "report", "figure2", "export", "view", "show-config",
+    }  # fmt: skip

@@ -49,6 +49,22 @@ LAYERS = ["foundation", "configs", "domain", "pipeline", "tools", "cli"]  # bott
 LAYER_OF = {
     # cli
     "psrlm.cli": "cli",
+    "psrlm.cli.__main__": "cli",
+    "psrlm.cli.bench": "cli",
+    "psrlm.cli.common": "cli",
+    "psrlm.cli.data": "cli",
+    "psrlm.cli.demo": "cli",
+    "psrlm.cli.errors": "cli",
+    "psrlm.cli.evaluate": "cli",
+    "psrlm.cli.iterate": "cli",
+    "psrlm.cli.main": "cli",
+    "psrlm.cli.model": "cli",
+    "psrlm.cli.plan": "cli",
+    "psrlm.cli.runs": "cli",
+    "psrlm.cli.science": "cli",
+    "psrlm.cli.search": "cli",
+    "psrlm.cli.show_config": "cli",
+    "psrlm.cli.train": "cli",
     # tools
     "psrlm.plan": "tools",
     "psrlm.bench": "tools",
