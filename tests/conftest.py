@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# tqdm reads its TQDM_* variables once, when it is first imported; an in-process `psrlm` off a terminal sets
+# TQDM_DISABLE, so import it first, or every later bar in the session would be disabled (tests/test_progress.py).
+import tqdm.auto  # noqa: F401
+
 from psrlm.configs import Config, load_config
 
 REPO = Path(__file__).resolve().parents[1]

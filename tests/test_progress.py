@@ -61,6 +61,7 @@ def test_bars_follow_the_terminal_and_quiet(monkeypatch):
     from tqdm.auto import tqdm
 
     monkeypatch.delenv(progress.QUIET_ENV, raising=False)
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)  # an earlier in-process `psrlm` off a terminal set it
     monkeypatch.setattr(progress, "interactive", lambda: True)
     assert isinstance(progress.bar(5, "x"), tqdm) and not progress.bar(5, "x").disable
     monkeypatch.setattr(progress, "interactive", lambda: False)
