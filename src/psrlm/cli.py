@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from psrlm.configs import Config, ConfigError, config_to_dict, load_config_layers, save_config
+from psrlm.configs import Config, ConfigError, check_for_sweep, config_to_dict, load_config_layers, save_config
 from psrlm.records import RecordError, WriteError
 
 log = logging.getLogger("psrlm")
@@ -287,8 +287,7 @@ def cmd_sweep(cfg: Config, args: argparse.Namespace) -> dict:
     """The judge-quality sweep (science, arith): M1 -> M2 with an oracle judge of each accuracy, over seeds."""
     from psrlm.sweep import format_table, run_sweep
 
-    if cfg.data.source != "arith":
-        raise ValueError("psrlm sweep needs the arith domain's step oracle (data.source=arith)")
+    check_for_sweep(cfg)
     out = Path(args.out)
     accuracies = [float(a) for a in args.accuracies.split(",") if a.strip()]
     if not accuracies or any(not 0.0 <= a <= 1.0 for a in accuracies):
