@@ -3,7 +3,7 @@
 Each section checks its own keys in its `rules()` method, beside its fields. What is left here reads another
 section too (search.judge=oracle needs data.source=arith), or depends on where a section sits in the recipe (the
 run's `engine`, not `initdata.teacher_engine`; `dpo`, not `sft`). The loader (configs/loader.py) calls `validate`
-after every recipe and `--set` is applied, so `show-config` and the first second of a run catch a bad value, not
+once every recipe and `--set` is applied, so `show-config` and the first second of a run catch a bad value, not
 the stage that reads it an hour in.
 
 At the end: the rules of one command, which other commands do not share (checked when that command starts).
