@@ -315,3 +315,32 @@ def test_a_width_far_beyond_anything_measured_warns_with_the_judge_calls(sets, c
         load_config(None, ["search.width=12"])  # 132 calls: larger than the paper's, not absurd
         load_config(REPO / "configs" / "paper-7b.yaml")
     assert "judge calls" not in caplog.text
+
+
+# ------------------------------------------------------------------------------- the rules (issue 21)
+
+
+def test_validate_checks_every_section_and_changes_nothing():
+    """Each section's rules() and configs/rules.py are applied to every section, nested ones included; validate only
+    reads (the loader normalises the bool/str settings before it)."""
+    import copy
+    import dataclasses
+
+    from psrlm.configs import validate
+    from psrlm.configs.rules import SECTIONS
+
+    def sections(obj, prefix=""):
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                yield prefix + f.name
+                yield from sections(value, prefix + f.name + ".")
+
+    cfg = Config()
+    assert sorted(SECTIONS) == sorted(sections(cfg))
+    cfg.engine.static_cache, cfg.sft.bf16, cfg.initdata.prm_train.bf16 = "TRUE", " Auto", "false"
+    before = copy.deepcopy(cfg)
+    validate(cfg)
+    assert cfg == before
+    loaded = load_config(None, ["engine.static_cache='TRUE'", "sft.bf16=' Auto'"])
+    assert (loaded.engine.static_cache, loaded.sft.bf16) == (True, "auto")

@@ -117,6 +117,18 @@ LAYER_OF = {
     "psrlm.tasks.benchmarks": "domain",
     # configs
     "psrlm.configs": "configs",
+    "psrlm.configs.checks": "configs",
+    "psrlm.configs.costs": "configs",
+    "psrlm.configs.data": "configs",
+    "psrlm.configs.infra": "configs",
+    "psrlm.configs.initdata": "configs",
+    "psrlm.configs.iterate": "configs",
+    "psrlm.configs.loader": "configs",
+    "psrlm.configs.model": "configs",
+    "psrlm.configs.recipe": "configs",
+    "psrlm.configs.rules": "configs",
+    "psrlm.configs.search": "configs",
+    "psrlm.configs.train": "configs",
     # foundation
     "psrlm": "foundation",
     "psrlm.records": "foundation",

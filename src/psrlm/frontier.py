@@ -33,7 +33,7 @@ import math
 from collections import Counter
 from pathlib import Path
 
-from psrlm.configs import Config
+from psrlm.configs import Config, check_for_frontier
 
 SPLITS = ("arith_valid", "arith_valid_hard", "arith_test", "arith_hard")
 ARMS = ("self", "oracle", "rft", "outcome", "srlm")
@@ -342,8 +342,7 @@ def add_frontier_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_frontier(cfg: Config, args: argparse.Namespace) -> dict:
-    if cfg.data.source != "arith" or not cfg.arith.levels:
-        raise ValueError("psrlm frontier needs the arith domain and a difficulty ladder (arith.levels)")
+    check_for_frontier(cfg)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     summary = run_frontier(cfg, arms, seeds, Path(args.out))

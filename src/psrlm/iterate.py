@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from psrlm.benchmark_names import parse_benchmarks
-from psrlm.configs import Config, ConfigError, config_to_dict
+from psrlm.configs import Config, ConfigError, check_for_iterate, config_to_dict
 from psrlm.folders import FolderError, claim_settings, fingerprint, flatten, move_aside, settings_diff
 from psrlm.m0 import check_prebuilt_m0, ensure_m0, m0_key, prebuilt_m0, prebuilt_m0_mismatch
 from psrlm.records import (
@@ -131,13 +131,7 @@ def check_paths(cfg: Config, rebuild_m0: bool = False) -> None:
     stops here too (unless `rebuild_m0`)."""
     from psrlm.records import JudgeExample, ScoreExample, validate_jsonl
 
-    if cfg.engine.kind == "openai" and cfg.engine.model_name:
-        # every checkpoint of the loop generates in turn; a fixed served name would search and evaluate with one
-        # model throughout, without a word
-        raise ConfigError(f"engine.model_name={cfg.engine.model_name!r} with engine.kind=openai: iterate generates "
-                          "with each new checkpoint, and a running server serves one model. Use engine.kind vllm, "
-                          "sglang or transformers (psrlm serves each checkpoint), or leave model_name empty for a "
-                          "server that loads the model named by its path (transformers serve)")  # fmt: skip
+    check_for_iterate(cfg)  # the config rules of this command (configs/rules.py)
     if cfg.model.path:
         from psrlm.checkpoints import resolve_model
 

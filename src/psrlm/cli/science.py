@@ -8,7 +8,7 @@ import dataclasses
 from pathlib import Path
 
 from psrlm.cli.common import add_config_args, command, positive
-from psrlm.configs import Config
+from psrlm.configs import Config, check_for_sweep
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,8 +53,7 @@ def cmd_sweep(cfg: Config, args: argparse.Namespace) -> dict:
     """The judge-quality sweep (science, arith): M1 -> M2 with an oracle judge of each accuracy, over seeds."""
     from psrlm.sweep import format_table, run_sweep
 
-    if cfg.data.source != "arith":
-        raise ValueError("psrlm sweep needs the arith domain's step oracle (data.source=arith)")
+    check_for_sweep(cfg)
     out = Path(args.out)
     accuracies = [float(a) for a in args.accuracies.split(",") if a.strip()]
     if not accuracies or any(not 0.0 <= a <= 1.0 for a in accuracies):
