@@ -11,7 +11,7 @@ Layers, top to bottom (a module may import from its own layer or any layer below
                 checkpoints, tracking
     configs     the config schema and its checks
     foundation  records, problem_log, folders, steps, grading, hardware, progress, footprint, confidence,
-                benchmark_names, judge, prompts
+                benchmark_names, judge, prompts, run_layout
 
 Where the table departs from the first plan, and why:
 
@@ -27,6 +27,8 @@ Where the table departs from the first plan, and why:
   records, folders and records no longer import each other.
 - runfolder and m0 (pipeline) hold the run folder (`Run`, `cached`) and M0 (`ensure_m0`), out of iterate: the EFT
   pipeline drives them too, and iterate drives the EFT pipeline.
+- run_layout (foundation) names every path inside a run folder (`RunLayout`), pure path arithmetic: the drivers
+  that write a run folder and the tools that read one (report, view, export, plan) share it.
 - summary_table (pipeline) holds the run's closing table and the cell formats report shares with it, and
   confidence (foundation) `mean_ci`: iterate, sweep and frontier print them, and must not import report (a tool).
 
@@ -113,6 +115,7 @@ LAYER_OF = {
     "psrlm.footprint": "foundation",
     "psrlm.confidence": "foundation",
     "psrlm.benchmark_names": "foundation",
+    "psrlm.run_layout": "foundation",
     "psrlm.judge": "foundation",
     "psrlm.prompts": "foundation",
 }

@@ -34,6 +34,7 @@ from collections import Counter
 from pathlib import Path
 
 from psrlm.configs import Config
+from psrlm.run_layout import RunLayout
 
 SPLITS = ("arith_valid", "arith_valid_hard", "arith_test", "arith_hard")
 ARMS = ("self", "oracle", "rft", "outcome", "srlm")
@@ -87,11 +88,12 @@ def own_pairs_by_kind(run_dir: Path, label: str, it: int) -> dict[str, dict]:
     from psrlm.records import PreferencePair, Problem, read_jsonl, read_problems
     from psrlm.tasks.arith import label_step
 
-    pairs_path = run_dir / label / f"it{it}" / "pairs.jsonl"
+    layout = RunLayout(run_dir)
+    pairs_path = layout.pairs(label, it)
     if not pairs_path.exists():
         return {}
     problems: dict[str, Problem] = {}
-    for f in sorted((run_dir / "data").glob("arith_level*.jsonl")) + [run_dir / "data" / "fresh_questions.jsonl"]:
+    for f in sorted(layout.data.glob("arith_level*.jsonl")) + [layout.fresh_questions]:
         if not f.name.endswith("_probe.jsonl"):
             problems.update({p.id: p for p in read_problems(f)})
     counts: dict[str, Counter] = {}
@@ -171,7 +173,7 @@ def _mixed_rounds(run_dir: Path, label: str, it: int, questions) -> dict:
 
     by_id = {q.id: q for q in questions}
     rounds = mixed = 0
-    for t in read_jsonl(run_dir / label / f"it{it}" / "traces.jsonl", SearchTrace):
+    for t in read_jsonl(RunLayout(run_dir).traces(label, it), SearchTrace):
         prob, prev = by_id.get(t.problem_id), []
         if prob is None:
             continue

@@ -92,7 +92,7 @@ def engine_settings(run: Run) -> dict:
 def reuse_model(run: Run, name: str, settings: dict) -> Path | None:
     """The finished model `name` if it was made with exactly `settings`; None when it must be (re)built. Made with
     other settings: a FolderError naming the keys, or with `run.fresh` its outputs are moved aside first."""
-    out = run.models / name
+    out = run.layout.model(name)
     manifest = run.load_manifest(name) if is_model(out) else None
     if manifest is None:
         return None
@@ -106,7 +106,7 @@ def reuse_model(run: Run, name: str, settings: dict) -> Path | None:
                           "rebuild it and what follows (old outputs are moved to a replaced/ folder)")  # fmt: skip
     # the model, its manifest and its evaluation; the search folder that fed it answers to its own settings
     # (claim_settings in run_iteration): a change of dpo.* alone keeps the pairs, the costliest stage
-    for path in (out, run.manifest_path(name), run.dir / "eval" / name):
+    for path in (out, run.manifest_path(name), run.layout.evaluation(name)):
         move_aside(path, run.dir)
     run.forget_times(name)
     log.warning("%s was made with %s: rebuilding it (old outputs in %s/replaced/)", name, why, run.dir)
@@ -116,7 +116,7 @@ def reuse_model(run: Run, name: str, settings: dict) -> Path | None:
 def model_status(run: Run, name: str, settings: dict) -> tuple[str, str]:
     """What `reuse_model` would do with model `name` under `settings`, without doing it: ("kept" | "built" |
     "rebuilt", the keys that differ)."""
-    manifest = run.load_manifest(name) if is_model(run.models / name) else None
+    manifest = run.load_manifest(name) if is_model(run.layout.model(name)) else None
     if manifest is None:
         return "built", ""
     flat = flatten(settings)
@@ -179,10 +179,8 @@ def srlm_eft_file(run: Run) -> Path:
     from psrlm.initdata.build import arith_splits, pool_blocks
     from psrlm.initdata.eft import build_srlm_eft
 
-    if not run.arith:
-        return Path(run.cfg.data.srlm_eft_file)
-    path = run.data / "srlm_eft_train.jsonl"
-    if not path.exists():
+    path = run.srlm_eft_path()
+    if run.arith and not path.exists():
         blocks = pool_blocks(run.cfg, arith_splits(run.cfg)["train"])
         n = run.cfg.iterate.srlm_eft or run.cfg.data.eft_train
         write_jsonl(path, build_srlm_eft(blocks["eft_train"], n, run.cfg.arith.seed))
@@ -200,11 +198,11 @@ def ensure_policy_eft(run: Run, m0: Path) -> None:
     if not run.arith or cfg.data.eft_source != "policy":
         return
     s = cfg.search
-    stamp = run.data / "eft_policy.json"
+    stamp = run.layout.eft_policy_stamp
     settings = {"m0": m0_identity(m0), "sft": train_settings(run.seeded(cfg.sft)), "width": cfg.data.eft_policy_width,
                 "temperature": s.temperature, "top_p": s.top_p, "max_step_tokens": s.max_step_tokens,
                 "n": [cfg.data.eft_train, cfg.data.eft_test], "seed": cfg.arith.seed + run.seed,
-                "ift": sha256_file(run.data / "ift.jsonl"), "prompts": cfg.prompts.variant}  # fmt: skip
+                "ift": sha256_file(run.layout.ift), "prompts": cfg.prompts.variant}  # fmt: skip
     files = (run.eft_train_file(), run.eft_test_file())
     if stamp.exists() and all(f.exists() for f in files) and read_json(stamp).get("settings") == flatten(settings):
         return
@@ -255,7 +253,7 @@ def m1_settings_for(run: Run, method: str, m0: dict, eft_file: Path) -> dict:
 def ensure_m1(run: Run, method: str, m0: Path) -> Path:
     """M1 = SFT of M0 on IFT + EFT (PSRLM: step-pair judging; SRLM: solution scoring)."""
     name = f"{method}-M1"
-    out = run.models / name
+    out = run.layout.model(name)
     settings = m1_settings(run, method, m0)
     if reuse_model(run, name, settings):
         return out
@@ -280,7 +278,7 @@ def prepare_data(run: Run) -> None:
     cfg = run.cfg
     if run.arith:
         build_arith_data(cfg)
-    counts_path = run.data / "questions.json"
+    counts_path = run.layout.question_counts
     # the pool depends on the initialisation files of a real run (their questions are removed from it); arith's EFT
     # may not exist yet (data.eft_source=policy samples it from M0 later) and its pool is disjoint by construction
     init_files = [] if run.arith else [*run.ift_files(), run.eft_train_file()]
@@ -292,11 +290,11 @@ def prepare_data(run: Run) -> None:
         return  # (arith rewrites its pool on every run above, so it is always checked again)
     tests = run.benchmarks(parse_benchmarks(cfg.iterate.eval_benchmarks), limit=0)
     if run.arith:  # generated disjoint from its own splits and blocks by construction; checked against any other
-        pool, read = read_problems(run.data / "fresh_questions.jsonl"), {}
+        pool, read = read_problems(run.layout.fresh_questions), {}
         tests.update(run.benchmarks(["arith_test", "arith_hard"], limit=0))
         kept, counts = clean_pool(pool, tests, [], seed=None)
         if len(kept) != len(pool):
-            write_jsonl(run.data / "fresh_questions.jsonl", kept)
+            write_jsonl(run.layout.fresh_questions, kept)
     else:
         from psrlm.initdata.pool import split_active, split_source, test_overlap
 
@@ -317,7 +315,7 @@ def prepare_data(run: Run) -> None:
         else:
             pool, read = read_pool(cfg)
             kept, counts = clean_pool(pool, tests, used, seed=cfg.data.seed)
-        write_jsonl(run.data / "fresh_questions.jsonl", kept)
+        write_jsonl(run.layout.fresh_questions, kept)
     write_json(counts_path, {**read, **counts, "settings": flatten(settings)}, unless_same=True)
     removed = sum(counts["test_overlap"].values())
     if removed:
@@ -326,12 +324,12 @@ def prepare_data(run: Run) -> None:
 
 
 def question_blocks(run: Run) -> list[list[Problem]]:
-    fresh = read_problems(run.data / "fresh_questions.jsonl")
+    fresh = read_problems(run.layout.fresh_questions)
     sizes = run.cfg.iterate.questions
     if sum(sizes) > len(fresh):
         hint = "raise arith.n_train" if run.arith else "use a larger data.questions pool"
         raise ValueError(f"iterate.questions={sizes} needs {sum(sizes)} fresh questions but the pool has "
-                         f"{len(fresh)} (see {run.data / 'questions.json'}); {hint} or lower the counts")  # fmt: skip
+                         f"{len(fresh)} (see {run.layout.question_counts}); {hint} or lower the counts")  # fmt: skip
     blocks, start = [], 0
     for n in sizes:
         blocks.append(fresh[start : start + n])
@@ -354,7 +352,7 @@ def ladder(run: Run) -> list[tuple[int, int, int]]:
 
 
 def level_pool(run: Run, level: int) -> list[Problem]:
-    return read_problems(run.data / ("fresh_questions.jsonl" if level == 0 else f"arith_level{level}.jsonl"))
+    return read_problems(run.layout.level_pool(level))
 
 
 def probe_levels(run: Run, model: Path) -> dict[int, float]:
@@ -365,13 +363,13 @@ def probe_levels(run: Run, model: Path) -> dict[int, float]:
     names = [f"arith_level{k}_probe" for k in range(len(ladder(run)))]
     cfg = run.cfg
     with eval_folder(run, model.name, model, cfg.iterate.eval_max_tokens) as out:
-        done = {b: (out / f"{b}.jsonl").exists() for b in names}
+        done = {b: run.layout.eval_rows(model.name, b).exists() for b in names}
         problems = run.benchmarks(names, 0)
         start = time.time()
         if all(done.values()):  # read back without serving the model
             from psrlm.records import iter_json_rows
 
-            rows = {b: [r for _, r in iter_json_rows(out / f"{b}.jsonl")] for b in names}
+            rows = {b: [r for _, r in iter_json_rows(run.layout.eval_rows(model.name, b))] for b in names}
             if all(len(rows[b]) >= len(problems[b]) for b in names):
                 return {k: sum(r["correct"] for r in rows[b]) / max(1, len(rows[b])) for k, b in enumerate(names)}
         with run.serving(model, model.name) as engine:
@@ -499,12 +497,12 @@ def run_iteration(
     another's exactly (same parent, questions and settings, checked like any resume) reads it instead of repeating it."""
     label = label or method
     name = f"{label}-M{it}"
-    out = run.models / name
+    out = run.layout.model(name)
     search_settings, settings = iteration_settings(run, method, it, parent.name, questions, training)
     if reuse_model(run, name, settings):
         return out
     cfg = run.cfg
-    search_dir = run.dir / (search_label or label) / f"it{it}"
+    search_dir = run.layout.search(search_label or label, it)
     claim_settings(search_dir, search_settings, fresh=run.fresh, root=run.dir)
     start = time.time()
     with run.serving(parent, name) as engine:
@@ -524,7 +522,7 @@ def run_iteration(
         if share > cfg.engine.max_failed_share:
             raise EngineFailure(f"{name}: {len(result.failed)} of {len(questions)} problems failed (requests failed "
                                 f"after retries; engine.max_failed_share={cfg.engine.max_failed_share}): rerun to "
-                                f"retry them; server logs in {run.dir / 'servers'}")  # fmt: skip
+                                f"retry them; server logs in {run.layout.servers}")  # fmt: skip
         log.warning("%s: %d problems failed and are left out (rerun the search stage to retry them)", name,
                     len(result.failed))  # fmt: skip
     pairs = result.pairs
@@ -532,7 +530,7 @@ def run_iteration(
     precision = pair_precision(pairs, {p.id: p for p in questions}) if method == "psrlm" and run.arith else {}
     start_train = time.time()
     metrics = {"search": summary, "pair_precision": precision,
-               "questions": {"block": len(questions), "pool": read_json(run.data / "questions.json"),
+               "questions": {"block": len(questions), "pool": read_json(run.layout.question_counts),
                              "schedule": schedule or {"kind": "fixed"}}}  # fmt: skip
     if method == "psrlm":  # an oracle judge is a science run: said in every manifest it makes
         metrics["judge"] = {"kind": cfg.search.judge, "flip": cfg.search.judge_flip}
@@ -594,7 +592,7 @@ def eval_folder(run: Run, name: str, model: Path | str, max_tokens: int, shots=N
     from psrlm.evaluate import eval_settings
     from psrlm.folders import FolderLock, recorded_extra
 
-    out = run.dir / "eval" / name
+    out = run.layout.evaluation(name)
     with FolderLock(out, "eval"):
         settings, extra = eval_settings(run.cfg.engine, model, run.cfg.prompts.variant, max_tokens, shots,
                                         recorded_extra(out), dataclasses.asdict(run.cfg.grading))  # fmt: skip
@@ -657,7 +655,7 @@ def evaluate_model(
                                         include_percentage=run.cfg.grading.include_percentage)  # fmt: skip
         for split in ("test", "hard") if run.arith else ():  # step precision: the arith oracle labels each step
             problems = benchmarks[f"arith_{split}"]
-            by_id = {r["problem_id"]: r for r in read_jsonl(out / f"arith_{split}.jsonl")}
+            by_id = {r["problem_id"]: r for r in read_jsonl(run.layout.eval_rows(name, f"arith_{split}"))}
             labels = [label_solution(p, split_steps(by_id[p.id]["response"])) for p in problems]
             flat = [lab.correct for ls in labels for lab in ls]
             metrics[split] = {**summaries[f"arith_{split}"], "step_precision": sum(flat) / len(flat) if flat else None}
@@ -760,8 +758,8 @@ def evaluate_appendix_b(run: Run, pair_model: Path, score_model: Path, n: int = 
         run.timed("appendix B", start)
         return {"pair_judge": str(pair_model), "scorer": str(score_model), **result}
 
-    with FolderLock(run.dir / "eval", "appendix B"):
-        return cached(run.dir / "eval" / "appendix_b.json", settings, compute)
+    with FolderLock(run.layout.evals, "appendix B"):
+        return cached(run.layout.appendix_b, settings, compute)
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -817,7 +815,7 @@ def run_all(cfg: Config, progress: bool = True, fresh: bool = False, rebuild_m0:
         run.timed(None)
         summary.update(timings_s=run.timings, wall_s=run.wall_s, stage_total_s=sum(run.timings.values()),
                        this_process_wall_s=time.time() - start)  # fmt: skip
-        write_json(run.dir / "summary.json", summary)
+        write_json(run.layout.summary, summary)
     print(format_table(results))
     return summary
 
@@ -844,7 +842,7 @@ def plan_stages(run: Run) -> list[str]:
         say("M0", f"the checkpoint model.path={cfg.model.path}")
     else:
         key = m0_key(cfg)
-        m0, m0_id = run.models / f"M0-{key}", {"m0_key": key}
+        m0, m0_id = run.layout.m0(key), {"m0_key": key}
         diff = prebuilt_m0_mismatch(cfg) if cfg.iterate.m0_path else None
         if cfg.iterate.m0_path and diff is None:
             m0 = prebuilt_m0(cfg)
@@ -861,31 +859,30 @@ def plan_stages(run: Run) -> list[str]:
         if method == "psrlm":
             eft = run.eft_train_file()
         else:  # srlm_eft_file(run) would write arith's scoring data: only read here
-            eft = run.data / "srlm_eft_train.jsonl" if run.arith else Path(cfg.data.srlm_eft_file)
+            eft = run.srlm_eft_path()
         if not all(f.is_file() for f in [*run.ift_files(), eft]):
             say(name, "built (its data is not written yet)")
-            evaluated[name], parent = ("built", run.models / name), None
+            evaluated[name], parent = ("built", run.layout.model(name)), None
         else:
             settings = m1_settings_for(run, method, m0_ident, eft)
             status, diff = model_status(run, name, settings)
             say(name, status + (f": {diff}{needs}" if status == "rebuilt" else ""))
-            evaluated[name], parent = (status, run.models / name), settings
+            evaluated[name], parent = (status, run.layout.model(name)), settings
         for it in range(2, len(cfg.iterate.questions) + 2):
             name = f"{method}-M{it}"
             if cfg.iterate.schedule != "fixed":
                 say(name, "questions chosen by probing its parent first: kept or rebuilt is known then")
-                evaluated[name], parent = ("unknown", run.models / name), None
+                evaluated[name], parent = ("unknown", run.layout.model(name)), None
                 continue
-            fresh_file = run.data / "fresh_questions.jsonl"
-            blocks = question_blocks(run) if fresh_file.is_file() else None
+            blocks = question_blocks(run) if run.layout.fresh_questions.is_file() else None
             if parent is None or blocks is None:
                 say(name, "built (what it depends on is not built yet)")
-                evaluated[name], parent = ("built", run.models / name), None
+                evaluated[name], parent = ("built", run.layout.model(name)), None
                 continue
             search, settings = iteration_settings(run, method, it, "", blocks[it - 2], parent_settings=parent)
-            search_dir = run.dir / method / f"it{it}"
+            search_dir = run.layout.search(method, it)
             recorded = recorded_settings(search_dir)
-            done = _lines_in(search_dir / "traces.jsonl")
+            done = _lines_in(run.layout.traces(method, it))
             if recorded == flatten(search):
                 searched = f"search kept ({done} of {len(blocks[it - 2])} problems done)"
             elif recorded is None or not done:
@@ -897,7 +894,7 @@ def plan_stages(run: Run) -> list[str]:
             why = _why(manifest.settings, settings, f"{method}-M{it - 1}") if manifest else ""
             trained = {"kept": "DPO kept", "built": "DPO run"}.get(status, f"DPO rerun: {why}{needs}")
             say(name, f"{searched}; {trained}")
-            evaluated[name], parent = (status, run.models / name), settings
+            evaluated[name], parent = (status, run.layout.model(name)), settings
     cached = [n for n, (st, model) in evaluated.items() if st == "kept" and _evaluation_kept(run, n, model)]
     afresh = [n for n in evaluated if n not in cached]
     say("evaluation", "; ".join(filter(None, [f"kept for {', '.join(cached)}" if cached else "",
@@ -910,8 +907,8 @@ def _evaluation_kept(run: Run, name: str, model: Path) -> bool:
     from psrlm.evaluate import eval_settings
     from psrlm.folders import recorded_extra, recorded_settings
 
-    out = run.dir / "eval" / name
-    metrics = out / "metrics.json"
+    out = run.layout.evaluation(name)
+    metrics = run.layout.eval_metrics(name)
     if not metrics.is_file() or not run.eft_test_file().is_file():
         return False
     few_shot, judge_few_shot = shots_of(run, name)
@@ -953,7 +950,7 @@ def dry_run(cfg: Config, fresh: bool = False, rebuild_m0: bool = False) -> list[
 
     def serve(model: Path, what: str) -> None:
         if ec.kind in MANAGED_KINDS:
-            for i, r in enumerate(plan_replicas(ec, model, run.dir / "servers", probe_ports=False)):
+            for i, r in enumerate(plan_replicas(ec, model, run.layout.servers, probe_ports=False)):
                 env = "".join(f"{k}={v} " for k, v in r.env.items())
                 lines.append(f"  serve {model.name} [{i}]: {env}{shlex.join(r.cmd)}")
         lines.append(f"  {what} with {ec.kind} engine on {model}")
@@ -970,25 +967,19 @@ def dry_run(cfg: Config, fresh: bool = False, rebuild_m0: bool = False) -> list[
 
     from psrlm.initdata.pool import data_lines
 
-    m0 = Path(cfg.model.path) if cfg.model.path else run.models / "M0 (prebuilt or pre-trained)"
+    m0 = Path(cfg.model.path) if cfg.model.path else run.layout.model("M0 (prebuilt or pre-trained)")
     lines.append(f"data: {'the arith domain' if run.arith else 'files'} -> {run.data}; M0 = {m0}")
     lines += data_lines(cfg)  # a real run: the source's blocks and sizes; one line and a stop when they cannot fill
     models = {"M0": m0}
     for method in cfg.iterate.methods:
-        m1 = run.models / f"{method}-M1"
+        m1 = run.layout.model(f"{method}-M1")
         lines.append(f"{method}-M1:")
-        eft = (
-            run.eft_train_file()
-            if method == "psrlm"
-            else srlm_eft_file(run)
-            if not run.arith
-            else run.data / "srlm_eft_train.jsonl"
-        )
+        eft = run.eft_train_file() if method == "psrlm" else run.srlm_eft_path()
         train("sft", m0, m1, {"ift": run.ift_files(), "eft" if method == "psrlm" else "score": [eft]}, it=1)
         parent, models[f"{method}-M1"] = m1, m1
         for it, n in enumerate(cfg.iterate.questions, start=2):
-            out = run.models / f"{method}-M{it}"
-            pairs = run.dir / method / f"it{it}" / "pairs.jsonl"
+            out = run.layout.model(f"{method}-M{it}")
+            pairs = run.layout.pairs(method, it)
             lines.append(f"{method}-M{it}:")
             source = "questions"
             if cfg.iterate.schedule == "frontier":

@@ -22,6 +22,7 @@ import math
 from pathlib import Path
 
 from psrlm.configs import Config
+from psrlm.run_layout import RunLayout
 
 SPLITS = ("arith_valid", "arith_test", "arith_hard")
 
@@ -42,7 +43,7 @@ def _eval_rows(run_dir: Path, name: str, split: str) -> dict[str, dict]:
     """The per-problem evaluation rows of model `name` on `split` (what evaluate_benchmarks wrote), by problem id."""
     from psrlm.records import iter_json_rows
 
-    return {row["problem_id"]: row for _, row in iter_json_rows(run_dir / "eval" / name / f"{split}.jsonl")}
+    return {row["problem_id"]: row for _, row in iter_json_rows(RunLayout(run_dir).eval_rows(name, split))}
 
 
 def right_prefix(run_dir: Path, name: str) -> dict[str, float]:
@@ -54,7 +55,7 @@ def right_prefix(run_dir: Path, name: str) -> dict[str, float]:
 
     out = {}
     for split in SPLITS:
-        problems = {p.id: p for p in read_jsonl(run_dir / "data" / f"{split}.jsonl", Problem)}
+        problems = {p.id: p for p in read_jsonl(RunLayout(run_dir).data_file(split), Problem)}
         shares = []
         for pid, row in _eval_rows(run_dir, name, split).items():
             problem, steps = problems[pid], split_steps(row["response"])

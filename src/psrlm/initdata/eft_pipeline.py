@@ -35,6 +35,7 @@ from psrlm.initdata.mcts import CandidatePair
 from psrlm.judge import parse_verdict
 from psrlm.prompts import Prompts
 from psrlm.records import JudgeExample, Problem, read_jsonl, write_json, write_jsonl
+from psrlm.run_layout import RunLayout
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +217,7 @@ def split_by_problem(examples: list[JudgeExample], n_test: int, seed: int) -> tu
 
 
 def out_dir(cfg) -> Path:
-    return Path(cfg.paths.run_dir) / "initdata"
+    return RunLayout(cfg.paths.run_dir).initdata
 
 
 def ensure_policy(run, m0: Path) -> Path:
@@ -226,10 +227,10 @@ def ensure_policy(run, m0: Path) -> Path:
     from psrlm.tiny import config_key
 
     key = config_key(str(m0), dataclasses.asdict(run.cfg.sft), run.cfg.data.ift_problems, run.cfg.prompts.variant)
-    out = run.models / f"policy-ift-{key}"
+    out = run.layout.model(f"policy-ift-{key}")
     if (out / "psrlm_build.json").exists():
         return out
-    rows = train.ift_rows(read_jsonl(run.data / "ift.jsonl", StepSolution), run.prompts)
+    rows = train.ift_rows(read_jsonl(run.layout.ift, StepSolution), run.prompts)
     train.sft(m0, rows, run.seeded(run.cfg.sft), out)
     return out
 
@@ -245,7 +246,7 @@ def ensure_prm(run, m0: Path, policy_engine, problems: list[Problem]) -> tuple[P
 
     ic = run.cfg.initdata
     key = config_key(str(m0), dataclasses.asdict(ic.prm_train), ic.prm_problems, ic.prm_samples, ic.seed)
-    out = run.models / f"prm-{key}"
+    out = run.layout.model(f"prm-{key}")
     if (out / "psrlm_build.json").exists():
         return out, json.loads((out / "train_log.json").read_text())
     samples: dict[str, list[tuple[int, str]]] = {}
@@ -481,7 +482,7 @@ def _build_eft_real(cfg, progress: bool) -> dict:
             teacher.probe(GenParams(max_new_tokens=ic.judge_max_tokens))
     prm = load_prm(ic.prm_format, ic.prm_path, ic, device=device)
     policy = dataclasses.replace(cfg.engine, servers=ic.policy_servers or cfg.engine.servers)
-    with engine_for(policy, ic.policy_path, run.dir / "servers", "policy") as engine:
+    with engine_for(policy, ic.policy_path, run.layout.servers, "policy") as engine:
         traces, pairs = run_mcts(problems, engine, prm, run.prompts, ic, out_dir=out / "mcts", progress=progress)
     counts: dict = {"policy": ic.policy_path, "prm": {"path": ic.prm_path, "format": ic.prm_format, "device": device,
                                                       **fits},
@@ -522,13 +523,13 @@ def compare_m1(cfg, n_eval: int = 0) -> dict:
     run = Run(cfg)
     out = out_dir(cfg)
     m0 = ensure_m0(run)
-    ift = train.ift_rows(read_jsonl(run.data / "ift.jsonl", StepSolution), run.prompts)
+    ift = train.ift_rows(read_jsonl(run.layout.ift, StepSolution), run.prompts)
     pipeline = read_jsonl(out / "eft_train.jsonl", JudgeExample)
     if not pipeline:
         raise ValueError(f"{out / 'eft_train.jsonl'} is empty: run `psrlm data eft` first")
-    oracle = read_jsonl(run.data / "eft_train.jsonl", JudgeExample)[: len(pipeline)]
+    oracle = read_jsonl(run.layout.eft("train"), JudgeExample)[: len(pipeline)]
     tests = {
-        "oracle_eft_test": read_jsonl(run.data / "eft_test.jsonl", JudgeExample),
+        "oracle_eft_test": read_jsonl(run.layout.eft("test"), JudgeExample),
         "pipeline_eft_test": read_jsonl(out / "eft_test.jsonl", JudgeExample),
     }
     if n_eval:
