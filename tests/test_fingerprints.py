@@ -44,8 +44,8 @@ def _fake_model(path: Path, **build) -> Path:
 
 
 def test_the_m0_key_and_m1_settings(run):
-    from psrlm.iterate import m1_settings
     from psrlm.m0 import m0_key
+    from psrlm.stages import m1_settings
 
     assert m0_key(run.cfg) == M0_KEY
     m0 = _fake_model(run.dir / "models" / "M0-fake", m0_key=m0_key(run.cfg))
@@ -54,7 +54,7 @@ def test_the_m0_key_and_m1_settings(run):
 
 
 def test_the_iteration_settings_of_both_methods(run):
-    from psrlm.iterate import iteration_settings, m1_settings
+    from psrlm.stages import iteration_settings, m1_settings
 
     m0 = _fake_model(run.dir / "models" / "M0-fake", m0_key="k")
     questions = [Problem(id=f"q{i}", question=f"Q {i}?", answer=str(i), source="t") for i in range(3)]
@@ -67,7 +67,7 @@ def test_the_iteration_settings_of_both_methods(run):
 
 def test_the_evaluation_and_generation_settings(run, tmp_path):
     from psrlm.evaluate import eval_settings
-    from psrlm.iterate import generation_settings, train_settings
+    from psrlm.identity import generation_settings, train_settings
 
     model = _fake_model(tmp_path / "model")
     settings, _ = eval_settings(run.cfg.engine, model, "compact", 240, None, {}, {"include_percentage": True})

@@ -5,8 +5,8 @@ Layers, top to bottom (a module may import from its own layer or any layer below
 
     cli         the command line
     tools       read, plan or publish around runs: plan, bench, report, figures, estimate, export/, view/
-    pipeline    drive the method over a run folder: runfolder (`Run`, `cached`), m0, iterate, summary_table, sweep,
-                frontier, initdata/eft_pipeline, launch
+    pipeline    drive the method over a run folder: runfolder (`Run`, `cached`), m0, identity, questions, stages,
+                evaluation, dry_run, iterate, summary_table, sweep, frontier, initdata/eft_pipeline, launch
     domain      the method's parts: search, srlm, train, evaluate, prm, engines/, initdata/, tasks/, tiny,
                 checkpoints, tracking
     configs     the config schema and its checks
@@ -70,6 +70,11 @@ LAYER_OF = {
     "psrlm.runfolder": "pipeline",
     "psrlm.m0": "pipeline",
     "psrlm.iterate": "pipeline",
+    "psrlm.identity": "pipeline",
+    "psrlm.stages": "pipeline",
+    "psrlm.questions": "pipeline",
+    "psrlm.evaluation": "pipeline",
+    "psrlm.dry_run": "pipeline",
     "psrlm.summary_table": "pipeline",
     "psrlm.sweep": "pipeline",
     "psrlm.frontier": "pipeline",

@@ -114,17 +114,12 @@ def own_pairs_by_kind(run_dir: Path, label: str, it: int) -> dict[str, dict]:
 def run_seed(cfg: Config, seed: int, arms: list[str], out: Path) -> dict:
     """One seed: data, M0, the M1s the arms start from, each arm's chain of frontier iterations; all evaluated.
     Resumable (every stage is)."""
+    from psrlm.evaluation import evaluate_model
     from psrlm.folders import FolderLock
-    from psrlm.iterate import (
-        ensure_m1,
-        ensure_policy_eft,
-        evaluate_model,
-        iteration_questions,
-        prepare_data,
-        run_iteration,
-    )
     from psrlm.m0 import ensure_m0
+    from psrlm.questions import iteration_questions, prepare_data
     from psrlm.runfolder import Run
+    from psrlm.stages import ensure_m1, ensure_policy_eft, run_iteration
 
     scfg = _seed_config(cfg, seed, out)
     run = Run(scfg)

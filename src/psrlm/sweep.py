@@ -92,17 +92,12 @@ def own_pair_accuracy(manifest) -> float | None:
 def run_seed(cfg: Config, seed: int, accuracies: list[float], out: Path, self_arm: bool = True) -> dict:
     """One seed: M1, its self-judged M2 (unless not `self_arm`), an oracle-judged M2 per accuracy; all evaluated.
     Resumable."""
+    from psrlm.evaluation import evaluate_model
     from psrlm.folders import FolderLock
-    from psrlm.iterate import (
-        ensure_m1,
-        ensure_policy_eft,
-        evaluate_model,
-        prepare_data,
-        question_blocks,  # fmt: skip
-        run_iteration,
-    )
     from psrlm.m0 import ensure_m0
+    from psrlm.questions import prepare_data, question_blocks
     from psrlm.runfolder import Run
+    from psrlm.stages import ensure_m1, ensure_policy_eft, run_iteration
 
     scfg = _seed_config(cfg, seed, out)
     run = Run(scfg)

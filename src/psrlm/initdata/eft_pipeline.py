@@ -366,6 +366,8 @@ def judge_split_write(cfg, run, pairs, counts: dict, oracle_teacher=None, by_id=
     counts["teacher"] = teacher.name
     counts["filters"] = filt
     if by_id is not None:
+        from psrlm.evaluate import pair_precision
+
         counts["oracle_pair_precision"] = pair_precision(kept, by_id)
     train_ex, test_ex = split_by_problem(kept, ic.eft_test, ic.seed)
     counts["split"] = {"train": len(train_ex), "test": len(test_ex)}
@@ -492,22 +494,6 @@ def _build_eft_real(cfg, progress: bool) -> dict:
                              "candidate_pairs": len(pairs),
                              "problems_without_pair": sum(t.pairs == 0 for t in traces)}}  # fmt: skip
     return judge_split_write(cfg, run, pairs, counts, progress=progress)
-
-
-def pair_precision(examples: list[JudgeExample], problems: dict[str, Problem]) -> dict:
-    """Measured with the oracle, never used to choose: share of kept examples whose verdict names the right step."""
-    from psrlm.tasks.arith import label_step
-
-    right = both_ok = both_bad = 0
-    for e in examples:
-        p = problems[e.meta["problem_id"]]
-        good, bad = (e.step_a, e.step_b) if e.verdict == "A" else (e.step_b, e.step_a)
-        g, b = label_step(p, e.prev_steps, good).correct, label_step(p, e.prev_steps, bad).correct
-        right += g and not b
-        both_ok += g and b
-        both_bad += not g and not b
-    n = max(1, len(examples))
-    return {"n": len(examples), "precision": right / n, "both_correct": both_ok, "both_wrong": both_bad}
 
 
 def compare_m1(cfg, n_eval: int = 0) -> dict:
