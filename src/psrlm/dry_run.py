@@ -13,7 +13,7 @@ from psrlm.identity import m0_identity, model_status
 from psrlm.m0 import m0_key, prebuilt_m0, prebuilt_m0_mismatch
 from psrlm.questions import question_blocks
 from psrlm.runfolder import Run, is_model
-from psrlm.stages import iteration_settings, m1_data, m1_eft, m1_settings_for
+from psrlm.stages import iteration_settings, loop_stages, m1_data, m1_eft, m1_settings_for
 
 
 def plan_stages(run: Run) -> list[str]:
@@ -46,44 +46,45 @@ def plan_stages(run: Run) -> list[str]:
             say("M0", f"kept: {m0}" if is_model(m0) else f"pre-trained into {m0}")
     m0_ident = m0_identity(m0) if m0.exists() or m0_id is None else m0_id  # not pre-trained yet: by its key
     evaluated: dict[str, tuple[str, Path]] = {"M0": ("kept" if m0.exists() else "built", m0)}
-    for method in cfg.iterate.methods:
-        name = f"{method}-M1"
-        eft = m1_eft(run, method)  # only named: srlm_eft_file(run) would write arith's scoring data
-        if not all(f.is_file() for f in [*run.ift_files(), eft]):
-            say(name, "built (its data is not written yet)")
-            evaluated[name], parent = ("built", run.layout.model(name)), None
-        else:
-            settings = m1_settings_for(run, method, m0_ident, eft)
-            status, diff = model_status(run, name, settings)
-            say(name, status + (f": {diff}{needs}" if status == "rebuilt" else ""))
-            evaluated[name], parent = (status, run.layout.model(name)), settings
-        for it in range(2, len(cfg.iterate.questions) + 2):
-            name = f"{method}-M{it}"
+    planned: dict[str, dict | None] = {}  # a model's planned settings (None: not known before it is built)
+    for stage in loop_stages(cfg):
+        name, method, it = stage.name, stage.method, stage.it
+        if stage.kind == "m1":
+            eft = m1_eft(run, method)  # only named: srlm_eft_file(run) would write arith's scoring data
+            if not all(f.is_file() for f in [*run.ift_files(), eft]):
+                say(name, "built (its data is not written yet)")
+                evaluated[name], planned[name] = ("built", run.layout.model(name)), None
+            else:
+                settings = m1_settings_for(run, method, m0_ident, eft)
+                status, diff = model_status(run, name, settings)
+                say(name, status + (f": {diff}{needs}" if status == "rebuilt" else ""))
+                evaluated[name], planned[name] = (status, run.layout.model(name)), settings
+        elif stage.kind == "iteration":
             if cfg.iterate.schedule != "fixed":
                 say(name, "questions chosen by probing its parent first: kept or rebuilt is known then")
-                evaluated[name], parent = ("unknown", run.layout.model(name)), None
+                evaluated[name], planned[name] = ("unknown", run.layout.model(name)), None
                 continue
+            parent = planned[stage.parent]
             blocks = question_blocks(run) if run.layout.fresh_questions.is_file() else None
             if parent is None or blocks is None:
                 say(name, "built (what it depends on is not built yet)")
-                evaluated[name], parent = ("built", run.layout.model(name)), None
+                evaluated[name], planned[name] = ("built", run.layout.model(name)), None
                 continue
             search, settings = iteration_settings(run, method, it, "", blocks[it - 2], parent_settings=parent)
-            search_dir = run.layout.search(method, it)
-            recorded = recorded_settings(search_dir)
+            recorded = recorded_settings(run.layout.search(method, it))
             done = _lines_in(run.layout.traces(method, it))
             if recorded == flatten(search):
                 searched = f"search kept ({done} of {len(blocks[it - 2])} problems done)"
             elif recorded is None or not done:
                 searched = "search run"
             else:
-                searched = f"search rerun: {_why(recorded, search, f'{method}-M{it - 1}')}{needs}"
+                searched = f"search rerun: {_why(recorded, search, stage.parent)}{needs}"
             status, _ = model_status(run, name, settings)
             manifest = run.load_manifest(name) if status == "rebuilt" else None
-            why = _why(manifest.settings, settings, f"{method}-M{it - 1}") if manifest else ""
+            why = _why(manifest.settings, settings, stage.parent) if manifest else ""
             trained = {"kept": "DPO kept", "built": "DPO run"}.get(status, f"DPO rerun: {why}{needs}")
             say(name, f"{searched}; {trained}")
-            evaluated[name], parent = (status, run.layout.model(name)), settings
+            evaluated[name], planned[name] = (status, run.layout.model(name)), settings
     cached = [n for n, (st, model) in evaluated.items() if st == "kept" and evaluation_kept(run, n, model)]
     afresh = [n for n in evaluated if n not in cached]
     say("evaluation", "; ".join(filter(None, [f"kept for {', '.join(cached)}" if cached else "",
@@ -138,44 +139,46 @@ def dry_run(cfg: Config, fresh: bool = False, rebuild_m0: bool = False) -> list[
 
     from psrlm.initdata.pool import data_lines
 
+    it = cfg.iterate
     m0 = Path(cfg.model.path) if cfg.model.path else run.layout.model("M0 (prebuilt or pre-trained)")
-    lines.append(f"data: {'the arith domain' if run.arith else 'files'} -> {run.data}; M0 = {m0}")
-    lines += data_lines(cfg)  # a real run: the source's blocks and sizes; one line and a stop when they cannot fill
-    models = {"M0": m0}
-    for method in cfg.iterate.methods:
-        m1 = run.layout.model(f"{method}-M1")
-        lines.append(f"{method}-M1:")
-        train("sft", m0, m1, m1_data(run, method), it=1)
-        parent, models[f"{method}-M1"] = m1, m1
-        for it, n in enumerate(cfg.iterate.questions, start=2):
-            out = run.layout.model(f"{method}-M{it}")
-            pairs = run.layout.pairs(method, it)
-            lines.append(f"{method}-M{it}:")
+    models = {"M0": m0}  # name -> the folder each stage makes
+    for stage in loop_stages(cfg):
+        name, method = stage.name, stage.method
+        if stage.kind == "data":
+            lines.append(f"data: {'the arith domain' if run.arith else 'files'} -> {run.data}; M0 = {m0}")
+            lines += data_lines(cfg)  # a real run: the source's blocks and sizes; a stop when they cannot fill
+        elif stage.kind == "m1":
+            models[name] = run.layout.model(name)
+            lines.append(f"{name}:")
+            train("sft", m0, models[name], m1_data(run, method), it=1)
+        elif stage.kind == "iteration":
+            parent, models[name] = models[stage.parent], run.layout.model(name)
+            pairs = run.layout.pairs(method, stage.it)
+            lines.append(f"{name}:")
             source = "questions"
-            if cfg.iterate.schedule == "frontier":
+            if it.schedule == "frontier":
                 levels = len(cfg.arith.levels) + 1
                 serve(parent, f"probe {parent.name} on the {levels} level probes (greedy, "
-                              f"{cfg.arith.level_probe} problems each); frontier band {cfg.iterate.frontier_band}")  # fmt: skip
+                              f"{cfg.arith.level_probe} problems each); frontier band {it.frontier_band}")  # fmt: skip
                 source = "questions of the frontier level"
-            serve(
-                parent,
-                f"{'step search' if method == 'psrlm' else 'SRLM sampling + scoring'} of {n} {source} -> {pairs}",
-            )
-            train("dpo", parent, out, {"pairs": [pairs]}, ref=parent, it=it)
-            parent, models[f"{method}-M{it}"] = out, out
-    lines.append("evaluation:")
-    it = cfg.iterate
-    for name, path in models.items():
-        shots = sorted(set(it.m0_three_shot)) if name == "M0" else []
-        how = f" ({' and '.join(shots)} 3-shot)" if shots else ""
-        serve(path, f"evaluate {name}{how}")
-    if it.eval_tts and "psrlm" in it.methods:
-        tc = tts_search_cfg(run)
-        n = "every problem" if it.eval_tts < 0 else f"the first {it.eval_tts} problem(s)"
-        rules = (f"a tie takes its most-sampled step, no rollback; ends at an answer or {tc.max_steps} steps"
-                 if tc.ties == "accept" else f"the training search's rules: rollback on ties, {tc.max_rounds} rounds")  # fmt: skip
-        lines.append(f"test-time search (Tables 5/9, iterate.eval_tts_rules={it.eval_tts_rules}: {rules}):")
-        for name in dict.fromkeys(["psrlm-M1", f"psrlm-M{len(it.questions) + 1}"]):
+            what = "step search" if method == "psrlm" else "SRLM sampling + scoring"
+            serve(parent, f"{what} of {it.questions[stage.it - 2]} {source} -> {pairs}")
+            train("dpo", parent, models[name], {"pairs": [pairs]}, ref=parent, it=stage.it)
+        elif stage.kind == "evaluate":
+            if name == "M0":  # the first evaluation
+                lines.append("evaluation:")
+            shots = sorted(set(it.m0_three_shot)) if name == "M0" else []
+            how = f" ({' and '.join(shots)} 3-shot)" if shots else ""
+            serve(models[name], f"evaluate {name}{how}")
+        elif stage.kind == "tts":
+            tc = tts_search_cfg(run)
+            if name == "psrlm-M1":  # the first test-time search
+                rules = (f"a tie takes its most-sampled step, no rollback; ends at an answer or {tc.max_steps} steps"
+                         if tc.ties == "accept" else
+                         f"the training search's rules: rollback on ties, {tc.max_rounds} rounds")  # fmt: skip
+                lines.append(f"test-time search (Tables 5/9, iterate.eval_tts_rules={it.eval_tts_rules}: {rules}):")
+            n = "every problem" if it.eval_tts < 0 else f"the first {it.eval_tts} problem(s)"
             serve(models[name], f"step search (w={tc.width}, T={tc.temperature}, top-p {tc.top_p}, {tc.judge_mode}) "
                                 f"vs greedy on {n} of {', '.join(run.tts_benchmarks())} with {name}")  # fmt: skip
+        # m0: named on the data line; appendix_b: not listed by the dry run (yet)
     return lines

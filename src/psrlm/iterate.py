@@ -16,6 +16,10 @@ and names the keys that differ, or with `--fresh` moves the stale models, their 
 `<run>/replaced/<time>/` and rebuilds them (and, through the parent fingerprint, everything after them).
 Evaluations are caches: results made from another model or other settings are moved aside and recomputed.
 The oracle is read only to *measure* (pair precision, evaluation), never to choose.
+
+Where each part lives: the stage list and the model-building stages in stages.py (`loop_stages`, M1, one
+iteration), the data and each iteration's questions in questions.py, the fingerprints in identity.py, evaluation
+in evaluation.py, the dry run in dry_run.py; this module checks the recipe's paths and runs the list (`run_all`).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from psrlm.m0 import check_prebuilt_m0, ensure_m0
 from psrlm.questions import iteration_questions, prepare_data, question_blocks
 from psrlm.records import StepSolution, read_jsonl, write_json
 from psrlm.runfolder import Run
-from psrlm.stages import EngineFailure, ensure_m1, ensure_policy_eft, run_iteration  # noqa: F401 (EngineFailure: psrlm.cli)
+from psrlm.stages import EngineFailure, ensure_m1, ensure_policy_eft, loop_stages, run_iteration  # noqa: F401 (EngineFailure: psrlm.cli)
 from psrlm.summary_table import format_table
 
 log = logging.getLogger(__name__)
@@ -110,40 +114,39 @@ def run_all(cfg: Config, progress: bool = True, fresh: bool = False, rebuild_m0:
     start = time.time()
     with FolderLock(run.dir, "iterate"):
         run.count_wall()
-        t, before = time.time(), _files_state(run.data)
-        prepare_data(run)
-        if _files_state(run.data) != before:  # checking data that is already there is not building it
-            run.timed("data", t)
-        m0 = ensure_m0(run)
-        ensure_policy_eft(run, m0)
-        models: dict[str, Path] = {"M0": m0}
-        if cfg.iterate.schedule == "fixed":
-            question_blocks(run)  # a pool too small for the schedule stops here, before any model is built
-        for method in cfg.iterate.methods:
-            parent = ensure_m1(run, method, m0)
-            models[f"{method}-M1"] = parent
-            for it in range(2, len(cfg.iterate.questions) + 2):
-                questions, schedule = iteration_questions(run, method, it, parent)
-                parent = run_iteration(run, method, it, parent, questions, schedule=schedule)
-                models[f"{method}-M{it}"] = parent
-        results = {}
-        for name, path in models.items():
-            few_shot, judge_few_shot = shots_of(run, name)
-            results[name] = evaluate_model(run, name, path, few_shot, judge_few_shot=judge_few_shot)
-        for name, res in results.items():
-            m = run.load_manifest(name)
-            if m is not None:
-                res["manifest"] = {
-                    "pair_precision": m.metrics.get("pair_precision"),
-                    "search": m.metrics.get("search"),
-                    "judge": m.metrics.get("judge"),
-                }
-        summary = {"models": results}
-        if cfg.iterate.eval_tts and "psrlm" in cfg.iterate.methods:  # Table 5: PSRLM's first and last model
-            tts_models = dict.fromkeys(["psrlm-M1", f"psrlm-M{len(cfg.iterate.questions) + 1}"])
-            summary["tts"] = {n: evaluate_tts(run, n, models[n]) for n in tts_models}
-        if cfg.iterate.eval_appendix_b and {"psrlm-M1", "srlm-M1"} <= set(models):
-            summary["appendix_b"] = evaluate_appendix_b(run, models["psrlm-M1"], models["srlm-M1"])
+        models: dict[str, Path] = {}  # name -> folder, as each stage makes it
+        results: dict[str, dict] = {}  # name -> metrics
+        summary: dict = {"models": results}
+        for stage in loop_stages(cfg):
+            if stage.kind == "data":
+                t, before = time.time(), _files_state(run.data)
+                prepare_data(run)
+                if _files_state(run.data) != before:  # checking data that is already there is not building it
+                    run.timed("data", t)
+            elif stage.kind == "m0":
+                models["M0"] = ensure_m0(run)
+                ensure_policy_eft(run, models["M0"])
+                if cfg.iterate.schedule == "fixed":
+                    question_blocks(run)  # a pool too small for the schedule stops here, before any M1 is built
+            elif stage.kind == "m1":
+                models[stage.name] = ensure_m1(run, stage.method, models["M0"])
+            elif stage.kind == "iteration":
+                parent = models[stage.parent]
+                questions, schedule = iteration_questions(run, stage.method, stage.it, parent)
+                models[stage.name] = run_iteration(run, stage.method, stage.it, parent, questions, schedule=schedule)
+            elif stage.kind == "evaluate":
+                few_shot, judge_few_shot = shots_of(run, stage.name)
+                results[stage.name] = evaluate_model(run, stage.name, models[stage.name], few_shot,
+                                                     judge_few_shot=judge_few_shot)  # fmt: skip
+                m = run.load_manifest(stage.name)
+                if m is not None:
+                    results[stage.name]["manifest"] = {"pair_precision": m.metrics.get("pair_precision"),
+                                                       "search": m.metrics.get("search"),
+                                                       "judge": m.metrics.get("judge")}  # fmt: skip
+            elif stage.kind == "tts":  # Table 5: PSRLM's first and last model
+                summary.setdefault("tts", {})[stage.name] = evaluate_tts(run, stage.name, models[stage.name])
+            elif stage.kind == "appendix_b":
+                summary["appendix_b"] = evaluate_appendix_b(run, models[stage.name], models[stage.parent])
         # stage and wall times over every process that worked on the run (a rerun that finds all done keeps them)
         run.timed(None)
         summary.update(timings_s=run.timings, wall_s=run.wall_s, stage_total_s=sum(run.timings.values()),

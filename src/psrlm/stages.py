@@ -3,6 +3,9 @@ each iteration M_n -> M_n+1 (search or SRLM sampling with M_n on fresh questions
 
     ensure_m1(run, "psrlm", m0); run_iteration(run, "psrlm", 2, m1, questions)
 
+`loop_stages` lists every stage of `psrlm iterate` in order, the data and evaluation included: `run_all` runs that
+list and `dry_run` describes it, so the two cannot disagree on what runs when.
+
 Each stage reuses its model only when the settings recorded with it match (identity.reuse_model), writes its
 search per problem (resumable) and its model to a temp folder renamed when whole, and banks its time on the run.
 """
@@ -12,9 +15,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from psrlm.configs import config_to_dict
+from psrlm.configs import Config, config_to_dict
 from psrlm.evaluate import pair_precision
 from psrlm.folders import claim_settings, fingerprint, flatten
 from psrlm.identity import engine_settings, generation_identity, m0_identity, reuse_model, train_settings
@@ -22,6 +26,38 @@ from psrlm.records import Manifest, Problem, SearchTrace, StepSolution, read_jso
 from psrlm.runfolder import Run
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the loop, in the order `run_all` runs it: `kind` is data, m0, m1, iteration, evaluate, tts or
+    appendix_b; `name` the model it makes or reads; `method` and `it` (M_it) for a model of the loop; `parent` the
+    model it starts from (appendix_b: the scorer, srlm-M1)."""
+
+    kind: str
+    name: str = ""
+    method: str = ""
+    it: int = 0
+    parent: str = ""
+
+
+def loop_stages(cfg: Config) -> list[Stage]:
+    """Every stage of `psrlm iterate` under `cfg`, in order: the one list that run_all runs and that the dry run and
+    its plan describe. The data and M0; per method M1, then M2..Mn (iterate.questions); every model's evaluation;
+    test-time search of PSRLM's first and last model (Table 5, iterate.eval_tts); Appendix B (iterate.eval_appendix_b,
+    both methods' M1)."""
+    it = cfg.iterate
+    stages = [Stage("data"), Stage("m0", "M0")]
+    for method in it.methods:
+        stages.append(Stage("m1", f"{method}-M1", method, 1, "M0"))
+        stages += [Stage("iteration", f"{method}-M{n}", method, n, f"{method}-M{n - 1}")
+                   for n in range(2, len(it.questions) + 2)]  # fmt: skip
+    stages += [Stage("evaluate", s.name) for s in list(stages) if s.name]
+    if it.eval_tts and "psrlm" in it.methods:
+        stages += [Stage("tts", n, "psrlm") for n in dict.fromkeys(["psrlm-M1", f"psrlm-M{len(it.questions) + 1}"])]
+    if it.eval_appendix_b and {"psrlm", "srlm"} <= set(it.methods):
+        stages.append(Stage("appendix_b", "psrlm-M1", parent="srlm-M1"))
+    return stages
 
 
 class EngineFailure(RuntimeError):
