@@ -324,7 +324,7 @@ def tts_vs_greedy(
     `<out_dir>/tts/` and resumes while `settings` (what decides its traces) stay the same; traces made otherwise
     are moved aside (under `root`) and searched afresh. The greedy half is cheap and simply rerun. `groups`
     (benchmark -> problem ids) adds the same numbers per benchmark under "benchmarks"; the top level is over all.
-    Which rules the search follows is `search_cfg`'s (iterate.tts_search_cfg: the inference rules by default)."""
+    Which rules the search follows is `search_cfg`'s (evaluation.tts_search_cfg: the inference rules by default)."""
     import time
 
     from psrlm.folders import FolderLock, claim_settings
