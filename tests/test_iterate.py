@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from psrlm.evaluate import pair_precision
-from psrlm.records import PreferencePair, Problem, SearchTrace, read_jsonl, sha256_file
+from psrlm.records import JudgeExample, PreferencePair, Problem, SearchTrace, read_jsonl, sha256_file
 
 from .conftest import SMALL
 
@@ -135,6 +135,14 @@ def test_pair_precision_counts_with_the_oracle():
     got = pair_precision(pairs, {"x": problem})
     assert got["labelled"] == 4 and got["precision"] == 0.5
     assert got["both_correct"] == 1 and got["wrong_correct"] == 1
+    # the EFT pipeline's judge examples are measured by the same function: the preferred step is the one the
+    # verdict names; a problem the oracle cannot label is left out of the denominator, not counted as wrong
+    examples = [JudgeExample("q", [], " 3 * 4 = 13", " 3 * 4 = 12", "", "B", {"problem_id": "x"}),
+                JudgeExample("q", [], " 3 * 4 = 13", " 3 * 4 = 12", "", "A", {"problem_id": "x"}),
+                JudgeExample("q", [], " 1 + 1 = 2", " 1 + 1 = 3", "", "A", {"problem_id": "unknown"})]  # fmt: skip
+    got = pair_precision(examples, {"x": problem})
+    assert got["labelled"] == 2 and got["precision"] == 0.5 and got["wrong_correct"] == 1
+    assert pair_precision([], {})["precision"] is None
 
 
 # ------------------------------------------------------------------------------ settings of a finished run
