@@ -235,7 +235,7 @@ def test_the_controlled_judge_is_checked(sets, key):
 def test_a_later_setting_left_at_its_default_keeps_old_model_identities():
     # dpo.nll_weight came after runs were made: at 0 it must not change what an existing model folder is keyed on,
     # or every finished run would be refused on resume
-    from psrlm.iterate import train_settings
+    from psrlm.identity import train_settings
 
     assert "nll_weight" not in train_settings(load_config(None).dpo)
     assert train_settings(load_config(None, ["dpo.nll_weight=0.5"]).dpo)["nll_weight"] == 0.5

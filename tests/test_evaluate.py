@@ -185,9 +185,10 @@ def test_m0_is_asked_3_shot_only_where_iterate_m0_three_shot_says(tiny_model_dir
     from contextlib import contextmanager
 
     from psrlm.configs import load_config
+    from psrlm.dry_run import dry_run
     from psrlm.engines.base import Completion, EngineStats
+    from psrlm.evaluation import evaluate_model
     from psrlm.initdata.build import build_arith_data
-    from psrlm.iterate import dry_run, evaluate_model
     from psrlm.runfolder import Run
 
     from .conftest import SMALL

@@ -44,8 +44,8 @@ def _fake_model(path: Path, **build) -> Path:
 
 
 def test_the_m0_key_and_m1_settings(run):
-    from psrlm.iterate import m1_settings
     from psrlm.m0 import m0_key
+    from psrlm.stages import m1_settings
 
     assert m0_key(run.cfg) == M0_KEY
     m0 = _fake_model(run.dir / "models" / "M0-fake", m0_key=m0_key(run.cfg))
@@ -54,7 +54,7 @@ def test_the_m0_key_and_m1_settings(run):
 
 
 def test_the_iteration_settings_of_both_methods(run):
-    from psrlm.iterate import iteration_settings, m1_settings
+    from psrlm.stages import iteration_settings, m1_settings
 
     m0 = _fake_model(run.dir / "models" / "M0-fake", m0_key="k")
     questions = [Problem(id=f"q{i}", question=f"Q {i}?", answer=str(i), source="t") for i in range(3)]
@@ -67,7 +67,7 @@ def test_the_iteration_settings_of_both_methods(run):
 
 def test_the_evaluation_and_generation_settings(run, tmp_path):
     from psrlm.evaluate import eval_settings
-    from psrlm.iterate import generation_settings, train_settings
+    from psrlm.identity import generation_settings, train_settings
 
     model = _fake_model(tmp_path / "model")
     settings, _ = eval_settings(run.cfg.engine, model, "compact", 240, None, {}, {"include_percentage": True})
@@ -75,6 +75,19 @@ def test_the_evaluation_and_generation_settings(run, tmp_path):
     assert fingerprint(generation_settings(run.cfg.search)) == GENERATION["search"]
     assert fingerprint(generation_settings(run.cfg.srlm)) == GENERATION["srlm"]
     assert fingerprint(train_settings(run.cfg.dpo)) == GENERATION["dpo"]
+
+
+def test_the_cache_keys_of_iterate_and_the_standalone_commands(run):
+    """The caches `psrlm iterate` and `psrlm eval` / `psrlm search` share since one orchestration serves both: a
+    model's metrics.json, its tts.json, and a `psrlm search` folder."""
+    from psrlm.evaluation import metrics_settings, tts_settings
+    from psrlm.identity import generation_identity
+
+    assert fingerprint(metrics_settings(run, True, False, True)) == CACHES["metrics"]
+    assert fingerprint(tts_settings(run, 2)) == CACHES["tts"]
+    for method, gen_cfg in (("psrlm", run.cfg.search), ("srlm", run.cfg.srlm)):
+        search = {"method": method, **generation_identity(method, gen_cfg, run.cfg.prompts.variant)}
+        assert fingerprint(search) == CACHES[f"search {method}"], method
 
 
 def test_a_settings_file_reads_back_as_written(tmp_path):
@@ -88,3 +101,6 @@ M1 = {"psrlm": "f52da16acdfe5bc8", "srlm": "066726d685b30fc4"}
 ITERATION = {"psrlm": ("f7f28befb2ac6588", "0e205cbb7038a64b"), "srlm": ("6519a6a03646a243", "a53123b8d4adff96")}
 EVAL = "83b88945eae5fc38"
 GENERATION = {"search": "34c33ca45b39bb1b", "srlm": "b6c6922922038117", "dpo": "e62dbc6c2572423b"}
+# recorded on the commit before evaluation and search had one orchestration (issue 21, items 2, 3 and 6)
+CACHES = {"metrics": "707c2e2443598b5d", "tts": "cbf079f964532ebb", "search psrlm": "4d821cc97276947e",
+          "search srlm": "1de63f59871e320c"}  # fmt: skip

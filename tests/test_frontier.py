@@ -42,19 +42,18 @@ def test_a_ladder_with_an_impossible_level_is_rejected_by_name():
 
 def _run_with_rates(tmp_path, monkeypatch, rates: dict[int, float], band: str, questions: str = "[4, 4]"):
     """A run folder whose probes report `rates` (the selection rule's glue; the probe itself is real elsewhere)."""
-    from psrlm import iterate
     from psrlm.initdata.build import build_arith_data
     from psrlm.runfolder import Run
 
     cfg = small_config(tmp_path / "run", *LEVELS, "iterate.schedule=frontier", f"iterate.frontier_band={band}",
                        f"iterate.questions={questions}")  # fmt: skip
     build_arith_data(cfg)
-    monkeypatch.setattr(iterate, "probe_levels", lambda run, model: rates)
+    monkeypatch.setattr("psrlm.questions.probe_levels", lambda run, model: rates)
     return Run(cfg)
 
 
 def test_the_frontier_is_the_easiest_level_not_yet_mastered(tmp_path, monkeypatch):
-    from psrlm.iterate import frontier_questions
+    from psrlm.questions import frontier_questions
 
     run = _run_with_rates(tmp_path, monkeypatch, {0: 0.9, 1: 0.55, 2: 0.3}, "[0.2, 0.7]")
     questions, schedule = frontier_questions(run, "psrlm", 2, tmp_path / "psrlm-M1")
@@ -65,7 +64,7 @@ def test_the_frontier_is_the_easiest_level_not_yet_mastered(tmp_path, monkeypatc
 
 
 def test_a_chain_draws_the_next_unused_questions_of_its_level(tmp_path, monkeypatch):
-    from psrlm.iterate import frontier_questions
+    from psrlm.questions import frontier_questions
     from psrlm.records import Manifest
 
     run = _run_with_rates(tmp_path, monkeypatch, {0: 0.9, 1: 0.55, 2: 0.3}, "[0.2, 0.7]")
@@ -92,7 +91,7 @@ def test_a_chain_draws_the_next_unused_questions_of_its_level(tmp_path, monkeypa
     ],
 )
 def test_a_band_no_level_reaches_stops_with_the_rates(tmp_path, monkeypatch, rates, band, message):
-    from psrlm.iterate import frontier_questions
+    from psrlm.questions import frontier_questions
 
     run = _run_with_rates(tmp_path, monkeypatch, rates, band)
     with pytest.raises(ConfigError, match=message):
@@ -100,7 +99,7 @@ def test_a_band_no_level_reaches_stops_with_the_rates(tmp_path, monkeypatch, rat
 
 
 def test_a_level_without_enough_questions_names_its_pool(tmp_path, monkeypatch):
-    from psrlm.iterate import frontier_questions
+    from psrlm.questions import frontier_questions
 
     run = _run_with_rates(tmp_path, monkeypatch, {0: 0.9, 1: 0.5, 2: 0.3}, "[0.2, 0.7]", questions="[31]")
     with pytest.raises(
@@ -128,7 +127,7 @@ def run_srlm_oracle(problems):
 
 
 def test_rft_trains_on_the_searches_complete_right_solutions_only():
-    from psrlm.iterate import right_solutions
+    from psrlm.stages import right_solutions
 
     q = [Problem(id=f"q{i}", question=f"question {i}", answer="7", source="t") for i in range(4)]
     traces = [

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from psrlm.iterate import pair_precision
-from psrlm.records import PreferencePair, Problem, SearchTrace, read_jsonl, sha256_file
+from psrlm.evaluate import pair_precision
+from psrlm.records import JudgeExample, PreferencePair, Problem, SearchTrace, read_jsonl, sha256_file
 
 from .conftest import SMALL
 
@@ -135,6 +135,14 @@ def test_pair_precision_counts_with_the_oracle():
     got = pair_precision(pairs, {"x": problem})
     assert got["labelled"] == 4 and got["precision"] == 0.5
     assert got["both_correct"] == 1 and got["wrong_correct"] == 1
+    # the EFT pipeline's judge examples are measured by the same function: the preferred step is the one the
+    # verdict names; a problem the oracle cannot label is left out of the denominator, not counted as wrong
+    examples = [JudgeExample("q", [], " 3 * 4 = 13", " 3 * 4 = 12", "", "B", {"problem_id": "x"}),
+                JudgeExample("q", [], " 3 * 4 = 13", " 3 * 4 = 12", "", "A", {"problem_id": "x"}),
+                JudgeExample("q", [], " 1 + 1 = 2", " 1 + 1 = 3", "", "A", {"problem_id": "unknown"})]  # fmt: skip
+    got = pair_precision(examples, {"x": problem})
+    assert got["labelled"] == 2 and got["precision"] == 0.5 and got["wrong_correct"] == 1
+    assert pair_precision([], {})["precision"] is None
 
 
 # ------------------------------------------------------------------------------ settings of a finished run
@@ -290,10 +298,11 @@ def test_policy_eft_is_sampled_after_m0_and_feeds_m1(tmp_path):
     """data.eft_source=policy: the EFT files exist only once M0's IFT policy has sampled them, so preparing the
     data must not read them (it did: FileNotFoundError before any work); M1 then trains on what was sampled."""
     from psrlm.configs import load_config
-    from psrlm.iterate import ensure_m1, ensure_policy_eft, prepare_data
     from psrlm.m0 import ensure_m0
+    from psrlm.questions import prepare_data
     from psrlm.records import read_json
     from psrlm.runfolder import Run
+    from psrlm.stages import ensure_m1, ensure_policy_eft
 
     cfg = load_config(None, LOOP + [f"paths.run_dir={tmp_path / 'run'}", "data.eft_source=policy",
                                     "data.eft_train=8", "data.eft_test=4"])  # fmt: skip
@@ -314,8 +323,8 @@ def test_appendix_b_serves_one_model_at_a_time(tiny_model_dir, tmp_path, monkeyp
     from contextlib import contextmanager
 
     from psrlm.configs import load_config
+    from psrlm.evaluation import evaluate_appendix_b
     from psrlm.initdata.build import build_arith_data
-    from psrlm.iterate import evaluate_appendix_b
     from psrlm.runfolder import Run
 
     cfg = load_config(None, SMALL + [f"paths.run_dir={tmp_path / 'run'}", "srlm.judge_max_tokens=4",
@@ -359,7 +368,7 @@ def test_each_stage_says_its_time_when_it_ends_unless_quiet(tmp_path, capsys, mo
 
     from psrlm import progress
     from psrlm.configs import load_config
-    from psrlm.iterate import Run
+    from psrlm.runfolder import Run
 
     monkeypatch.delenv(progress.QUIET_ENV, raising=False)
     run = Run(load_config(None, [f"paths.run_dir={tmp_path / 'run'}"]))

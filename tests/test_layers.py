@@ -5,13 +5,13 @@ Layers, top to bottom (a module may import from its own layer or any layer below
 
     cli         the command line
     tools       read, plan or publish around runs: plan, bench, report, figures, estimate, export/, view/
-    pipeline    drive the method over a run folder: runfolder (`Run`, `cached`), m0, iterate, summary_table, sweep,
-                frontier, initdata/eft_pipeline, launch
+    pipeline    drive the method over a run folder: runfolder (`Run`, `cached`), m0, identity, questions, stages,
+                evaluation, dry_run, iterate, summary_table, sweep, frontier, initdata/eft_pipeline, launch
     domain      the method's parts: search, srlm, train, evaluate, prm, engines/, initdata/, tasks/, tiny,
                 checkpoints, tracking
     configs     the config schema and its checks
     foundation  records, problem_log, folders, steps, grading, hardware, progress, footprint, confidence,
-                benchmark_names, judge, prompts
+                benchmark_names, judge, prompts, run_layout
 
 Where the table departs from the first plan, and why:
 
@@ -27,6 +27,8 @@ Where the table departs from the first plan, and why:
   records, folders and records no longer import each other.
 - runfolder and m0 (pipeline) hold the run folder (`Run`, `cached`) and M0 (`ensure_m0`), out of iterate: the EFT
   pipeline drives them too, and iterate drives the EFT pipeline.
+- run_layout (foundation) names every path inside a run folder (`RunLayout`), pure path arithmetic: the drivers
+  that write a run folder and the tools that read one (report, view, export, plan) share it.
 - summary_table (pipeline) holds the run's closing table and the cell formats report shares with it, and
   confidence (foundation) `mean_ci`: iterate, sweep and frontier print them, and must not import report (a tool).
 
@@ -84,6 +86,11 @@ LAYER_OF = {
     "psrlm.runfolder": "pipeline",
     "psrlm.m0": "pipeline",
     "psrlm.iterate": "pipeline",
+    "psrlm.identity": "pipeline",
+    "psrlm.stages": "pipeline",
+    "psrlm.questions": "pipeline",
+    "psrlm.evaluation": "pipeline",
+    "psrlm.dry_run": "pipeline",
     "psrlm.summary_table": "pipeline",
     "psrlm.sweep": "pipeline",
     "psrlm.frontier": "pipeline",
@@ -141,6 +148,7 @@ LAYER_OF = {
     "psrlm.footprint": "foundation",
     "psrlm.confidence": "foundation",
     "psrlm.benchmark_names": "foundation",
+    "psrlm.run_layout": "foundation",
     "psrlm.judge": "foundation",
     "psrlm.prompts": "foundation",
 }

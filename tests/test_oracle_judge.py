@@ -202,7 +202,7 @@ def test_the_sweep_summary_has_intervals_the_break_even_and_a_plot(tmp_path):
 
 
 def test_oracle_knobs_do_not_key_a_self_judged_search():
-    from psrlm.iterate import generation_settings
+    from psrlm.identity import generation_settings
 
     base = generation_settings(SearchConfig())
     assert generation_settings(SearchConfig(oracle_ties="accept", judge_flip=0.3)) == base

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from psrlm.configs import load_config
-from psrlm.iterate import dry_run
+from psrlm.dry_run import dry_run
 from psrlm.plan import KNOWN, Arch, TrainingShape, plan, train_memory_gb, training_shape
 
 REPO = Path(__file__).resolve().parents[1]

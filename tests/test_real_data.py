@@ -54,7 +54,7 @@ def _files_cfg(tmp_path, tiny_model_dir, *extra: str):
 
 
 def test_the_pool_loses_test_overlaps_init_questions_and_repeats(tmp_path, tiny_model_dir):
-    from psrlm.iterate import prepare_data, question_blocks
+    from psrlm.questions import prepare_data, question_blocks
     from psrlm.runfolder import Run
 
     cfg = _files_cfg(tmp_path, tiny_model_dir, "iterate.questions=[4, 4]")
@@ -71,7 +71,7 @@ def test_the_pool_loses_test_overlaps_init_questions_and_repeats(tmp_path, tiny_
 
 
 def test_too_few_fresh_questions_is_a_clear_error(tmp_path, tiny_model_dir):
-    from psrlm.iterate import prepare_data, question_blocks
+    from psrlm.questions import prepare_data, question_blocks
     from psrlm.runfolder import Run
 
     run = Run(_files_cfg(tmp_path, tiny_model_dir, "iterate.questions=[4, 5]"))
@@ -113,7 +113,7 @@ def test_ift_without_a_question_is_named(tmp_path, tiny_model_dir):
 def test_iterate_refuses_training_files_that_hold_test_questions(tmp_path, tiny_model_dir):
     """The pool was the only data checked against the test sets; IFT and EFT train files are now too, in one line
     before any model loads (`psrlm data ift|eft` leave such questions out)."""
-    from psrlm.iterate import prepare_data
+    from psrlm.questions import prepare_data
     from psrlm.runfolder import Run
 
     leaky = tmp_path / "leaky_ift.jsonl"
@@ -174,7 +174,7 @@ def test_ift_eft_and_the_pool_are_disjoint_blocks_of_one_source_and_ift_cannot_u
     ift` asks the teacher about the IFT block only, a row it fails stays out of the pool, and every block mixes
     the subjects."""
     from psrlm.initdata.pool import split_source
-    from psrlm.iterate import prepare_data, question_blocks
+    from psrlm.questions import prepare_data, question_blocks
     from psrlm.runfolder import Run
 
     from .serving import NO_KEY, TeacherAPI

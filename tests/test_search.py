@@ -274,7 +274,8 @@ def test_the_inference_rules_of_test_time_search(tmp_path):
     """iterate.eval_tts_rules: inference (default) = ties taken, rounds capped at 2 x max_steps instead of
     search.max_rounds; training = the training search unchanged. Only the inference rule keys the TTS cache apart."""
     from psrlm.configs import load_config
-    from psrlm.iterate import generation_settings, tts_search_cfg
+    from psrlm.evaluation import tts_search_cfg
+    from psrlm.identity import generation_settings
     from psrlm.runfolder import Run
 
     cfg_ = load_config(None, [f"paths.run_dir={tmp_path}", "search.max_steps=5", "search.max_rounds=20"])

@@ -224,7 +224,7 @@ def test_group_by_length_sampler_reaches_the_trainer_and_trains(tiny_model_dir, 
     from transformers.trainer_pt_utils import LengthGroupedSampler
     from trl import SFTConfig, SFTTrainer
 
-    from psrlm.iterate import train_settings
+    from psrlm.identity import train_settings
     from psrlm.train import _common_args, sft
 
     grouped = TrainConfig(bf16=False, epochs=1, lr=1e-3, batch_size=2, logging_steps=1, sampler="group_by_length")

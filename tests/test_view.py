@@ -18,8 +18,7 @@ import pytest
 from psrlm.cli import main
 from psrlm.configs import SearchConfig, SRLMConfig
 from psrlm.engines.base import Completion, EngineStats
-from psrlm.evaluate import accuracy_summary, solve_greedy
-from psrlm.iterate import pair_precision
+from psrlm.evaluate import accuracy_summary, pair_precision, solve_greedy
 from psrlm.prompts import get_prompts
 from psrlm.records import PreferencePair, SearchTrace, read_jsonl, write_json, write_jsonl
 from psrlm.search import run_search

@@ -21,6 +21,7 @@ from pathlib import Path
 from psrlm.configs import Config
 from psrlm.engines.base import GenParams
 from psrlm.records import Problem, read_jsonl, write_json
+from psrlm.run_layout import RunLayout
 
 
 class OnePromptPerCall:
@@ -159,7 +160,7 @@ def precision_comparison(cfg: Config, model_dir: Path, prompts, problems: list[P
     step_prompts = [prompts.step_prompt(p.question, p.meta["steps"][:1]) for p in problems]
     judge_prompts = [prompts.judge_prompt(p.question, p.meta["steps"][:1], p.meta["steps"][1], p.meta["steps"][0])
                      for p in problems for _ in range(sc.width)]  # fmt: skip
-    sol = read_jsonl(Path(cfg.paths.run_dir) / "data" / "ift.jsonl", StepSolution)[: 4 * cfg.sft.batch_size]
+    sol = read_jsonl(RunLayout(cfg.paths.run_dir).ift, StepSolution)[: 4 * cfg.sft.batch_size]
     rows = train.ift_rows(sol, prompts)
     out: dict = {"chosen": hardware.describe(cfg.engine, {"sft": cfg.sft}), "runs": []}
     for dtype in ("float32", "bfloat16"):
@@ -197,7 +198,7 @@ def run_bench(cfg: Config, model_dir: Path, n_problems: int, n_naive: int) -> di
     from psrlm.prompts import prompts_of
 
     prompts = prompts_of(cfg)
-    problems: list[Problem] = read_jsonl(Path(cfg.paths.run_dir) / "data" / "arith_test.jsonl", Problem)[:n_problems]
+    problems: list[Problem] = read_jsonl(RunLayout(cfg.paths.run_dir).data_file("arith_test"), Problem)[:n_problems]
     engine = make_engine(cfg.engine, model_dir)
     scfg = dataclasses.replace(cfg.search, max_active=max(cfg.search.max_active, n_problems))
     engine.generate([prompts.solve_prompt("warm up")], GenParams(max_new_tokens=4))  # first-call costs out
@@ -240,7 +241,7 @@ def run_bench(cfg: Config, model_dir: Path, n_problems: int, n_naive: int) -> di
         "search_vs_raw": batched["tok_per_s"] / raw["tok_per_s"],
         "search_vs_naive": batched["problems_per_min"] / naive["problems_per_min"],
     }
-    write_json(Path(cfg.paths.run_dir) / "bench" / "bench.json", report)
+    write_json(RunLayout(cfg.paths.run_dir).bench / "bench.json", report)
     return report
 
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from psrlm.configs import Config
+from psrlm.run_layout import RunLayout
 
 TRAINING_STAGES = ("M0 pretrain", "M1 SFT", "DPO", "RFT", "policy EFT")  # stage keys of timings.json, by substring
 TRAIN_LENGTH = 128  # tokens per row of the calibration step: about the demo's SFT mixture's mean
@@ -150,10 +151,10 @@ def work(run_dir: Path) -> dict:
     and judged EFT items (both orders), and test-time search tokens. Read from the manifests and metrics files."""
     from psrlm.records import read_json
 
-    run_dir = Path(run_dir)
+    layout = RunLayout(run_dir)
     out = {"sft_tokens": 0, "dpo_pairs": 0, "search_tokens": 0, "judge_calls": 0, "eval_tokens": 0, "eval_judged": 0,
            "tts_tokens": 0}  # fmt: skip
-    for path in sorted((run_dir / "manifests").glob("*.json")):
+    for path in sorted(layout.manifests.glob("*.json")):
         m = read_json(path)
         train = (m.get("metrics") or {}).get("train") or {}
         search = (m.get("metrics") or {}).get("search") or {}
@@ -163,11 +164,11 @@ def work(run_dir: Path) -> dict:
             out["dpo_pairs"] += int(train.get("pairs", 0))
         out["search_tokens"] += int(search.get("gen_tokens", 0))
         out["judge_calls"] += int(search.get("judge_calls", 0))
-    for path in sorted((run_dir / "eval").glob("*/metrics.json")):
+    for path in sorted(layout.evals.glob("*/metrics.json")):
         m = read_json(path)
         out["eval_tokens"] += sum(int(b["n"] * b.get("mean_tokens", 0)) for b in (m.get("benchmarks") or {}).values())
         out["eval_judged"] += 2 * int((m.get("judge") or {}).get("n") or 0)
-    for path in sorted((run_dir / "eval").glob("*/tts.json")):
+    for path in sorted(layout.evals.glob("*/tts.json")):
         t = read_json(path)["tts"]
         out["tts_tokens"] += int(t.get("tokens_per_problem", 0) * read_json(path)["n"])
     return out

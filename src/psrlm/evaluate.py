@@ -20,7 +20,7 @@ from psrlm.engines.base import Engine, GenParams
 from psrlm.grading import extract_answer, is_equiv
 from psrlm.judge import parse_verdict
 from psrlm.prompts import Prompts
-from psrlm.records import JudgeExample, Problem, StepSolution
+from psrlm.records import JudgeExample, PreferencePair, Problem, StepSolution
 from psrlm.steps import render_steps, split_steps
 
 log = logging.getLogger(__name__)
@@ -324,7 +324,7 @@ def tts_vs_greedy(
     `<out_dir>/tts/` and resumes while `settings` (what decides its traces) stay the same; traces made otherwise
     are moved aside (under `root`) and searched afresh. The greedy half is cheap and simply rerun. `groups`
     (benchmark -> problem ids) adds the same numbers per benchmark under "benchmarks"; the top level is over all.
-    Which rules the search follows is `search_cfg`'s (iterate.tts_search_cfg: the inference rules by default)."""
+    Which rules the search follows is `search_cfg`'s (evaluation.tts_search_cfg: the inference rules by default)."""
     import time
 
     from psrlm.folders import FolderLock, claim_settings
@@ -386,6 +386,34 @@ def _tts_summary(rows: list[tuple[SolveResult, object, bool]], greedy_s: float, 
         "token_ratio": tts_tokens / max(1, greedy_tokens),
         "time_ratio": tts_s / max(1e-9, greedy_s),
     }  # fmt: skip
+
+
+# --------------------------------------------------------------------------------- pair precision (arith)
+
+
+def pair_precision(pairs: list[PreferencePair | JudgeExample], problems: dict[str, Problem]) -> dict:
+    """Measured with the oracle (arith), never used to choose: of the pairs whose problem has a gold chain, the share
+    whose preferred step is right and the other wrong. A PreferencePair prefers its chosen step over its rejected one
+    (the loop's PPD); a JudgeExample the step its verdict names (the EFT pipeline's kept items). The denominator is
+    the labelled pairs: a pair the oracle cannot label is no evidence either way, and of none the precision is None."""
+    from psrlm.tasks.arith import label_step
+
+    counts = {"correct_wrong": 0, "both_correct": 0, "both_wrong": 0, "wrong_correct": 0}
+    key = {(True, False): "correct_wrong", (True, True): "both_correct", (False, False): "both_wrong"}
+    for p in pairs:
+        if isinstance(p, JudgeExample):
+            prev = p.prev_steps
+            good, bad = (p.step_a, p.step_b) if p.verdict == "A" else (p.step_b, p.step_a)
+        else:
+            prev, good, bad = p.meta.get("prev_steps", []), p.chosen, p.rejected
+        prob = problems.get(p.meta.get("problem_id", ""))
+        if prob is None or "equations" not in prob.meta:
+            continue
+        c = label_step(prob, prev, good).correct
+        r = label_step(prob, prev, bad).correct
+        counts[key.get((c, r), "wrong_correct")] += 1
+    n = sum(counts.values())
+    return {"labelled": n, "precision": counts["correct_wrong"] / n if n else None, **counts}
 
 
 # ------------------------------------------------------------------------------------------ Appendix B

@@ -36,6 +36,7 @@ from psrlm.records import (
     save_figure,
     write_json,
 )
+from psrlm.run_layout import RunLayout
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def _trained_prompts(run_dir: Path) -> tuple[str, bool]:
     manifest, so the texts are the ones the model saw."""
     from psrlm.configs import PromptConfig
 
-    manifest = run_dir / "manifests" / "psrlm-M1.json"
+    manifest = RunLayout(run_dir).manifest("psrlm-M1")
     recorded = (json.loads(manifest.read_text()).get("config", {}).get("prompts") or {}) if manifest.exists() else {}
     return recorded.get("variant") or PromptConfig().variant, bool(recorded.get("verdict_first"))
 
@@ -62,17 +63,18 @@ def load_texts(run_dir: Path, variant: str | None = None) -> dict[str, list[dict
     from psrlm.prompts import get_prompts
 
     run_dir = Path(run_dir)
-    eft_file, ift_file = run_dir / "data" / "eft_train.jsonl", run_dir / "data" / "ift.jsonl"
+    layout = RunLayout(run_dir)
+    eft_file, ift_file = layout.eft("train"), layout.ift
     for path in (eft_file, ift_file):
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: build the run's data first (`psrlm data` or `psrlm iterate`)")
     pair_files = sorted(
-        (p for p in (run_dir / "psrlm").glob("it*/pairs.jsonl") if p.parent.name[2:].isdigit()),
+        (p for p in layout.searches("psrlm").glob("it*/pairs.jsonl") if p.parent.name[2:].isdigit()),
         key=lambda p: int(p.parent.name[2:]),
     )
     if not pair_files:
         raise FileNotFoundError(
-            f"no PPD pairs under {run_dir / 'psrlm'}/it*/pairs.jsonl: run `psrlm iterate` past M1 first"
+            f"no PPD pairs under {layout.searches('psrlm')}/it*/pairs.jsonl: run `psrlm iterate` past M1 first"
         )
     trained_variant, verdict_first = _trained_prompts(run_dir)
     prompts = get_prompts(variant or trained_variant, verdict_first)
@@ -248,7 +250,7 @@ def add_figure_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def cmd_figure(args: argparse.Namespace) -> dict:
-    out = args.out or Path(args.run_dir) / "report_plots" / "figure2_data.png"
+    out = args.out or RunLayout(args.run_dir).report_plots / "figure2_data.png"
     summary = data_distribution(args.run_dir, out, args.max_per_kind, args.seed, args.prompts_variant)
     print(json.dumps(summary, indent=2))
     return summary

@@ -34,6 +34,7 @@ from collections import Counter
 from pathlib import Path
 
 from psrlm.configs import Config, check_for_frontier
+from psrlm.run_layout import RunLayout
 
 SPLITS = ("arith_valid", "arith_valid_hard", "arith_test", "arith_hard")
 ARMS = ("self", "oracle", "rft", "outcome", "srlm")
@@ -87,11 +88,12 @@ def own_pairs_by_kind(run_dir: Path, label: str, it: int) -> dict[str, dict]:
     from psrlm.records import PreferencePair, Problem, read_jsonl, read_problems
     from psrlm.tasks.arith import label_step
 
-    pairs_path = run_dir / label / f"it{it}" / "pairs.jsonl"
+    layout = RunLayout(run_dir)
+    pairs_path = layout.pairs(label, it)
     if not pairs_path.exists():
         return {}
     problems: dict[str, Problem] = {}
-    for f in sorted((run_dir / "data").glob("arith_level*.jsonl")) + [run_dir / "data" / "fresh_questions.jsonl"]:
+    for f in sorted(layout.data.glob("arith_level*.jsonl")) + [layout.fresh_questions]:
         if not f.name.endswith("_probe.jsonl"):
             problems.update({p.id: p for p in read_problems(f)})
     counts: dict[str, Counter] = {}
@@ -112,17 +114,12 @@ def own_pairs_by_kind(run_dir: Path, label: str, it: int) -> dict[str, dict]:
 def run_seed(cfg: Config, seed: int, arms: list[str], out: Path) -> dict:
     """One seed: data, M0, the M1s the arms start from, each arm's chain of frontier iterations; all evaluated.
     Resumable (every stage is)."""
+    from psrlm.evaluation import evaluate_model
     from psrlm.folders import FolderLock
-    from psrlm.iterate import (
-        ensure_m1,
-        ensure_policy_eft,
-        evaluate_model,
-        iteration_questions,
-        prepare_data,
-        run_iteration,
-    )
     from psrlm.m0 import ensure_m0
+    from psrlm.questions import iteration_questions, prepare_data
     from psrlm.runfolder import Run
+    from psrlm.stages import ensure_m1, ensure_policy_eft, run_iteration
 
     scfg = _seed_config(cfg, seed, out)
     run = Run(scfg)
@@ -171,7 +168,7 @@ def _mixed_rounds(run_dir: Path, label: str, it: int, questions) -> dict:
 
     by_id = {q.id: q for q in questions}
     rounds = mixed = 0
-    for t in read_jsonl(run_dir / label / f"it{it}" / "traces.jsonl", SearchTrace):
+    for t in read_jsonl(RunLayout(run_dir).traces(label, it), SearchTrace):
         prob, prev = by_id.get(t.problem_id), []
         if prob is None:
             continue

@@ -128,7 +128,7 @@ def ensure_m0(run: Run) -> Path:
         if prebuilt_m0_mismatch(cfg) is None:
             return prebuilt_m0(cfg)
         check_prebuilt_m0(cfg, run.rebuild_m0)  # stops, naming the keys, unless asked to rebuild
-    target = run.models / f"M0-{key}"
+    target = run.layout.m0(key)
     if is_model(target):
         return target
     start = time.time()

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from psrlm.configs import Config
+from psrlm.run_layout import RunLayout
 
 # Architectures of the paper's models (config.json of the Hugging Face releases), so a plan needs no download.
 KNOWN = {
@@ -129,7 +130,7 @@ def _tokenizer(cfg: Config, run_dir: Path):
                 p = REPO_ROOT / folder
             if p.is_dir():
                 return load_tokenizer(p)
-    inits = sorted((run_dir / "models").glob("init-*"))
+    inits = sorted(RunLayout(run_dir).models.glob("init-*"))
     return load_tokenizer(inits[0]) if inits else None
 
 
@@ -173,12 +174,13 @@ def measured_rates(run_dir: Path, width: int, method: str = "psrlm") -> Rates | 
     from psrlm.records import Problem, SearchTrace, read_jsonl
 
     traces, questions = [], {}
-    for d in sorted((run_dir / method).glob("it*")):
+    layout = RunLayout(run_dir)
+    for d in sorted(layout.searches(method).glob("it*")):
         if (d / "traces.jsonl").exists():
             traces += read_jsonl(d / "traces.jsonl", SearchTrace)
     if not traces:
         return None
-    fresh = run_dir / "data" / "fresh_questions.jsonl"
+    fresh = layout.fresh_questions
     if fresh.exists():
         questions = {p.id: p.question for p in read_jsonl(fresh, Problem)}
     rounds = [r for t in traces for r in t.rounds if "candidates" in r]
@@ -333,7 +335,7 @@ def plan(cfg: Config, run_dir: Path | None = None) -> dict:
     attn = lambda L: 12 * arch.layers * arch.hidden * L  # noqa: E731  (per token, nanochat)
     rows = []
     for it, q in enumerate(cfg.iterate.questions, start=2):
-        finished = (run_dir / "psrlm" / f"it{it}" / "traces.jsonl").exists()
+        finished = RunLayout(run_dir).traces("psrlm", it).exists()
         rates = measured if measured is not None else prior
         if rates is None:
             raise ValueError("nothing to estimate the search from: give the IFT files (data.ift_files, `psrlm data "
@@ -483,7 +485,7 @@ def calibration(cfg: Config, run_dir: Path) -> dict:
     overhead = _prompt_overhead(cfg, tok)
     out = {}
     for it in range(2, len(cfg.iterate.questions) + 2):
-        path = run_dir / "psrlm" / f"it{it}" / "traces.jsonl"
+        path = RunLayout(run_dir).traces("psrlm", it)
         if not path.exists():
             continue
         traces = read_jsonl(path, SearchTrace)

@@ -123,7 +123,7 @@ class Manifest:
     metrics: dict = field(default_factory=dict)
     seeds: dict = field(default_factory=dict)
     wall_time_s: float = 0.0
-    settings: dict = field(default_factory=dict)  # flattened: what determines this model (iterate.py compares it)
+    settings: dict = field(default_factory=dict)  # flattened: what determines this model (reuse_model compares it)
 
 
 R = TypeVar("R")

@@ -22,11 +22,12 @@ from pathlib import Path
 
 from psrlm.confidence import mean_ci
 from psrlm.records import atomic_write_text, read_json, save_figure, write_json
+from psrlm.run_layout import RunLayout
 from psrlm.summary_table import fmt, format_table, judge_label
 
 
 def load_summary(run_dir: Path) -> dict:
-    path = Path(run_dir) / "summary.json"
+    path = RunLayout(run_dir).summary
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `psrlm iterate` for {run_dir} first")
     return read_json(path)
@@ -130,11 +131,12 @@ def collect(run_dir: Path) -> dict:
     with only a `summary.json` (older runs) still renders. Results that no longer belong to the run's current
     models (see `staleness`) are left out of `models` and listed in `stale` with the reason."""
     run_dir = Path(run_dir)
-    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {}
+    layout = RunLayout(run_dir)
+    summary = read_json(layout.summary) if layout.summary.exists() else {}
     names = set(summary.get("models", {}))
-    names |= {p.stem for p in (run_dir / "manifests").glob("*.json")}
-    names |= {p.stem for p in (run_dir / "eval").glob("*.json") if p.stem != "appendix_b"}  # older runs
-    names |= {p.parent.name for p in (run_dir / "eval").glob("*/summary.json")}  # `psrlm eval` and iterate
+    names |= {p.stem for p in layout.manifests.glob("*.json")}
+    names |= {p.stem for p in layout.evals.glob("*.json") if p.stem != "appendix_b"}  # older runs
+    names |= {p.parent.name for p in layout.evals.glob("*/summary.json")}  # `psrlm eval` and iterate
     if not names:
         raise FileNotFoundError(f"{run_dir}: no summary.json, manifests/ or eval/ results: run `psrlm iterate` or "
                                 "`psrlm eval` for it first")  # fmt: skip
@@ -144,10 +146,10 @@ def collect(run_dir: Path) -> dict:
         if name in stale:
             continue
         m = dict(summary.get("models", {}).get(name, {}))
-        for ev in (run_dir / "eval" / f"{name}.json", run_dir / "eval" / name / "metrics.json"):
+        for ev in (layout.legacy_eval(name), layout.eval_metrics(name)):
             if ev.exists():
                 m.update(read_json(ev))
-        bench = run_dir / "eval" / name / "summary.json"
+        bench = layout.eval_summary(name)
         benchmarks = dict(m.get("benchmarks") or {})
         if bench.exists():
             benchmarks.update(read_json(bench))
@@ -155,19 +157,19 @@ def collect(run_dir: Path) -> dict:
             if split in m and f"arith_{split}" not in benchmarks:
                 benchmarks[f"arith_{split}"] = m[split]
         m["benchmarks"] = benchmarks
-        man = run_dir / "manifests" / f"{name}.json"
+        man = layout.manifest(name)
         if man.exists():
             metrics = read_json(man).get("metrics", {})
             m["manifest"] = {"pair_precision": metrics.get("pair_precision"), "search": metrics.get("search"),
                              "judge": metrics.get("judge")}  # fmt: skip
-        judge = run_dir / "eval" / name / "judge.json"  # written by `psrlm eval`
+        judge = layout.eval_judge(name)  # written by `psrlm eval`
         if judge.exists():
             m.update(read_json(judge))
-        tts = run_dir / "eval" / name / "tts.json"
+        tts = layout.eval_tts(name)
         if tts.exists():
             m["tts"] = read_json(tts)
         models[name] = m
-    appendix_b = run_dir / "eval" / "appendix_b.json"
+    appendix_b = layout.appendix_b
     ab = read_json(appendix_b) if appendix_b.exists() else None
     if ab and {Path(ab.get("pair_judge", "")).name, Path(ab.get("scorer", "")).name} & set(stale):
         stale["appendix B"] = "made with a model that is stale"
@@ -193,13 +195,13 @@ def staleness(run_dir: Path, names: set[str], summarised: dict) -> dict[str, str
 
     stale: dict[str, str] = {}
     gone: set[str] = set()  # models that are not the run's current ones (their children are not either)
-    manifests = {n: read_json(run_dir / "manifests" / f"{n}.json") for n in names
-                 if (run_dir / "manifests" / f"{n}.json").exists()}  # fmt: skip
-    stamped = any((run_dir / "eval").glob(f"*/{SETTINGS_NAME}"))
+    layout = RunLayout(run_dir)
+    manifests = {n: read_json(layout.manifest(n)) for n in names if layout.manifest(n).exists()}
+    stamped = any(layout.evals.glob(f"*/{SETTINGS_NAME}"))
     for name in sorted(names, key=lambda n: (_iteration(n) or 0, n)):  # parents before their children
         method, it = _parse_name(name)
         man = manifests.get(name)
-        if man is not None and man.get("model_path") and not (run_dir / "models" / name).is_dir():
+        if man is not None and man.get("model_path") and not layout.model(name).is_dir():
             stale[name] = "its model is gone from models/ (moved to replaced/ by --fresh?)"
             gone.add(name)
             continue
@@ -214,12 +216,12 @@ def staleness(run_dir: Path, names: set[str], summarised: dict) -> dict[str, str
                 stale[name] = f"its parent {parent} {why}"
                 gone.add(name)
                 continue
-        stamp = run_dir / "eval" / name / SETTINGS_NAME
+        stamp = layout.evaluation(name) / SETTINGS_NAME
         if stamp.exists():
             record = read_json(stamp)
             sha = (record.get("settings") or {}).get("model.sha256")
             known = (record.get("extra") or {}).get("model") or {}
-            own = run_dir / "models" / name
+            own = layout.model(name)
             model = own if own.is_dir() else Path(known["path"]) if known.get("path") else None
             if sha and model is not None:
                 if not model.is_dir():
@@ -565,7 +567,7 @@ def report(run_dirs: list[Path], out: Path | None = None, plots: bool = True) ->
     and the science check across them (written to `out` only)."""
     run_dirs = [Path(d) for d in run_dirs]
     if len(run_dirs) == 1:
-        out = Path(out) if out else run_dirs[0] / "report.md"
+        out = Path(out) if out else RunLayout(run_dirs[0]).report
         with _writing_into(run_dirs[0], out):
             text = report_run(run_dirs[0], plots_dir=out.parent / f"{out.stem}_plots" if plots else None)
             atomic_write_text(out, text)

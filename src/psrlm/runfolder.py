@@ -17,6 +17,7 @@ from psrlm.benchmark_names import parse_benchmarks
 from psrlm.configs import Config
 from psrlm.folders import flatten
 from psrlm.records import Manifest, Problem, StepSolution, from_dict, read_json, read_jsonl, write_json
+from psrlm.run_layout import RunLayout
 
 
 def is_model(path: Path) -> bool:
@@ -28,9 +29,10 @@ WALL_KEY = "(wall)"  # timings.json: the wall time of every process, beside the 
 
 
 class Run:
-    """Paths and shared pieces of one run folder. `fresh`: rebuild what was made with other settings (the old
-    outputs are moved to <run>/replaced/) instead of stopping with the keys that differ. `rebuild_m0`: pre-train
-    an M0 for these settings when the one `iterate.m0_path` names was built with others (never done unasked)."""
+    """The shared pieces of one run folder; its paths are `layout` (a RunLayout). `fresh`: rebuild what was made
+    with other settings (the old outputs are moved to <run>/replaced/) instead of stopping with the keys that differ.
+    `rebuild_m0`: pre-train an M0 for these settings when the one `iterate.m0_path` names was built with others (never
+    done unasked)."""
 
     def __init__(self, cfg: Config, fresh: bool = False, rebuild_m0: bool = False):
         from psrlm.prompts import prompts_of
@@ -38,13 +40,14 @@ class Run:
         self.cfg = cfg
         self.fresh = fresh
         self.rebuild_m0 = rebuild_m0  # pre-train a new M0 when the prebuilt one was built with other settings
-        self.dir = Path(cfg.paths.run_dir)
-        self.data = self.dir / "data"
-        self.models = self.dir / "models"
-        self.manifests = self.dir / "manifests"
+        self.layout = RunLayout(cfg.paths.run_dir)
+        self.dir = self.layout.dir
+        self.data = self.layout.data
+        self.models = self.layout.models
+        self.manifests = self.layout.manifests
         self.prompts = prompts_of(cfg)
         self.seed = cfg.iterate.seed
-        self.timings_path = self.dir / "timings.json"
+        self.timings_path = self.layout.timings
         self._wall_mark: float | None = None  # set by count_wall: then `timed` banks this process's wall time
 
     # ------------------------------------------------------------------ the data this run reads (data.source)
@@ -54,17 +57,21 @@ class Run:
         return self.cfg.data.source == "arith"
 
     def ift_files(self) -> list[Path]:
-        return [self.data / "ift.jsonl"] if self.arith else [Path(f) for f in self.cfg.data.ift_files]
+        return [self.layout.ift] if self.arith else [Path(f) for f in self.cfg.data.ift_files]
 
     def eft_train_file(self) -> Path:
         if not self.arith:
             return Path(self.cfg.data.eft_train_file)
-        return self.data / ("eft_policy_train.jsonl" if self.cfg.data.eft_source == "policy" else "eft_train.jsonl")
+        return self.layout.eft("train", policy=self.cfg.data.eft_source == "policy")
 
     def eft_test_file(self) -> Path:
         if not self.arith:
             return Path(self.cfg.data.eft_test_file)
-        return self.data / ("eft_policy_test.jsonl" if self.cfg.data.eft_source == "policy" else "eft_test.jsonl")
+        return self.layout.eft("test", policy=self.cfg.data.eft_source == "policy")
+
+    def srlm_eft_path(self) -> Path:
+        """Where SRLM's M1 reads its solution-scoring data (arith: written on first use, iterate.srlm_eft_file)."""
+        return self.layout.srlm_eft if self.arith else Path(self.cfg.data.srlm_eft_file)
 
     def ift(self) -> list[StepSolution]:
         return [s for f in self.ift_files() for s in read_jsonl(f, StepSolution)]
@@ -84,7 +91,7 @@ class Run:
         return {b: load_benchmark(b, data_dir, limit=limit, run_data=self.data) for b in names}
 
     def manifest_path(self, name: str) -> Path:
-        return self.manifests / f"{name}.json"
+        return self.layout.manifest(name)
 
     def load_manifest(self, name: str) -> Manifest | None:
         p = self.manifest_path(name)
@@ -99,7 +106,7 @@ class Run:
         servers started on this checkpoint now and stopped after (vllm, sglang, transformers)."""
         from psrlm.engines import engine_for
 
-        with engine_for(self.cfg.engine, model_dir, self.dir / "servers", name) as engine:
+        with engine_for(self.cfg.engine, model_dir, self.layout.servers, name) as engine:
             yield engine
 
     def train(self, stage: str, model: Path, out: Path, data: dict, **kw):

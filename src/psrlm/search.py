@@ -8,7 +8,7 @@ is one PreferencePair. If the judged candidates all score the same, the step car
 its pair are discarded and the search resumes one step earlier (at step 1 it simply resamples). Candidates that all
 have the same text are not a tie (nothing was judged): that step is accepted with no pair. Candidates cut at
 `max_step_tokens` are dropped and counted (`capped`), never judged. `max_rounds` caps the rounds per problem.
-With `ties: accept` (test-time search, iterate.tts_search_cfg) a tie takes its step anyway, with no pair: the
+With `ties: accept` (test-time search, evaluation.tts_search_cfg) a tie takes its step anyway, with no pair: the
 most-sampled of the equal candidates, then the first drawn.
 
 All active problems advance together: one engine call generates every active problem's candidates, one engine

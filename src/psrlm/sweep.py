@@ -22,6 +22,7 @@ import math
 from pathlib import Path
 
 from psrlm.configs import Config
+from psrlm.run_layout import RunLayout
 
 SPLITS = ("arith_valid", "arith_test", "arith_hard")
 
@@ -42,7 +43,7 @@ def _eval_rows(run_dir: Path, name: str, split: str) -> dict[str, dict]:
     """The per-problem evaluation rows of model `name` on `split` (what evaluate_benchmarks wrote), by problem id."""
     from psrlm.records import iter_json_rows
 
-    return {row["problem_id"]: row for _, row in iter_json_rows(run_dir / "eval" / name / f"{split}.jsonl")}
+    return {row["problem_id"]: row for _, row in iter_json_rows(RunLayout(run_dir).eval_rows(name, split))}
 
 
 def right_prefix(run_dir: Path, name: str) -> dict[str, float]:
@@ -54,7 +55,7 @@ def right_prefix(run_dir: Path, name: str) -> dict[str, float]:
 
     out = {}
     for split in SPLITS:
-        problems = {p.id: p for p in read_jsonl(run_dir / "data" / f"{split}.jsonl", Problem)}
+        problems = {p.id: p for p in read_jsonl(RunLayout(run_dir).data_file(split), Problem)}
         shares = []
         for pid, row in _eval_rows(run_dir, name, split).items():
             problem, steps = problems[pid], split_steps(row["response"])
@@ -91,17 +92,12 @@ def own_pair_accuracy(manifest) -> float | None:
 def run_seed(cfg: Config, seed: int, accuracies: list[float], out: Path, self_arm: bool = True) -> dict:
     """One seed: M1, its self-judged M2 (unless not `self_arm`), an oracle-judged M2 per accuracy; all evaluated.
     Resumable."""
+    from psrlm.evaluation import evaluate_model
     from psrlm.folders import FolderLock
-    from psrlm.iterate import (
-        ensure_m1,
-        ensure_policy_eft,
-        evaluate_model,
-        prepare_data,
-        question_blocks,  # fmt: skip
-        run_iteration,
-    )
     from psrlm.m0 import ensure_m0
+    from psrlm.questions import prepare_data, question_blocks
     from psrlm.runfolder import Run
+    from psrlm.stages import ensure_m1, ensure_policy_eft, run_iteration
 
     scfg = _seed_config(cfg, seed, out)
     run = Run(scfg)

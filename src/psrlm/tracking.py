@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 
 from psrlm.records import read_json, write_json
+from psrlm.run_layout import RunLayout
 
 LOOP_BACKENDS = ("tensorboard", "trackio", "wandb")  # the integrations the loop's own metrics go to
 _MODULES = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb", "mlflow": "mlflow",
@@ -31,7 +32,7 @@ _MODULES = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb"
 
 
 def tracking_dir(cfg) -> Path:
-    return Path(cfg.paths.run_dir) / "tracking"
+    return RunLayout(cfg.paths.run_dir).tracking
 
 
 def run_name(cfg) -> str:

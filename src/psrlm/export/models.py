@@ -42,7 +42,7 @@ def _eval_results(run: RunFolder, name: str, names: dict[str, str]) -> tuple[lis
     """(EvalResults for the model-index, markdown table lines) from <run>/eval/<name>/."""
     from huggingface_hub import EvalResult
 
-    folder = run.dir / "eval" / name
+    folder = run.layout.evaluation(name)
     results, lines = [], []
     metrics_file = folder / "metrics.json"
     metrics = read_json(metrics_file) if metrics_file.exists() else {}

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from psrlm.records import read_json, sha256_file
+from psrlm.run_layout import RunLayout
 
 MODEL_MARK = "psrlm_build.json"  # what every psrlm-built model folder holds (runfolder.is_model)
 _SEARCH = re.compile(r"^it(\d+)$")
@@ -37,23 +38,25 @@ class Search:
 class RunFolder:
     def __init__(self, run_dir: Path):
         self.dir = Path(run_dir)
+        self.layout = RunLayout(self.dir)
         if not self.dir.is_dir():
             raise FileNotFoundError(f"{self.dir} is not a folder")
-        marks = ["data", "manifests", "models", "eval", "summary.json"]
-        if not any((self.dir / m).exists() for m in marks) and not self._search_dirs():
-            raise ValueError(f"{self.dir} is not a psrlm run folder (none of {', '.join(marks)} or <method>/it<n>/ "
-                             "in it); give the paths.run_dir of a `psrlm iterate` run")  # fmt: skip
+        layout = self.layout
+        marks = [layout.data, layout.manifests, layout.models, layout.evals, layout.summary]
+        if not any(m.exists() for m in marks) and not self._search_dirs():
+            raise ValueError(f"{self.dir} is not a psrlm run folder (none of {', '.join(m.name for m in marks)} or "
+                             "<method>/it<n>/ in it); give the paths.run_dir of a `psrlm iterate` run")  # fmt: skip
         self.manifests = self._manifests()
         self.config, self.config_source = self._config()
 
     # ------------------------------------------------------------------------------------------ settings
 
     def _manifests(self) -> dict[str, dict]:
-        folder = self.dir / "manifests"
+        folder = self.layout.manifests
         return {p.stem: read_json(p) for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
 
     def _config(self) -> tuple[dict, str]:
-        log = self.dir / "logs" / "runs.jsonl"
+        log = self.layout.run_log
         if log.exists():
             entries = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
             for e in reversed(entries):
@@ -61,8 +64,8 @@ class RunFolder:
                     return e["config"], f"{log} ({e['stage']} {e.get('started', '')})"
         recorded = [(p, m) for p, m in self.manifests.items() if m.get("config")]
         if recorded:
-            name, m = max(recorded, key=lambda pm: (self.dir / "manifests" / f"{pm[0]}.json").stat().st_mtime)
-            return m["config"], str(self.dir / "manifests" / f"{name}.json")
+            name, m = max(recorded, key=lambda pm: self.layout.manifest(pm[0]).stat().st_mtime)
+            return m["config"], str(self.layout.manifest(name))
         return {}, ""
 
     def section(self, name: str) -> dict:
@@ -95,11 +98,11 @@ class RunFolder:
         """The initialisation data as `Run` names it (runfolder.Run.ift_files/eft_*_file, srlm_eft_file):
         {"ift": [...], "eft_train": [...], "eft_test": [...], "srlm_eft": [...]}; absent entries are empty."""
         d = self.section("data")
-        data = self.dir / "data"
+        layout = self.layout
         if self.arith:
-            eft = "eft_policy" if d.get("eft_source") == "policy" else "eft"
-            files = {"ift": [data / "ift.jsonl"], "eft_train": [data / f"{eft}_train.jsonl"],
-                     "eft_test": [data / f"{eft}_test.jsonl"], "srlm_eft": [data / "srlm_eft_train.jsonl"]}  # fmt: skip
+            policy = d.get("eft_source") == "policy"
+            files = {"ift": [layout.ift], "eft_train": [layout.eft("train", policy)],
+                     "eft_test": [layout.eft("test", policy)], "srlm_eft": [layout.srlm_eft]}  # fmt: skip
         else:
             named = {"ift": d.get("ift_files") or [], "eft_train": [d.get("eft_train_file")],
                      "eft_test": [d.get("eft_test_file")], "srlm_eft": [d.get("srlm_eft_file")]}  # fmt: skip
@@ -145,7 +148,7 @@ class RunFolder:
             parent = (self.manifests.get(name) or {}).get("parent_model")
             if parent:
                 return self.resolve(parent)
-        summary = self.dir / "summary.json"
+        summary = self.layout.summary
         if summary.exists():
             path = read_json(summary).get("models", {}).get("M0", {}).get("model")
             return self.resolve(path) if path else None
@@ -159,7 +162,7 @@ class RunFolder:
         if m0 is not None and (m0 / MODEL_MARK).exists():
             out["M0"] = m0
         for name in self.manifests:
-            folder = self.dir / "models" / name
+            folder = self.layout.model(name)
             if (folder / MODEL_MARK).exists() or (folder / "config.json").exists():
                 out[name] = folder
         return out
@@ -168,12 +171,12 @@ class RunFolder:
         """Model folders under models/ that are not exported: the random initial weights, M0s of other settings,
         a half-written folder."""
         exported = {p.resolve() for p in self.models().values()}
-        folder = self.dir / "models"
+        folder = self.layout.models
         if not folder.is_dir():
             return []
         return [p for p in sorted(folder.iterdir())
                 if p.is_dir() and p.resolve() not in exported and not p.name.endswith((".trainer", ".tmp"))]  # fmt: skip
 
     def eval_dirs(self) -> dict[str, Path]:
-        folder = self.dir / "eval"
+        folder = self.layout.evals
         return {p.name: p for p in sorted(folder.iterdir()) if p.is_dir()} if folder.is_dir() else {}

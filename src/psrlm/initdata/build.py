@@ -23,6 +23,7 @@ from psrlm.initdata.eft import build_eft
 from psrlm.initdata.ift import arith_ift, gsm8k_ift
 from psrlm.prompts import VARIANTS, judge_target
 from psrlm.records import JudgeExample, Problem, StepSolution, read_jsonl, write_jsonl
+from psrlm.run_layout import RunLayout
 from psrlm.steps import render_steps
 from psrlm.tasks.arith import Difficulty, free_form_solution, generate_split
 
@@ -32,7 +33,7 @@ SPLITS = ("train", "test", "hard")
 
 
 def data_dir(cfg: Config) -> Path:
-    return Path(cfg.paths.run_dir) / "data"
+    return RunLayout(cfg.paths.run_dir).data
 
 
 def arith_splits(cfg: Config) -> dict[str, list[Problem]]:
@@ -189,7 +190,7 @@ def init_model_dir(cfg: Config) -> Path:
     from psrlm.tiny import config_key
 
     key = config_key(asdict(cfg.model), asdict(cfg.arith))
-    return Path(cfg.paths.run_dir) / "models" / f"init-{key}"
+    return RunLayout(cfg.paths.run_dir).init_model(key)
 
 
 def init_tiny_model(cfg: Config) -> Path:

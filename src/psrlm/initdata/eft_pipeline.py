@@ -35,6 +35,7 @@ from psrlm.initdata.mcts import CandidatePair
 from psrlm.judge import parse_verdict
 from psrlm.prompts import Prompts
 from psrlm.records import JudgeExample, Problem, read_jsonl, write_json, write_jsonl
+from psrlm.run_layout import RunLayout
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +217,7 @@ def split_by_problem(examples: list[JudgeExample], n_test: int, seed: int) -> tu
 
 
 def out_dir(cfg) -> Path:
-    return Path(cfg.paths.run_dir) / "initdata"
+    return RunLayout(cfg.paths.run_dir).initdata
 
 
 def ensure_policy(run, m0: Path) -> Path:
@@ -226,10 +227,10 @@ def ensure_policy(run, m0: Path) -> Path:
     from psrlm.tiny import config_key
 
     key = config_key(str(m0), dataclasses.asdict(run.cfg.sft), run.cfg.data.ift_problems, run.cfg.prompts.variant)
-    out = run.models / f"policy-ift-{key}"
+    out = run.layout.model(f"policy-ift-{key}")
     if (out / "psrlm_build.json").exists():
         return out
-    rows = train.ift_rows(read_jsonl(run.data / "ift.jsonl", StepSolution), run.prompts)
+    rows = train.ift_rows(read_jsonl(run.layout.ift, StepSolution), run.prompts)
     train.sft(m0, rows, run.seeded(run.cfg.sft), out)
     return out
 
@@ -245,7 +246,7 @@ def ensure_prm(run, m0: Path, policy_engine, problems: list[Problem]) -> tuple[P
 
     ic = run.cfg.initdata
     key = config_key(str(m0), dataclasses.asdict(ic.prm_train), ic.prm_problems, ic.prm_samples, ic.seed)
-    out = run.models / f"prm-{key}"
+    out = run.layout.model(f"prm-{key}")
     if (out / "psrlm_build.json").exists():
         return out, json.loads((out / "train_log.json").read_text())
     samples: dict[str, list[tuple[int, str]]] = {}
@@ -365,6 +366,8 @@ def judge_split_write(cfg, run, pairs, counts: dict, oracle_teacher=None, by_id=
     counts["teacher"] = teacher.name
     counts["filters"] = filt
     if by_id is not None:
+        from psrlm.evaluate import pair_precision
+
         counts["oracle_pair_precision"] = pair_precision(kept, by_id)
     train_ex, test_ex = split_by_problem(kept, ic.eft_test, ic.seed)
     counts["split"] = {"train": len(train_ex), "test": len(test_ex)}
@@ -481,7 +484,7 @@ def _build_eft_real(cfg, progress: bool) -> dict:
             teacher.probe(GenParams(max_new_tokens=ic.judge_max_tokens))
     prm = load_prm(ic.prm_format, ic.prm_path, ic, device=device)
     policy = dataclasses.replace(cfg.engine, servers=ic.policy_servers or cfg.engine.servers)
-    with engine_for(policy, ic.policy_path, run.dir / "servers", "policy") as engine:
+    with engine_for(policy, ic.policy_path, run.layout.servers, "policy") as engine:
         traces, pairs = run_mcts(problems, engine, prm, run.prompts, ic, out_dir=out / "mcts", progress=progress)
     counts: dict = {"policy": ic.policy_path, "prm": {"path": ic.prm_path, "format": ic.prm_format, "device": device,
                                                       **fits},
@@ -491,22 +494,6 @@ def _build_eft_real(cfg, progress: bool) -> dict:
                              "candidate_pairs": len(pairs),
                              "problems_without_pair": sum(t.pairs == 0 for t in traces)}}  # fmt: skip
     return judge_split_write(cfg, run, pairs, counts, progress=progress)
-
-
-def pair_precision(examples: list[JudgeExample], problems: dict[str, Problem]) -> dict:
-    """Measured with the oracle, never used to choose: share of kept examples whose verdict names the right step."""
-    from psrlm.tasks.arith import label_step
-
-    right = both_ok = both_bad = 0
-    for e in examples:
-        p = problems[e.meta["problem_id"]]
-        good, bad = (e.step_a, e.step_b) if e.verdict == "A" else (e.step_b, e.step_a)
-        g, b = label_step(p, e.prev_steps, good).correct, label_step(p, e.prev_steps, bad).correct
-        right += g and not b
-        both_ok += g and b
-        both_bad += not g and not b
-    n = max(1, len(examples))
-    return {"n": len(examples), "precision": right / n, "both_correct": both_ok, "both_wrong": both_bad}
 
 
 def compare_m1(cfg, n_eval: int = 0) -> dict:
@@ -522,13 +509,13 @@ def compare_m1(cfg, n_eval: int = 0) -> dict:
     run = Run(cfg)
     out = out_dir(cfg)
     m0 = ensure_m0(run)
-    ift = train.ift_rows(read_jsonl(run.data / "ift.jsonl", StepSolution), run.prompts)
+    ift = train.ift_rows(read_jsonl(run.layout.ift, StepSolution), run.prompts)
     pipeline = read_jsonl(out / "eft_train.jsonl", JudgeExample)
     if not pipeline:
         raise ValueError(f"{out / 'eft_train.jsonl'} is empty: run `psrlm data eft` first")
-    oracle = read_jsonl(run.data / "eft_train.jsonl", JudgeExample)[: len(pipeline)]
+    oracle = read_jsonl(run.layout.eft("train"), JudgeExample)[: len(pipeline)]
     tests = {
-        "oracle_eft_test": read_jsonl(run.data / "eft_test.jsonl", JudgeExample),
+        "oracle_eft_test": read_jsonl(run.layout.eft("test"), JudgeExample),
         "pipeline_eft_test": read_jsonl(out / "eft_test.jsonl", JudgeExample),
     }
     if n_eval:

@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 from psrlm.records import Problem, RecordError, StepSolution, iter_json_rows, require
+from psrlm.run_layout import RunLayout
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def build_ift(cfg, progress: bool = True) -> dict:
     from psrlm.records import write_json, write_jsonl
 
     ic = cfg.initdata
-    out = Path(cfg.paths.run_dir) / "initdata"
+    out = RunLayout(cfg.paths.run_dir).initdata
     tests = evaluated_test_sets(cfg)
     block, split_counts = _ift_block(cfg, tests)
     test_text = {name: {normalise_question(p.question) for p in ps} for name, ps in tests.items()}

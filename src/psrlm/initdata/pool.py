@@ -31,6 +31,7 @@ from pathlib import Path
 
 from psrlm.configs import ConfigError
 from psrlm.records import Problem, RecordError, iter_json_rows, nonempty, read_problems, require
+from psrlm.run_layout import RunLayout
 
 _LAYOUT = re.compile(r"[\s$]+")
 
@@ -142,7 +143,7 @@ def evaluated_test_sets(cfg) -> dict[str, list[Problem]]:
     from psrlm.benchmark_names import parse_benchmarks
     from psrlm.tasks.benchmarks import load_benchmark
 
-    run_data = Path(cfg.paths.run_dir) / "data"
+    run_data = RunLayout(cfg.paths.run_dir).data
     data_dir = cfg.paths.resolved_data_dir()
     return {b: load_benchmark(b, data_dir, run_data=run_data) for b in parse_benchmarks(cfg.iterate.eval_benchmarks)}
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from psrlm.engines.base import Completion, Engine, GenParams
 from psrlm.engines.openai_api import EngineError
 from psrlm.records import JsonlAppender
+from psrlm.run_layout import RunLayout
 
 PROBE_PROMPT = "Reply with the single word OK."
 FAILURE_SAMPLE = 8  # requests sent before "most of them failed" stops a stage
@@ -147,7 +148,7 @@ def make_teacher(cfg, run_dir: Path, progress: bool = True) -> CachedTeacher:
     from psrlm.engines import make_engine
 
     engine = make_engine(ec, ic.teacher_model, on_error="empty")
-    cache = Path(ic.cache_dir) if ic.cache_dir else Path(run_dir) / "initdata" / "cache"
+    cache = Path(ic.cache_dir) if ic.cache_dir else RunLayout(run_dir).initdata / "cache"
     name = ec.model_name or ic.teacher_model
     if ec.kind == "openai" and ec.api == "chat":  # another prompt format: its answers are cached apart
         name += " [chat]"

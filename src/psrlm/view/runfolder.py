@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-# Folders of a run that are not search outputs (<method>/itN/ is, for any method or sweep label).
-NOT_SEARCHES = {"data", "models", "eval", "manifests", "logs", "replaced", "servers", "bench", "view", "report_plots"}
+from psrlm.run_layout import NOT_SEARCHES, RunLayout
+
 _MODEL = re.compile(r"^(?P<method>.+)-M(?P<n>\d+)$")
 
 
@@ -34,8 +34,9 @@ def check_run_dir(run_dir: Path) -> None:
         raise FileNotFoundError(f"{run_dir} does not exist")
     if not run_dir.is_dir():
         raise NotADirectoryError(f"{run_dir} is not a folder (give a run folder, e.g. runs/demo)")
-    if not (any((run_dir / d).is_dir() for d in ("data", "manifests", "eval")) or search_dirs(run_dir)
-            or (run_dir / "logs" / "runs.jsonl").is_file()):  # fmt: skip
+    layout = RunLayout(run_dir)
+    if not (any(d.is_dir() for d in (layout.data, layout.manifests, layout.evals)) or search_dirs(run_dir)
+            or layout.run_log.is_file()):  # fmt: skip
         raise FileNotFoundError(f"{run_dir} is not a run folder: no data/, manifests/, eval/, <method>/itN/ or "
                                 "logs/runs.jsonl in it (`psrlm iterate` makes one under paths.run_dir)")  # fmt: skip
 
@@ -61,7 +62,7 @@ def model_order(name: str) -> tuple:
 
 def recorded_config(run_dir: Path) -> dict | None:
     """The config of the run's last `iterate`/`demo` job (logs/runs.jsonl), else of any manifest, else None."""
-    runs = Path(run_dir) / "logs" / "runs.jsonl"
+    runs = RunLayout(run_dir).run_log
     if runs.is_file():
         for line in reversed(runs.read_text(encoding="utf-8", errors="replace").splitlines()):
             try:
@@ -70,7 +71,7 @@ def recorded_config(run_dir: Path) -> dict | None:
                 continue
             if rec.get("stage") in ("iterate", "demo") and isinstance(rec.get("config"), dict):
                 return rec["config"]
-    for path in sorted((Path(run_dir) / "manifests").glob("*.json")):
+    for path in sorted(RunLayout(run_dir).manifests.glob("*.json")):
         try:
             config = json.loads(path.read_text(encoding="utf-8")).get("config")
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
@@ -95,7 +96,8 @@ def run_stages(run_dir: Path) -> list[Stage]:
     blocks = list(it_cfg.get("questions") or [])
     stages: list[Stage] = []
 
-    fresh = run_dir / "data" / "fresh_questions.jsonl"
+    layout = RunLayout(run_dir)
+    fresh = layout.fresh_questions
     if fresh.is_file():
         stages.append(Stage("data", "done", f"data/fresh_questions.jsonl: {_lines(fresh)} questions"))
     else:
@@ -111,7 +113,7 @@ def run_stages(run_dir: Path) -> list[Stage]:
         stages.append(_search_stage(run_dir, m, it, found[(m, it)], None))
 
     models = ["M0"] + [f"{m}-M{n}" for m in methods for n in range(1, len(blocks) + 2)] if methods else []
-    evaluated = sorted((p.name for p in (run_dir / "eval").glob("*") if p.is_dir()), key=model_order)
+    evaluated = sorted((p.name for p in layout.evals.glob("*") if p.is_dir()), key=model_order)
     for name in models + [n for n in evaluated if n not in models]:
         stages.append(_eval_stage(run_dir, name))
     if it_cfg.get("eval_tts") and "psrlm" in methods:
@@ -119,9 +121,9 @@ def run_stages(run_dir: Path) -> list[Stage]:
             stages.append(_tts_stage(run_dir, name, max(0, int(it_cfg["eval_tts"])) or None))
     else:
         for name in evaluated:
-            if (run_dir / "eval" / name / "tts" / "traces.jsonl").is_file():
+            if layout.tts_traces(name).is_file():
                 stages.append(_tts_stage(run_dir, name, None))
-    if (run_dir / "summary.json").is_file():
+    if layout.summary.is_file():
         stages.append(Stage("summary", "done", "summary.json (the run finished)"))
     else:
         stages.append(Stage("summary", "missing", "summary.json: the run has not finished (`psrlm iterate` resumes)"))
@@ -129,14 +131,14 @@ def run_stages(run_dir: Path) -> list[Stage]:
 
 
 def _model_stage(run_dir: Path, name: str, what: str) -> Stage:
-    if (run_dir / "manifests" / f"{name}.json").is_file():
+    if RunLayout(run_dir).manifest(name).is_file():
         return Stage(name, "done", f"manifests/{name}.json, models/{name}/")
     return Stage(name, "missing", f"manifests/{name}.json ({what} not finished)")
 
 
 def _search_stage(run_dir: Path, method: str, it: int, folder: Path | None, planned: int | None) -> Stage:
     name, model = f"{method} it{it}", f"{method}-M{it}"
-    trained = (run_dir / "manifests" / f"{model}.json").is_file()
+    trained = RunLayout(run_dir).manifest(model).is_file()
     if folder is None:
         return Stage(name, "missing", f"{method}/it{it}/traces.jsonl: search by {method}-M{it - 1} not started")
     n = _lines(folder / "traces.jsonl")
@@ -149,7 +151,7 @@ def _search_stage(run_dir: Path, method: str, it: int, folder: Path | None, plan
 
 
 def _eval_stage(run_dir: Path, name: str) -> Stage:
-    folder = run_dir / "eval" / name
+    folder = RunLayout(run_dir).evaluation(name)
     files = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
     if not files:
         return Stage(f"eval {name}", "missing", f"eval/{name}/: not evaluated yet")
@@ -160,10 +162,11 @@ def _eval_stage(run_dir: Path, name: str) -> Stage:
 
 
 def _tts_stage(run_dir: Path, name: str, planned: int | None) -> Stage:
-    path = run_dir / "eval" / name / "tts" / "traces.jsonl"
+    layout = RunLayout(run_dir)
+    path = layout.tts_traces(name)
     if not path.is_file():
         return Stage(f"tts {name}", "missing", f"eval/{name}/tts/traces.jsonl: test-time search not run yet")
     n = _lines(path)
-    done = (run_dir / "eval" / name / "tts.json").is_file()
+    done = layout.eval_tts(name).is_file()
     of = f" ({planned} per TTS benchmark planned)" if planned else ""
     return Stage(f"tts {name}", "done" if done else "partial", f"eval/{name}/tts/traces.jsonl: {n}{of} problems")

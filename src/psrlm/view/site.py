@@ -28,6 +28,7 @@ from pathlib import Path
 
 from psrlm.judge import unique_candidates
 from psrlm.records import PreferencePair, Problem, RecordError, SearchTrace, from_dict, iter_json_rows, iter_jsonl
+from psrlm.run_layout import RunLayout
 from psrlm.steps import final_answer, split_steps
 from psrlm.view.runfolder import Stage, check_run_dir, model_order, recorded_config, run_stages, search_dirs
 
@@ -48,14 +49,15 @@ def _norm(text: str) -> str:
 class _Problems:
     """Problem records by id, from the run's data files: the searched questions and the arith splits."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, layout: RunLayout):
         self.by_id: dict[str, Problem] = {}
         # the searched questions (fresh pool, the frontier ladder's pools) and the held-out splits; a file in another
         # layout (arith_solutions.jsonl: the pool as a NuminaMath-style problem/solution source) holds no records
-        for path in [data_dir / "fresh_questions.jsonl", *sorted(data_dir.glob("arith_*.jsonl"))]:
+        fresh = layout.fresh_questions
+        for path in [fresh, *sorted(layout.data.glob("arith_*.jsonl"))]:
             if path.is_file():
                 for n, (i, obj) in enumerate(iter_json_rows(path)):
-                    if n == 0 and path.name != "fresh_questions.jsonl" and "question" not in obj:
+                    if n == 0 and path != fresh and "question" not in obj:
                         break
                     p = from_dict(Problem, obj, f"{path}:{i}")
                     self.by_id.setdefault(p.id, p)
@@ -257,12 +259,12 @@ def _sources(run_dir: Path) -> list[dict]:
     """Every folder of traces: <method>/itN/ (searched by <method>-M(N-1)) and eval/<model>/tts/ (test-time)."""
     out = [{"method": m, "it": it, "by": f"{m}-M{it - 1}", "path": str(d.relative_to(run_dir))}
            for m, it, d in search_dirs(run_dir)]  # fmt: skip
-    eval_dir = run_dir / "eval"
-    models = sorted((p.name for p in eval_dir.glob("*") if (p / "tts" / "traces.jsonl").is_file()), key=model_order)
+    layout = RunLayout(run_dir)
+    models = sorted((p.name for p in layout.evals.glob("*") if layout.tts_traces(p.name).is_file()), key=model_order)
     for name in models:
         n = name.rsplit("-M", 1)[1] if "-M" in name else ""
         out.append({"method": "tts", "it": int(n) if n.isdigit() else 0, "by": name,
-                    "path": str((eval_dir / name / "tts").relative_to(run_dir))})  # fmt: skip
+                    "path": str(layout.tts_search(name).relative_to(run_dir))})  # fmt: skip
     return out
 
 
@@ -293,10 +295,10 @@ def _trace_record(i: int, src_no: int, trace: SearchTrace, problem: Problem | No
 
 
 def _eval_files(run_dir: Path) -> list[tuple[str, str, Path]]:
-    eval_dir = run_dir / "eval"
+    layout = RunLayout(run_dir)
     out = []
-    for model in sorted((p.name for p in eval_dir.glob("*") if p.is_dir()), key=model_order):
-        for path in sorted((eval_dir / model).glob("*.jsonl")):
+    for model in sorted((p.name for p in layout.evals.glob("*") if p.is_dir()), key=model_order):
+        for path in sorted(layout.evaluation(model).glob("*.jsonl")):
             out.append((model, path.stem, path))
     return out
 
@@ -373,7 +375,7 @@ def build_site(run_dir: Path, out: Path | None = None, stages: list[Stage] | Non
     check_run_dir(run_dir)
     out = Path(out).resolve() if out else run_dir / "view"
     stages = stages if stages is not None else run_stages(run_dir)
-    problems = _Problems(run_dir / "data")
+    problems = _Problems(RunLayout(run_dir))
     tmp = _fresh_folder(out)
     try:
         summary = _write_site(tmp, run_dir, stages, problems)
