@@ -30,23 +30,12 @@ from pathlib import Path
 
 from psrlm.benchmark_names import parse_benchmarks
 from psrlm.configs import Config, ConfigError, check_for_iterate
-from psrlm.dry_run import dry_run  # noqa: F401 (read here by psrlm.cli until its own commit)
-from psrlm.evaluation import (  # noqa: F401 (eval_folder, evaluate_judge, tts_*: psrlm.cli, until its commit)
-    eval_folder,
-    evaluate_appendix_b,
-    evaluate_judge,
-    evaluate_model,
-    evaluate_tts,
-    shots_of,
-    tts_problems,
-    tts_search_cfg,
-)
-from psrlm.identity import generation_settings  # noqa: F401 (psrlm.cli)
+from psrlm.evaluation import evaluate_appendix_b, evaluate_model, evaluate_tts, shots_of
 from psrlm.m0 import check_prebuilt_m0, ensure_m0
 from psrlm.questions import iteration_questions, prepare_data, question_blocks
 from psrlm.records import StepSolution, read_jsonl, write_json
 from psrlm.runfolder import Run
-from psrlm.stages import EngineFailure, ensure_m1, ensure_policy_eft, loop_stages, run_iteration  # noqa: F401 (EngineFailure: psrlm.cli)
+from psrlm.stages import ensure_m1, ensure_policy_eft, loop_stages, run_iteration
 from psrlm.summary_table import format_table
 
 log = logging.getLogger(__name__)

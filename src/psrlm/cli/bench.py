@@ -27,9 +27,10 @@ def cmd_bench(cfg: Config, args: argparse.Namespace) -> dict:
     from psrlm.bench import print_report, run_bench
     from psrlm.folders import FolderLock
     from psrlm.initdata.build import build_arith_data
-    from psrlm.iterate import check_paths, ensure_m1
+    from psrlm.iterate import check_paths
     from psrlm.m0 import ensure_m0
     from psrlm.runfolder import Run
+    from psrlm.stages import ensure_m1
 
     check_paths(cfg)
     with FolderLock(Path(cfg.paths.run_dir), "bench"):

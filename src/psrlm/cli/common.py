@@ -8,9 +8,9 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from psrlm.configs import Config, config_to_dict, save_config
+from psrlm.run_layout import RunLayout
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def record_run(cfg: Config, stage: str, started: float, result: dict) -> None:
     save the config beside it."""
     from psrlm.records import JsonlAppender
 
-    logs = Path(cfg.paths.run_dir) / "logs"
+    logs = RunLayout(cfg.paths.run_dir).logs
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
     save_config(cfg, logs / f"{stage.replace(' ', '_')}-{stamp}.yaml")
     entry = {

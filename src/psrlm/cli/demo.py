@@ -11,6 +11,7 @@ from psrlm.cli.common import add_config_args, add_fresh_arg, command
 from psrlm.cli.data import cmd_data_arith
 from psrlm.cli.iterate import cmd_iterate
 from psrlm.configs import Config
+from psrlm.run_layout import RunLayout
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,7 +54,7 @@ def cmd_demo(cfg: Config, args: argparse.Namespace) -> dict:
     result = cmd_iterate(cfg, args)
     from psrlm.report import report
 
-    out = Path(cfg.paths.run_dir) / "report.md"
+    out = RunLayout(cfg.paths.run_dir).report
     report([Path(cfg.paths.run_dir)], out)
     print(f"report: {out}")
     took = time.time() - started
@@ -65,7 +66,7 @@ def cmd_demo(cfg: Config, args: argparse.Namespace) -> dict:
             raise ValueError("--calibrate-reference needs one recipe (-c) with iterate.m0_path set")
         from psrlm.records import read_json
 
-        timings = read_json(Path(cfg.paths.run_dir) / "timings.json")
+        timings = read_json(RunLayout(cfg.paths.run_dir).timings)
         path = estimate.write_reference(recipe, cfg, estimate.calibrate(cfg, m0), timings,
                                         estimate.recipe_fingerprint(cfg))  # fmt: skip
         print(f"reference: {path}")

@@ -16,8 +16,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """What a user's input or machine can cause: reported in one line, never as a traceback."""
     from psrlm.engines.openai_api import EngineError
     from psrlm.engines.servers import ServerError
-    from psrlm.iterate import EngineFailure
     from psrlm.launch import JobError
+    from psrlm.stages import EngineFailure
 
     return (ConfigError, RecordError, WriteError, FileNotFoundError, NotADirectoryError, ValueError, EngineError,
             ServerError, EngineFailure, JobError)  # fmt: skip

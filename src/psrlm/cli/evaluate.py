@@ -62,22 +62,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     command(p, cmd_eval, "eval", computes=True)
 
 
-def _equation_accuracy(run, engine, names: list[str], n: int, out_dir: Path) -> dict:
+def _equation_accuracy(run, engine, names: list[str], n: int, name: str) -> dict:
     """Teacher-forced arithmetic on the first n problems of each arith split, in the loop's layout and in M0's."""
     from psrlm.benchmark_names import ARITH_NAMES
-    from psrlm.evaluate import EQUATION_LAYOUTS, equation_accuracy
-    from psrlm.runfolder import cached
+    from psrlm.evaluation import equations_cached
 
     splits = [b for b in names if b in ARITH_NAMES]
     if not splits:
         raise ValueError("--equations needs an arith split in --benchmarks (the gold step chains it forces)")
-    benchmarks = run.benchmarks(splits, n)
-
-    def compute() -> dict:
-        return {b: {lay: equation_accuracy(ps, engine, run.prompts, lay) for lay in EQUATION_LAYOUTS}
-                for b, ps in benchmarks.items()}  # fmt: skip
-
-    found = cached(out_dir / "equations.json", {"n": n, "splits": splits}, compute)
+    found = equations_cached(run, name, engine, splits, n)
     print("| benchmark | layout | equations | right | + | - | * | / |\n|---|---|---|---|---|---|---|---|")
     for b in splits:
         for lay, e in found[b].items():
@@ -91,19 +84,13 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
     """Evaluate one model: greedy accuracy + step statistics per benchmark, judge accuracy, optionally test-time
     search vs greedy and the Appendix B comparison. Results go to <run>/eval/<name>/ (per-problem JSONL, resumable;
     recomputed when the model or a setting that changes results differs from what made them)."""
+    from contextlib import nullcontext
+
     from psrlm.benchmark_names import ARITH_SPLITS, parse_benchmarks
-    from psrlm.evaluate import evaluate_benchmarks, tts_vs_greedy
+    from psrlm.evaluate import evaluate_benchmarks
+    from psrlm.evaluation import eval_folder, evaluate_appendix_b, judge_cached, measure_tts
     from psrlm.folders import check_writable
-    from psrlm.iterate import (
-        eval_folder,
-        evaluate_appendix_b,
-        evaluate_judge,
-        generation_settings,
-        tts_problems,
-        tts_search_cfg,
-    )
-    from psrlm.records import sha256_file
-    from psrlm.runfolder import Run, cached
+    from psrlm.runfolder import Run
 
     run = Run(cfg)
     names = parse_benchmarks(args.benchmarks)
@@ -120,7 +107,7 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
         scorer = resolve_model(args.appendix_b, "--appendix-b") if args.appendix_b else None
     else:
         scorer = args.appendix_b
-    check_writable(run.dir / "eval")  # before a model is loaded
+    check_writable(run.layout.evals)  # before a model is loaded
     needs_arith = any(n in ARITH_SPLITS for n in names) or (args.judge and not args.eft) or args.tts or args.appendix_b
     if run.arith and needs_arith:
         from psrlm.initdata.build import build_arith_data
@@ -148,28 +135,14 @@ def cmd_eval(cfg: Config, args: argparse.Namespace) -> dict:
                   f"| {s['hit_token_cap']} |")  # fmt: skip
         result["benchmarks"] = summaries
         if args.equations:
-            result["equations"] = _equation_accuracy(run, engine, names, args.equations, out_dir)
+            result["equations"] = _equation_accuracy(run, engine, names, args.equations, name)
         if args.judge:
-            eft = Path(args.eft) if args.eft else run.eft_test_file()
-            judge_settings = {"eft_file": sha256_file(eft), "n": cfg.iterate.eval_eft, "few_shot": args.few_shot,
-                              "judge_max_tokens": cfg.search.judge_max_tokens}  # fmt: skip
-            judged = cached(out_dir / "judge.json", judge_settings,
-                            lambda: evaluate_judge(run, engine, args.few_shot, args.eft))  # fmt: skip
+            judged = judge_cached(run, name, engine, args.few_shot, args.eft)
             print("judge: " + json.dumps({k: v for k, v in judged.items() if k != "settings"}))
             result.update(judged)
         if args.tts:
-            search_cfg = tts_search_cfg(run)
-            benches = run.tts_benchmarks()
-            tts_settings = {"n": args.tts, "benchmarks": benches, "search": generation_settings(search_cfg)}
-
-            def run_tts() -> dict:
-                problems, groups = tts_problems(run, args.tts)
-                tts = tts_vs_greedy(problems, engine, run.prompts, search_cfg, out_dir, max_tokens,
-                                    settings=tts_settings, root=run.dir, groups=groups,
-                                    include_percentage=cfg.grading.include_percentage)  # fmt: skip
-                return {"model": name, "benchmark": ", ".join(benches), **tts}
-
-            tts = cached(out_dir / "tts.json", tts_settings, run_tts)
+            # the loop's orchestration and cache (eval/<name>/tts.json); a standalone eval banks no stage time
+            tts = measure_tts(run, name, out_dir, args.tts, max_tokens, lambda: nullcontext(engine), timed=False)
             for b, t in {**tts.get("benchmarks", {}), "all": tts}.items():
                 print(f"TTS vs greedy on {t['n']} {b} problems: accuracy {t['greedy']['accuracy']:.3f} -> "
                       f"{t['tts']['accuracy']:.3f} at {t['token_ratio']:.1f}x the tokens")  # fmt: skip

@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_iterate(cfg: Config, args: argparse.Namespace) -> dict:
-    from psrlm.iterate import dry_run, run_all
+    from psrlm.dry_run import dry_run
+    from psrlm.iterate import run_all
 
     if getattr(args, "dry_run", False):  # (`psrlm demo` has no --dry-run)
         print("\n".join(dry_run(cfg, fresh=args.fresh, rebuild_m0=args.rebuild_m0)))

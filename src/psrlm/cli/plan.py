@@ -7,6 +7,7 @@ from pathlib import Path
 
 from psrlm.cli.common import add_config_args, command
 from psrlm.configs import Config
+from psrlm.run_layout import RunLayout
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +32,7 @@ def cmd_plan(cfg: Config, args: argparse.Namespace) -> dict:
     from psrlm.plan import calibration, format_plan, plan
 
     run_dir = Path(args.run) if args.run else None
-    if cfg.data.source == "arith" and not (Path(run_dir or cfg.paths.run_dir) / "data" / "ift.jsonl").exists():
+    if cfg.data.source == "arith" and not RunLayout(run_dir or cfg.paths.run_dir).ift.exists():
         from psrlm.initdata.build import build_arith_data
 
         build_arith_data(cfg)

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from psrlm.cli.common import command
+from psrlm.run_layout import RunLayout
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -74,11 +75,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         from psrlm.figures import data_distribution
 
         for d in args.run_dirs:
-            md = out if out and len(args.run_dirs) == 1 else Path(d) / "report.md"
+            md = out if out and len(args.run_dirs) == 1 else RunLayout(d).report
             data_distribution(Path(d), md.parent / f"{md.stem}_plots" / "figure2_data.png")
     print(report([Path(d) for d in args.run_dirs], out, plots=args.plots))
     if len(args.run_dirs) == 1:
-        print(f"report: {out or Path(args.run_dirs[0]) / 'report.md'}")
+        print(f"report: {out or RunLayout(args.run_dirs[0]).report}")
     return 0
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from psrlm.cli.common import add_config_args, command, count
 from psrlm.configs import Config
+from psrlm.run_layout import RunLayout
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +41,7 @@ def cmd_search(cfg: Config, args: argparse.Namespace) -> dict:
     """Self-judging step search (or the SRLM baseline) over a problem file, resumable into --out."""
     from psrlm.engines import engine_for
     from psrlm.folders import FolderLock, claim_settings, recorded_extra
-    from psrlm.iterate import generation_settings
+    from psrlm.identity import generation_identity
     from psrlm.prompts import prompts_of
     from psrlm.records import read_problems
 
@@ -63,11 +64,12 @@ def cmd_search(cfg: Config, args: argparse.Namespace) -> dict:
         from psrlm.evaluate import eval_settings
 
         ident, extra = eval_settings(cfg.engine, model, cfg.prompts.variant, 0, None, recorded_extra(out))
-        section = "srlm" if args.method == "srlm" else "search"
+        gen_cfg = cfg.search if args.method == "psrlm" else cfg.srlm
+        # the prompts and generation keys as iterate's search folders record them
         settings = {"method": args.method, "model": ident["model"], "engine": ident["engine"],
-                    "prompts": {"variant": cfg.prompts.variant}, section: generation_settings(getattr(cfg, section))}  # fmt: skip
+                    **generation_identity(args.method, gen_cfg, cfg.prompts.variant)}  # fmt: skip
         claim_settings(out, settings, fresh=args.fresh, extra=extra)
-        with engine_for(cfg.engine, model, Path(cfg.paths.run_dir) / "servers", "search") as engine:
+        with engine_for(cfg.engine, model, RunLayout(cfg.paths.run_dir).servers, "search") as engine:
             return _search(cfg, args, problems, engine, prompts_of(cfg), model, out)
     finally:
         lock.release()
@@ -75,16 +77,11 @@ def cmd_search(cfg: Config, args: argparse.Namespace) -> dict:
 
 def _search(cfg: Config, args: argparse.Namespace, problems, engine, prompts, model, out: Path) -> dict:
     from psrlm.records import write_json
+    from psrlm.stages import generate_pairs
 
     started = time.time()
-    if args.method == "srlm":
-        from psrlm.srlm import run_srlm
-
-        result = run_srlm(problems, engine, prompts, cfg.srlm, out_dir=out)
-    else:
-        from psrlm.search import run_search
-
-        result = run_search(problems, engine, prompts, cfg.search, out_dir=out, iteration=args.iteration)
+    gen_cfg = cfg.search if args.method == "psrlm" else cfg.srlm
+    result = generate_pairs(args.method, problems, engine, prompts, gen_cfg, out, args.iteration)
     summary = {**result.summary(), "method": args.method, "model": str(model), "wall_s": time.time() - started}
     write_json(out / "summary.json", summary)
     for k, v in summary.items():
