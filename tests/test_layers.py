@@ -4,7 +4,8 @@ in a circle.
 Layers, top to bottom (a module may import from its own layer or any layer below):
 
     cli         the command line
-    tools       read, plan or publish around runs: plan, bench, report, figures, estimate, export/, view/
+    tools       read, plan or publish around runs: plan, bench, report, report_tables, report_plots, figures,
+                estimate, export/, view/
     pipeline    drive the method over a run folder: runfolder (`Run`, `cached`), m0, identity, questions, stages,
                 evaluation, dry_run, iterate, summary_table, sweep, frontier, initdata/eft_pipeline, launch
     domain      the method's parts: search, srlm, train, evaluate, prm, engines/, initdata/, tasks/, tiny,
@@ -71,6 +72,8 @@ LAYER_OF = {
     "psrlm.plan": "tools",
     "psrlm.bench": "tools",
     "psrlm.report": "tools",
+    "psrlm.report_tables": "tools",
+    "psrlm.report_plots": "tools",
     "psrlm.figures": "tools",
     "psrlm.estimate": "tools",
     "psrlm.export": "tools",

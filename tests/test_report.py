@@ -112,7 +112,7 @@ def test_single_run_report_tables_and_plots(tmp_path):
 
 
 def test_judge_by_error_kind_table_prefers_the_soft_reading():
-    from psrlm.report import table_judge_kinds
+    from psrlm.report_tables import table_judge_kinds
 
     kinds = {"arithmetic_slip": {"n": 74, "accuracy": 0.527}, "premature_answer": {"n": 57, "accuracy": 1.0}}
     models = {"M0": {"judge": {"judge_accuracy": 0.0}},

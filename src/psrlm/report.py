@@ -10,20 +10,38 @@ One run (read from its manifests and `eval/` folder, so later `psrlm eval` resul
 Several runs of the same recipe with different `iterate.seed`: for each split, the PSRLM and SRLM M1 -> Mn change
 per seed, their mean with a 95 % t-interval across seeds, and the PSRLM - SRLM difference, so the question "does
 PSRLM Mn beat M1, and beat SRLM's change?" gets a number with its uncertainty.
+
+The tables are drawn in report_tables.py, the plots in report_plots.py; here: what a run holds (collect, and what
+of it is stale), the science check, and the report put together.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import re
 import statistics
 from pathlib import Path
 
 from psrlm.confidence import mean_ci
-from psrlm.records import atomic_write_text, read_json, save_figure, write_json
+from psrlm.records import atomic_write_text, read_json, write_json
+from psrlm.report_plots import plot_run
+from psrlm.report_tables import (
+    iteration_of,
+    last_iteration,
+    markdown_table,
+    method_of,
+    parse_name,
+    table_accuracy,
+    table_appendix_b,
+    table_deltas,
+    table_judge,
+    table_judge_kinds,
+    table_pairs,
+    table_steps,
+    table_tts,
+)
 from psrlm.run_layout import RunLayout
-from psrlm.summary_table import fmt, format_table, judge_label
+from psrlm.summary_table import format_table, judge_label
 
 
 def load_summary(run_dir: Path) -> dict:
@@ -31,11 +49,6 @@ def load_summary(run_dir: Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `psrlm iterate` for {run_dir} first")
     return read_json(path)
-
-
-def last_iteration(models: dict, method: str) -> str | None:
-    its = sorted(it for m, it in map(_parse_name, models) if m == method and it is not None)
-    return f"{method}-M{its[-1]}" if its and its[-1] > 1 else None
 
 
 def deltas(summary: dict, split: str) -> dict[str, float]:
@@ -106,22 +119,6 @@ def format_science(result: dict) -> str:
 # ------------------------------------------------------------------------------------- one run: collect
 
 
-def _parse_name(name: str) -> tuple[str | None, int | None]:
-    """ "psrlm-M3" -> ("psrlm", 3); "M0" -> (None, 0); a name `psrlm eval --name` chose -> (None, None)."""
-    if name == "M0":
-        return None, 0
-    m = re.fullmatch(r"(.+)-M(\d+)", name)
-    return (m.group(1), int(m.group(2))) if m else (None, None)
-
-
-def _iteration(name: str) -> int | None:
-    return _parse_name(name)[1]
-
-
-def _method(name: str) -> str | None:
-    return _parse_name(name)[0]
-
-
 def collect(run_dir: Path) -> dict:
     """Everything the report shows for one run: {models: {name: metrics}, stale: {name: why}, tts, appendix_b,
     timings_s, wall_s}.
@@ -142,7 +139,7 @@ def collect(run_dir: Path) -> dict:
                                 "`psrlm eval` for it first")  # fmt: skip
     stale = staleness(run_dir, names, summary.get("models", {}))
     models: dict = {}
-    for name in sorted(names, key=lambda n: (_method(n) or "", _iteration(n) is None, _iteration(n) or 0, n)):
+    for name in sorted(names, key=lambda n: (method_of(n) or "", iteration_of(n) is None, iteration_of(n) or 0, n)):
         if name in stale:
             continue
         m = dict(summary.get("models", {}).get(name, {}))
@@ -198,8 +195,8 @@ def staleness(run_dir: Path, names: set[str], summarised: dict) -> dict[str, str
     layout = RunLayout(run_dir)
     manifests = {n: read_json(layout.manifest(n)) for n in names if layout.manifest(n).exists()}
     stamped = any(layout.evals.glob(f"*/{SETTINGS_NAME}"))
-    for name in sorted(names, key=lambda n: (_iteration(n) or 0, n)):  # parents before their children
-        method, it = _parse_name(name)
+    for name in sorted(names, key=lambda n: (iteration_of(n) or 0, n)):  # parents before their children
+        method, it = parse_name(name)
         man = manifests.get(name)
         if man is not None and man.get("model_path") and not layout.model(name).is_dir():
             stale[name] = "its model is gone from models/ (moved to replaced/ by --fresh?)"
@@ -233,295 +230,7 @@ def staleness(run_dir: Path, names: set[str], summarised: dict) -> dict[str, str
     return stale
 
 
-def _benchmark_names(models: dict) -> list[str]:
-    from psrlm.benchmark_names import ALL_BENCHMARKS
-
-    seen = {b for m in models.values() for b in m.get("benchmarks", {})}
-    return [b for b in ALL_BENCHMARKS if b in seen] + sorted(seen - set(ALL_BENCHMARKS))
-
-
-def _table(head: list[str], rows: list[list[str]]) -> str:
-    return "\n".join(
-        ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
-    )
-
-
-# ---------------------------------------------------------------------------------------- one run: tables
-
-
-def _common_n(models: dict, b: str) -> int | None:
-    """The number of problems every model was evaluated on for benchmark `b`, or None when they differ."""
-    ns = {m["benchmarks"][b].get("n") for m in models.values() if b in m["benchmarks"]}
-    return ns.pop() if len(ns) == 1 and None not in ns else None
-
-
-def _bench_header(models: dict, b: str) -> str:
-    n = _common_n(models, b)
-    return f"{b} (n varies)" if n is None else f"{b} (n={n})"
-
-
-def table_accuracy(models: dict) -> str:
-    """Table 1: greedy accuracy per benchmark, with the mean over benchmarks (only for models evaluated on all)."""
-    benches = _benchmark_names(models)
-    rows = []
-    for name, m in models.items():
-        accs = [m["benchmarks"].get(b, {}).get("accuracy") for b in benches]
-        avg = statistics.mean(accs) if accs and None not in accs else None
-        rows.append([shots_label(name, m, "benchmarks")] + [fmt(a) for a in accs] + [fmt(avg)])
-    return _table(["model", *(_bench_header(models, b) for b in benches), "avg"], rows)
-
-
-def table_deltas(models: dict) -> str:
-    """Table 2: the M1 -> Mn change per benchmark and method."""
-    benches = _benchmark_names(models)
-    rows = []
-    for method in ("psrlm", "srlm"):
-        last = last_iteration(models, method)
-        first = models.get(f"{method}-M1")
-        if not last or not first:
-            continue
-        cells = []
-        for b in benches:
-            a, z = (
-                first["benchmarks"].get(b, {}).get("accuracy"),
-                models[last]["benchmarks"].get(b, {}).get("accuracy"),
-            )
-            cells.append("-" if a is None or z is None else f"{z - a:+.3f}")
-        rows.append([f"{method}-M1 → {last}", *cells])
-    return _table(["change", *benches], rows)
-
-
-def shots_label(name: str, m: dict, what: str) -> str:
-    """`name`, marked "(3-shot)" where its `what` ("benchmarks" or "judge") numbers were asked 3-shot
-    (iterate.m0_three_shot; results from before the setting: both as `few_shot` says)."""
-    few = m.get("few_shot") if what == "benchmarks" else m.get("judge_few_shot", m.get("few_shot"))
-    return f"{name} (3-shot)" if few else name
-
-
-def table_judge(models: dict) -> str:
-    """Table 3: judge accuracy on the EFT test split (M0 3-shot as iterate.m0_three_shot says, later models
-    zero-shot); `context` counts the judgments whose prompt did not fit the model's context (counted wrong)."""
-    rows = []
-    for name, m in models.items():
-        j, soft = m.get("judge") or {}, m.get("judge_soft") or {}
-        rows.append([shots_label(name, m, "judge"), fmt(j.get("judge_accuracy")), fmt(j.get("consistency")),
-                     fmt(j.get("no_verdict_rate")), str(j.get("context_skipped", "-")), fmt(soft.get("accuracy")),
-                     fmt(soft.get("single_order_accuracy")), fmt(soft.get("position_bias"))])  # fmt: skip
-    head = ["model", "judge acc (generated)", "A/B consistency", "no verdict", "skipped (context)",
-            "soft acc (both orders)", "soft acc (one order)", "P(first) bias"]  # fmt: skip
-    return _table(head, rows)
-
-
-def table_judge_kinds(models: dict) -> str | None:
-    """Table 3 by EFT error kind: the soft judge (both orders) where it was measured, else generated verdicts."""
-    kinds = sorted({k for m in models.values() for key in ("judge_soft", "judge")
-                    for k in ((m.get(key) or {}).get("by_kind") or {})})  # fmt: skip
-    if not kinds:
-        return None
-    rows = []
-    for name, m in models.items():
-        soft = (m.get("judge_soft") or {}).get("by_kind")
-        by_kind, how = (soft, "soft") if soft else ((m.get("judge") or {}).get("by_kind"), "generated")
-        if by_kind:
-            rows.append([name, how, *(fmt((by_kind.get(k) or {}).get("accuracy")) for k in kinds)])
-    n = {k: max(((m.get(key) or {}).get("by_kind") or {}).get(k, {}).get("n", 0)
-                for m in models.values() for key in ("judge_soft", "judge")) for k in kinds}  # fmt: skip
-    return _table(["model", "verdict", *(f"{k} (n={n[k]})" for k in kinds)], rows)
-
-
-def table_steps(models: dict) -> str:
-    """Table 4: steps per solution and tokens per step, per benchmark."""
-    benches = _benchmark_names(models)
-    rows = []
-    for name, m in models.items():
-        cells = []
-        for b in benches:
-            s = m["benchmarks"].get(b)
-            tok = s.get("mean_step_tokens") if s else None
-            if not s or s.get("mean_steps") is None:
-                cells.append("-")
-            else:
-                cells.append(
-                    f"{s['mean_steps']:.2f} / " + (f"{tok:.1f}" if tok else fmt(s.get("mean_step_chars"), ".0f") + "c")
-                )
-        rows.append([name, *cells])
-    return _table(["model", *(f"{b} steps / len" for b in benches)], rows)
-
-
-def table_tts(models: dict) -> str | None:
-    """Tables 5/9: greedy vs test-time search with the model's own step judging, per benchmark and over all, the
-    compute each spent, and the rules the search followed (inference: a tie takes its step; training: rollback)."""
-    rows = []
-    for name, m in models.items():
-        t = m.get("tts")
-        if not t:
-            continue
-        rules = t.get("rules") or {}
-        how = "training" if rules.get("ties", "rollback") == "rollback" else "inference"
-        parts = {**(t.get("benchmarks") or {}), "all": t} if t.get("benchmarks") else {t.get("benchmark", "-"): t}
-        for bench, b in parts.items():
-            g, s = b["greedy"], b["tts"]
-            rows.append([name, bench, how, str(b["n"]), fmt(g["accuracy"]), fmt(s["accuracy"]),
-                         f"{g['tokens_per_problem']:.0f}", f"{s['tokens_per_problem']:.0f}",
-                         f"{s['judge_calls_per_problem']:.1f}", f"{b['time_ratio']:.1f}×"])  # fmt: skip
-    if not rows:
-        return None
-    head = ["model", "benchmark", "search rules", "problems", "greedy acc", "TTS acc", "greedy tokens/problem",
-            "TTS tokens/problem", "judge calls/problem", "TTS time / greedy time"]  # fmt: skip
-    return _table(head, rows)
-
-
-def table_appendix_b(ab: dict | None) -> str | None:
-    if not ab:
-        return None
-    names = {"pairwise": "pairwise, generated verdict", "pairwise_soft": "pairwise, verdict from logits",
-             "scoring": "solution scoring"}  # fmt: skip
-    rows = [[names[kind], fmt(ab[kind]["agreement"]), fmt(ab[kind]["consistency"]), fmt(ab[kind]["no_preference_rate"])]
-            for kind in names if ab.get(kind)]  # fmt: skip
-    both = (ab.get("pairwise_soft") or {}).get("both_orders_agreement")
-    summed = (
-        ""
-        if both is None
-        else f" Logit verdicts summed over both orders (how the soft search reads them): {both:.3f}."
-    )
-    return (
-        f"{ab['n']} EFT test items; pairwise judge {Path(ab['pair_judge']).name}, scorer {Path(ab['scorer']).name}. "
-        f"Consistency: pairwise under the A/B swap, scoring under resampling.{summed}\n\n"
-        + _table(["judging", "agreement with ground truth", "consistency", "no preference"], rows)
-    )
-
-
-def table_pairs(models: dict) -> str | None:
-    """Preference pairs each iteration trained on. Oracle columns (arith): precision = chosen right and rejected
-    wrong; both wrong = neither step right; own-pair judge accuracy = among pairs with exactly one right step, the
-    share where the judge chose it (0.5 = chance: the judge cannot tell its own steps apart)."""
-    rows = []
-    for name, m in models.items():
-        man = m.get("manifest") or {}
-        search, prec = man.get("search") or {}, man.get("pair_precision") or {}
-        if not search:
-            continue
-        cw, wc, labelled = prec.get("correct_wrong"), prec.get("wrong_correct"), prec.get("labelled")
-        own = cw / (cw + wc) if cw is not None and wc is not None and cw + wc else None
-        both_wrong = prec["both_wrong"] / labelled if labelled and "both_wrong" in prec else None
-        rows.append([judge_label(name, man), str(search.get("problems", "-")), str(search.get("pairs", "-")), fmt(prec.get("precision")),
-                     fmt(both_wrong), fmt(own), fmt(search.get("tie_rate")), fmt(search.get("rollback_rate")),
-                     fmt(search.get("no_verdict_rate"))])  # fmt: skip
-    if not rows:
-        return None
-    head = ["trained model (pairs from its parent)", "questions", "pairs", "pair precision (oracle)", "both wrong",
-            "own-pair judge accuracy", "tie rate", "rollback rate", "no-verdict rate"]  # fmt: skip
-    return _table(head, rows) + "\n\n" + " ".join(table_pairs.__doc__.split())
-
-
-# ----------------------------------------------------------------------------------------- one run: plots
-
-
-def _series(models: dict, method: str, value) -> tuple[list[int], list[float]]:
-    xs, ys = [], []
-    for name, m in models.items():
-        if _iteration(name) is not None and (name == "M0" or _method(name) == method):
-            y = value(m)
-            if y is not None:
-                xs.append(_iteration(name))
-                ys.append(y)
-    order = sorted(range(len(xs)), key=lambda i: xs[i])
-    return [xs[i] for i in order], [ys[i] for i in order]
-
-
-def plot_run(collected: dict, out_dir: Path) -> list[Path]:
-    """PNG plots vs iteration (M0 = iteration 0, shared by both methods); returns the files written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = collected["models"]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    styles = {"psrlm": dict(color="tab:blue", marker="o", label="PSRLM"), "srlm": dict(color="tab:orange", marker="s", label="SRLM")}  # fmt: skip
-    written = []
-
-    def save(fig, name):
-        fig.tight_layout()
-        save_figure(fig, out_dir / name, dpi=110)
-        plt.close(fig)
-        written.append(out_dir / name)
-
-    def panel(ax, value, title, ylabel):
-        for method, style in styles.items():
-            xs, ys = _series(models, method, value)
-            if len(xs) > (1 if xs and xs[0] == 0 else 0):
-                ax.plot(xs, ys, **style)
-        ax.set_title(title)
-        ax.set_xlabel("iteration (0 = M0)")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-
-    benches = _benchmark_names(models)
-    if not benches:  # nothing evaluated yet: no accuracy, judge or step plots to draw
-        return written
-    fig, axes = plt.subplots(1, len(benches), figsize=(4.2 * len(benches), 3.4), squeeze=False)
-    for ax, b in zip(axes[0], benches, strict=True):
-        n = _common_n(models, b)
-        n_label = "" if n is None else f" (n={n})"
-        panel(
-            ax, lambda m, b=b: m["benchmarks"].get(b, {}).get("accuracy"), f"greedy accuracy: {b}{n_label}", "accuracy"
-        )
-        ax.set_ylim(bottom=0)
-    axes[0][0].legend()
-    save(fig, "accuracy_vs_iteration.png")
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-
-    def generated(m):  # a model that never writes a verdict (M0, SRLM's scorer) has no pairwise accuracy to plot
-        j = m.get("judge") or {}
-        return None if j.get("no_verdict_rate", 0) >= 0.999 else j.get("judge_accuracy")
-
-    panel(axes[0], generated, "judge accuracy (generated verdicts)", "accuracy")
-    panel(
-        axes[1],
-        lambda m: (m.get("judge_soft") or {}).get("accuracy"),
-        "judge accuracy (soft, both orders)",
-        "accuracy",
-    )
-    for ax in axes:
-        ax.axhline(0.5, color="grey", lw=0.8, ls="--", label="chance")
-        ax.set_ylim(0, 1)
-        ax.legend(fontsize=8)
-    save(fig, "judge_vs_iteration.png")
-
-    b0 = benches[0] if benches else None
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    panel(axes[0], lambda m: m["benchmarks"].get(b0, {}).get("mean_steps"), f"steps per solution: {b0}", "steps")
-    panel(axes[1], lambda m: m["benchmarks"].get(b0, {}).get("mean_step_tokens") or m["benchmarks"].get(b0, {}).get("mean_step_chars"),
-          f"step length: {b0}", "tokens per step (chars for older runs)")  # fmt: skip
-    for ax in axes:
-        ax.set_ylim(bottom=0)
-    axes[0].legend()
-    save(fig, "steps_vs_iteration.png")
-
-    xs, ys, ns = [], [], []
-    for name, m in models.items():
-        prec = ((m.get("manifest") or {}).get("pair_precision") or {}).get("precision")
-        if _method(name) == "psrlm" and prec is not None:
-            xs.append(_iteration(name))
-            ys.append(prec)
-            ns.append(((m.get("manifest") or {}).get("search") or {}).get("pairs", 0))
-    if xs:
-        fig, ax = plt.subplots(figsize=(4.8, 3.4))
-        ax.plot(xs, ys, **styles["psrlm"])
-        for x, y, n in zip(xs, ys, ns, strict=True):
-            ax.annotate(f"{n} pairs", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
-        ax.set_title("PPD pair precision (oracle)")
-        ax.set_xlabel("model trained on the pairs")
-        ax.set_xticks(xs, [f"M{x}" for x in xs])
-        ax.set_ylabel("chosen right and rejected wrong")
-        ax.set_ylim(0, max(0.2, max(ys) * 1.3))
-        ax.margins(x=0.15)
-        ax.grid(alpha=0.3)
-        save(fig, "pair_precision_vs_iteration.png")
-    return written
+# ---------------------------------------------------------------------------------------------- the report
 
 
 def report_run(run_dir: Path, plots_dir: Path | None = None) -> str:
@@ -548,7 +257,7 @@ def report_run(run_dir: Path, plots_dir: Path | None = None) -> str:
             parts += [f"\n## {title}\n", text]
     if c["stale"]:
         parts += ["\n## Stale results (not in the tables above)\n",
-                  _table(["result", "why it is stale"], [[n, why] for n, why in c["stale"].items()]),
+                  markdown_table(["result", "why it is stale"], [[n, why] for n, why in c["stale"].items()]),
                   "\nRerun `psrlm iterate` with the run's recipe to rebuild and evaluate them."]  # fmt: skip
     if c["timings_s"]:
         timings = ", ".join(f"{k} {v:.0f}s" for k, v in c["timings_s"].items())
