@@ -9,7 +9,8 @@ import json
 import pytest
 
 from psrlm.engines.hf import HFEngine
-from psrlm.evaluate import SolveResult, compare_judging, evaluate_benchmarks, tts_vs_greedy
+from psrlm.evaluate import SolveResult, evaluate_benchmarks, tts_vs_greedy
+from psrlm.judge_eval import compare_judging
 from psrlm.prompts import get_prompts
 from psrlm.records import JudgeExample, Problem, read_jsonl
 
@@ -150,7 +151,8 @@ def test_eval_results_belong_to_their_model_and_settings(tiny_model_dir, tmp_pat
 
 def test_a_few_shot_judge_stops_where_the_next_example_would_begin():
     from psrlm.engines.base import Completion, EngineStats
-    from psrlm.evaluate import FEW_SHOT_SEP, judge_accuracy
+    from psrlm.evaluate import FEW_SHOT_SEP
+    from psrlm.judge_eval import judge_accuracy
 
     class Recorder:
         stats = EngineStats()
@@ -170,7 +172,7 @@ def test_a_few_shot_judge_stops_where_the_next_example_would_begin():
 def test_judge_prompts_that_do_not_fit_are_counted_not_silently_wrong(engine):
     """A judge item whose prompt exceeds the model's context (the tiny model reads 512 tokens) is never cut: both
     its judgments count as wrong with no verdict, and `context_skipped` says so (it had no count of its own)."""
-    from psrlm.evaluate import judge_accuracy
+    from psrlm.judge_eval import judge_accuracy
 
     fits = JudgeExample("Tom has 3 apples.", [], "3 + 2 = 5.", "3 + 2 = 6.", "5 is right.", "A")
     huge = dataclasses.replace(fits, question="Tom has 3 apples and 4 pears. " * 120)
@@ -308,7 +310,7 @@ def test_equation_accuracy_grades_each_operator():
     (["policy", None], [1.0, 0.0], {"policy": {"n": 1, "accuracy": 1.0}}),  # only items with a kind count
 ])  # fmt: skip
 def test_judge_accuracy_by_error_kind(kinds, scores, expected):
-    from psrlm.evaluate import by_error_kind
+    from psrlm.judge_eval import by_error_kind
 
     items = [JudgeExample("q", [], "a", "b", "", "A", {"error_kind": k} if k else {}) for k in kinds]
     assert by_error_kind(items, scores) == ({"by_kind": expected} if expected else {})
@@ -316,7 +318,7 @@ def test_judge_accuracy_by_error_kind(kinds, scores, expected):
 
 def test_generated_judge_reports_each_kind_from_both_orders():
     from psrlm.engines.base import Completion, EngineStats
-    from psrlm.evaluate import judge_accuracy
+    from psrlm.judge_eval import judge_accuracy
 
     class AlwaysA:  # position-bound: right in one order of every item, so 0.5 on each kind
         stats = EngineStats()

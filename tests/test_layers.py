@@ -8,8 +8,8 @@ Layers, top to bottom (a module may import from its own layer or any layer below
                 estimate, export/, view/
     pipeline    drive the method over a run folder: runfolder (`Run`, `cached`), m0, identity, questions, stages,
                 evaluation, dry_run, iterate, summary_table, sweep, frontier, initdata/eft_pipeline, launch
-    domain      the method's parts: search, srlm, train, evaluate, prm, engines/, initdata/, tasks/, tiny,
-                checkpoints, tracking
+    domain      the method's parts: search, srlm, train, evaluate, judge_eval, prm, engines/, initdata/, tasks/,
+                tiny, checkpoints, tracking
     configs     the config schema and its checks
     foundation  records, problem_log, folders, steps, grading, hardware, progress, footprint, confidence,
                 benchmark_names, judge, prompts, run_layout
@@ -104,6 +104,7 @@ LAYER_OF = {
     "psrlm.srlm": "domain",
     "psrlm.train": "domain",
     "psrlm.evaluate": "domain",
+    "psrlm.judge_eval": "domain",
     "psrlm.prm": "domain",
     "psrlm.tiny": "domain",
     "psrlm.checkpoints": "domain",

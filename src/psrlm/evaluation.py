@@ -1,7 +1,8 @@
 """Evaluation over a run folder, one orchestration for `psrlm iterate` and `psrlm eval`: each model's folder
 eval/<name>/ checked against what decides its results (eval_folder), greedy accuracy and judge accuracy (metrics.json),
 test-time search vs greedy (tts.json), teacher-forced arithmetic (equations.json) and Appendix B; every result cached
-with the settings that made it, and made afresh when they differ. The measurements themselves are evaluate.py's.
+with the settings that made it, and made afresh when they differ. The measurements themselves are evaluate.py's
+(solving) and judge_eval.py's (judging).
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def evaluate_model(
 def evaluate_judge(run: Run, engine, few_shot: bool = False, eft_file: Path | None = None) -> dict:
     """Table 3: the first `iterate.eval_eft` items of the EFT test split (or `eft_file`) in both A/B orders; with
     `few_shot`, three EFT-train items are prepended (how M0 is asked)."""
-    from psrlm.evaluate import judge_metrics
+    from psrlm.judge_eval import judge_metrics
 
     cfg = run.cfg.iterate
     eft = read_jsonl(Path(eft_file) if eft_file else run.eft_test_file(), JudgeExample)
@@ -205,8 +206,8 @@ def evaluate_appendix_b(run: Run, pair_model: Path, score_model: Path, n: int = 
     """Appendix B: `pair_model` (psrlm-M1) judging step pairs vs `score_model` (srlm-M1) scoring solutions, on the
     same first `n` (default `iterate.eval_appendix_b`) EFT test items; cached with both models' identities and
     the settings it was run with."""
-    from psrlm.evaluate import appendix_b_result, judge_metrics, score_preferences
     from psrlm.folders import FolderLock, model_identity
+    from psrlm.judge_eval import appendix_b_result, judge_metrics, score_preferences
 
     n = n or run.cfg.iterate.eval_appendix_b
     s = run.cfg.srlm

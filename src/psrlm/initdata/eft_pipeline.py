@@ -501,7 +501,7 @@ def compare_m1(cfg, n_eval: int = 0) -> dict:
     EFT examples; judge accuracy of both on the oracle EFT test set and on the pipeline's test split."""
     from psrlm import train
     from psrlm.engines import make_engine
-    from psrlm.evaluate import judge_accuracy, judge_accuracy_soft
+    from psrlm.judge_eval import judge_accuracy, judge_accuracy_soft
     from psrlm.m0 import ensure_m0
     from psrlm.records import StepSolution
     from psrlm.runfolder import Run
