@@ -10,15 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from psrlm.answers import BENCHMARKS, extract_answer, gold_answer, last_boxed
 from psrlm.grading import (
-    BENCHMARKS,
     TEST_SLEEP_SENTINEL,
     Grader,
-    extract_answer,
-    gold_answer,
     grade_responses,
     is_equiv,
-    last_boxed,
     strip_answer,
 )
 

@@ -11,7 +11,7 @@ Layers, top to bottom (a module may import from its own layer or any layer below
     domain      the method's parts: search, srlm, train, evaluate, judge_eval, prm, engines/, initdata/, tasks/,
                 tiny, checkpoints, tracking
     configs     the config schema and its checks
-    foundation  records, problem_log, folders, steps, grading, hardware, progress, footprint, confidence,
+    foundation  records, problem_log, folders, steps, answers, grading, hardware, progress, footprint, confidence,
                 benchmark_names, judge, prompts, run_layout
 
 Where the table departs from the first plan, and why:
@@ -147,6 +147,7 @@ LAYER_OF = {
     "psrlm.folders": "foundation",
     "psrlm.steps": "foundation",
     "psrlm.grading": "foundation",
+    "psrlm.answers": "foundation",
     "psrlm.hardware": "foundation",
     "psrlm.progress": "foundation",
     "psrlm.footprint": "foundation",

@@ -121,7 +121,8 @@ def grading_throughput(data_dir: Path, mismatched: int = 300) -> dict:
     """The grader (process pool, timeouts) on the 5000 MATH gold answers: (a) each gold against itself written as a
     model would (`\\boxed{gold}` inside a sentence; mostly settled by the cheap string check), (b) `mismatched`
     golds against the next row's gold, which goes through math-verify's symbolic comparison."""
-    from psrlm.grading import Grader, extract_answer
+    from psrlm.answers import extract_answer
+    from psrlm.grading import Grader
     from psrlm.tasks.benchmarks import load_benchmark
 
     golds = [p.answer for p in load_benchmark("math", data_dir)]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from psrlm.grading import BENCHMARKS
+from psrlm.answers import BENCHMARKS
 from psrlm.records import RecordError
 
 # the embedded domain's held-out splits, read from a run's data folder ("arith" = the two test splits; arith_valid

@@ -19,8 +19,9 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from psrlm.answers import extract_answer
 from psrlm.engines.base import Engine, GenParams
-from psrlm.grading import extract_answer, is_equiv
+from psrlm.grading import is_equiv
 from psrlm.prompts import Prompts
 from psrlm.records import JudgeExample, PreferencePair, Problem, StepSolution
 from psrlm.steps import render_steps, split_steps

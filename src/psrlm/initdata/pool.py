@@ -52,7 +52,7 @@ def pool_path(cfg) -> Path:
 
 def read_pool(cfg) -> tuple[list[Problem], dict]:
     """The raw pool as Problems (in file order) and what was skipped while reading it."""
-    from psrlm.grading import gold_answer
+    from psrlm.answers import gold_answer
     from psrlm.steps import find_boxed
 
     d = cfg.data

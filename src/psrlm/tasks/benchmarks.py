@@ -5,7 +5,7 @@ AMC2023 (Qwen2.5-Math evaluation format), plus the embedded arith splits of a ru
     load_benchmark("arith_test", run_data=...)     # <run>/data/arith_test.jsonl
     load_hf_benchmark("HuggingFaceH4/MATH-500", "test", "problem", "answer")
 
-The gold answer is read as Qwen2.5-Math's `parse_ground_truth` reads it (`grading.gold_answer`), so a model's
+The gold answer is read as Qwen2.5-Math's `parse_ground_truth` reads it (`answers.gold_answer`), so a model's
 `\\boxed{}` answer is graded exactly as the paper's numbers were. A line that is not a JSON object raises
 `RecordError`, a row without the question field or with a malformed gold field `BenchmarkError` (a RecordError);
 both name the file and line.
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from psrlm.answers import gold_answer
 from psrlm.benchmark_names import ALL_BENCHMARKS, BenchmarkError, in_run_data
-from psrlm.grading import gold_answer
 from psrlm.records import Problem, iter_json_rows, read_jsonl
 
 # which field holds the question in each file (see shared/data/benchmarks/README.md)
