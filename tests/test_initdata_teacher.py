@@ -8,7 +8,7 @@ import pytest
 from psrlm.configs import ConfigError, load_config
 from psrlm.engines.base import Completion, GenParams
 from psrlm.engines.openai_api import EngineError
-from psrlm.initdata.eft_pipeline import (
+from psrlm.initdata.eft_judging import (
     EngineJudgeTeacher,
     OracleJudgeTeacher,
     judge_and_filter,

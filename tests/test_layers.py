@@ -118,6 +118,7 @@ LAYER_OF = {
     "psrlm.initdata": "domain",
     "psrlm.initdata.build": "domain",
     "psrlm.initdata.eft": "domain",
+    "psrlm.initdata.eft_judging": "domain",
     "psrlm.initdata.ift": "domain",
     "psrlm.initdata.mcts": "domain",
     "psrlm.initdata.pool": "domain",
