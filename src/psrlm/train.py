@@ -16,6 +16,11 @@ and whose chosen/rejected are single steps; the one thing added is that TRL's EO
 
 A model is written to a temp folder and renamed when complete, so a killed run never leaves a model that looks
 finished. Each output folder holds `train_log.json` (loss curve, settings, length statistics).
+
+Over 500 lines because the stages and their shared setup are one concern that reads best whole: every stage goes
+through the same load (ZeRO-3 initialization order, fp32 masters), length plan, resume point and rank-safe save
+(every rank gathers, the main process writes), and the ZeRO-3 rules in that setup are only clear beside the
+stages that depend on them.
 """
 
 from __future__ import annotations
