@@ -296,3 +296,16 @@ def test_imports_are_read_inside_functions_and_relative(tmp_path, source, expect
     path.write_text(source)
     known = {"psrlm", "psrlm.records", "psrlm.progress", "psrlm.engines", "psrlm.engines.base"}
     assert imported_modules("psrlm.engines.hf", path, known) == expected
+
+
+MAX_LINES = 520  # "about 500": a module a newcomer reads in one sitting
+
+
+def test_no_module_is_long_without_saying_why():
+    """A module over ~500 lines says why in its docstring ("Over 500 lines because ..."), or is split."""
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        if text.count("\n") > MAX_LINES and "Over 500 lines because" not in (ast.get_docstring(ast.parse(text)) or ""):
+            long.append(f"{path.relative_to(SRC)} ({text.count(chr(10))} lines)")
+    assert not long, "modules over ~500 lines with no reason in their docstring:\n" + "\n".join(long)
