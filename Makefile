@@ -66,10 +66,10 @@ FRONTIER ?= configs/frontier.yaml
 frontier: $(STAMP)
 	$(PSRLM) frontier --config $(FRONTIER) --seeds 0,1,2 --out $(RUNS)/frontier $(SET) $(ARGS)
 
-# Its pilot, the one docs/results.md reports: one frontier iteration of 200 questions, the method and its controls
-# (self, oracle, rft, outcome), seeds 0-2 (about 80 min on a 2-core AMD EPYC with AVX512).
+# Its pilot, the one docs/results.md reports: one frontier iteration of 200 questions, the method (self judge), the
+# oracle judge and SFT on right solutions, seeds 0-2 (roughly 30 min per seed on a 2-core AMD EPYC with AVX512).
 frontier-pilot: $(STAMP)
-	$(PSRLM) frontier --config $(FRONTIER) --arms self,oracle,rft,outcome --seeds 0,1,2 --set "iterate.questions=[200]" --out $(RUNS)/frontier-pilot $(SET) $(ARGS)
+	$(PSRLM) frontier --config $(FRONTIER) --arms self,oracle,rft --seeds 0,1,2 --set "iterate.questions=[200]" --out $(RUNS)/frontier-pilot $(SET) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
