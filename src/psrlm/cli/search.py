@@ -70,17 +70,16 @@ def cmd_search(cfg: Config, args: argparse.Namespace) -> dict:
                     **generation_identity(args.method, gen_cfg, cfg.prompts.variant)}  # fmt: skip
         claim_settings(out, settings, fresh=args.fresh, extra=extra)
         with engine_for(cfg.engine, model, RunLayout(cfg.paths.run_dir).servers, "search") as engine:
-            return _search(cfg, args, problems, engine, prompts_of(cfg), model, out)
+            return _search(args, problems, engine, prompts_of(cfg), gen_cfg, model, out)
     finally:
         lock.release()
 
 
-def _search(cfg: Config, args: argparse.Namespace, problems, engine, prompts, model, out: Path) -> dict:
+def _search(args: argparse.Namespace, problems, engine, prompts, gen_cfg, model, out: Path) -> dict:
     from psrlm.records import write_json
     from psrlm.stages import generate_pairs
 
     started = time.time()
-    gen_cfg = cfg.search if args.method == "psrlm" else cfg.srlm
     result = generate_pairs(args.method, problems, engine, prompts, gen_cfg, out, args.iteration)
     summary = {**result.summary(), "method": args.method, "model": str(model), "wall_s": time.time() - started}
     write_json(out / "summary.json", summary)
