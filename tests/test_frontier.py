@@ -149,15 +149,17 @@ def test_frontier_runs_every_arm_end_to_end_on_a_tiny_model(tmp_path, capsys):
 
     from .test_iterate import LOOP
 
-    sets = [*LOOP, *LEVELS, "iterate.frontier_band=[0.0, 1.0]", "iterate.questions=[3]", "rft.lr=0.001",
+    sets = [*LOOP, *LEVELS, "iterate.frontier_band=[0.0, 1.0]", "iterate.questions=[3, 3]", "rft.lr=0.001",
             "rft.batch_size=4"]  # fmt: skip
-    args = ["frontier", "--seeds", "0", "--out", str(tmp_path / "out"), *(a for s in sets for a in ("--set", s))]
+    args = ["frontier", "--seeds", "0", "--out", str(tmp_path / "out"), *(a for s in sets for a in ("--set", s)),
+            "--iterations", "self=1,oracle=1,outcome=1,srlm=1"]  # fmt: skip
     assert main(args) == 0, capsys.readouterr().err
     summary = json.loads((tmp_path / "out" / "frontier.json").read_text())
     assert list(summary["arms"]) == ["self", "oracle", "rft", "outcome", "srlm"]
     for arm, a in summary["arms"].items():
-        (row,) = a["iterations"]
-        assert row["levels"] == [0] and len(a["series"]["arith_hard"]) == 2, arm
+        rows = a["iterations"]
+        assert len(rows) == (2 if arm == "rft" else 1), arm  # --iterations capped every arm but rft
+        assert rows[0]["levels"] == [0] and len(a["series"]["arith_hard"]) == len(rows) + 1, arm
     seed = tmp_path / "out" / "seed0"
     man = json.loads((seed / "manifests" / "rft-M2.json").read_text())
     assert man["metrics"]["questions"]["schedule"]["kind"] == "frontier" and "rft" in man["metrics"]
@@ -166,3 +168,34 @@ def test_frontier_runs_every_arm_end_to_end_on_a_tiny_model(tmp_path, capsys):
     assert (tmp_path / "out" / "frontier.png").stat().st_size > 0
     text = (tmp_path / "out" / "frontier.md").read_text()
     assert "PSRLM (ORACLE judge)" in text and "SFT on right solutions (ORACLE)" in text and "| | self-M2 |" in text
+    assert "| | rft-M3 |" in text and "self-M3" not in text
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("", {}),
+    ("self=1", {"self": 1}),
+    (" self=1 , rft=3 ", {"self": 1, "rft": 3}),
+    ("self", "write ARM=N"),
+    ("self=x", "write ARM=N"),
+    ("srlm=1", "'srlm' is not among the arms run"),
+    ("rft=0", "N must be 1..3"),
+    ("rft=4", "N must be 1..3"),
+])  # fmt: skip
+def test_iterations_per_arm_are_read_or_refused_by_name(text, expected):
+    from psrlm.frontier import parse_iterations
+
+    if isinstance(expected, dict):
+        assert parse_iterations(text, ["self", "oracle", "rft"], 3) == expected
+    else:
+        with pytest.raises(ValueError, match=expected):
+            parse_iterations(text, ["self", "oracle", "rft"], 3)
+
+
+@pytest.mark.parametrize("command", ["iterate", "demo", "search", "sweep", "frontier"])
+def test_every_command_that_can_ask_for_fresh_accepts_it(command):
+    """Their run folders stop on changed settings with "... or pass --fresh": the option must exist there."""
+    from psrlm.cli.main import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "stage").choices[command]
+    assert any("--fresh" in a.option_strings for a in sub._actions)

@@ -111,9 +111,12 @@ def own_pairs_by_kind(run_dir: Path, label: str, it: int) -> dict[str, dict]:
             for k, c in sorted(counts.items(), key=lambda kv: -sum(kv[1].values()))}  # fmt: skip
 
 
-def run_seed(cfg: Config, seed: int, arms: list[str], out: Path) -> dict:
-    """One seed: data, M0, the M1s the arms start from, each arm's chain of frontier iterations; all evaluated.
-    Resumable (every stage is)."""
+def run_seed(
+    cfg: Config, seed: int, arms: list[str], out: Path, fresh: bool = False, iterations: dict[str, int] | None = None
+) -> dict:
+    """One seed: data, M0, the M1s the arms start from, each arm's chain of frontier iterations (`iterations[arm]`
+    of them, default one per block of iterate.questions); all evaluated. Resumable (every stage is); `fresh`
+    rebuilds what was made with other settings (moved to replaced/) instead of stopping."""
     from psrlm.evaluation import evaluate_model
     from psrlm.folders import FolderLock
     from psrlm.m0 import ensure_m0
@@ -122,8 +125,8 @@ def run_seed(cfg: Config, seed: int, arms: list[str], out: Path) -> dict:
     from psrlm.stages import ensure_m1, ensure_policy_eft, run_iteration
 
     scfg = _seed_config(cfg, seed, out)
-    run = Run(scfg)
-    iterations = len(scfg.iterate.questions)
+    run = Run(scfg, fresh=fresh)
+    blocks = len(scfg.iterate.questions)
     result: dict = {"M1": {}, "arms": {}}
     with FolderLock(run.dir, "frontier"):
         prepare_data(run)
@@ -135,9 +138,9 @@ def run_seed(cfg: Config, seed: int, arms: list[str], out: Path) -> dict:
             result["M1"][m1_name] = _accuracies(evaluate_model(run, m1_name, m1s[m1_name], judge=False))
         for arm in arms:
             acfg, method, m1_name, training = arm_setup(scfg, arm)
-            arun = Run(acfg)
+            arun = Run(acfg, fresh=fresh)
             parent, rows = m1s[m1_name], []
-            for it in range(2, iterations + 2):
+            for it in range(2, (iterations or {}).get(arm, blocks) + 2):
                 questions, schedule = iteration_questions(arun, arm, it, parent)
                 # RFT's first search is the oracle arm's own (same M1, questions and judge): read, not repeated
                 shared = "oracle" if arm == "rft" and it == 2 and "oracle" in arms else None
@@ -315,12 +318,19 @@ def plot(summary: dict, path: Path, split: str = "arith_hard") -> None:
     plt.close(fig)
 
 
-def run_frontier(cfg: Config, arms: list[str], seeds: list[int], out: Path) -> dict:
+def run_frontier(
+    cfg: Config,
+    arms: list[str],
+    seeds: list[int],
+    out: Path,
+    fresh: bool = False,
+    iterations: dict[str, int] | None = None,
+) -> dict:
     from psrlm.records import atomic_write_text, write_json
 
     for arm in arms:
         arm_setup(cfg, arm)  # an unknown arm fails before any work
-    per_seed = {s: run_seed(cfg, s, arms, out) for s in seeds}
+    per_seed = {s: run_seed(cfg, s, arms, out, fresh, iterations) for s in seeds}
     summary = {**summarise(per_seed, arms), "per_seed": per_seed, "questions": cfg.iterate.questions,
                "band": cfg.iterate.frontier_band, "levels": cfg.arith.levels}  # fmt: skip
     write_json(out / "frontier.json", summary)
@@ -336,13 +346,35 @@ def add_frontier_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated arms (default: all: {', '.join(ARMS)})")
     p.add_argument("--seeds", default="0,1,2", help="iterate.seed values (default 0,1,2)")
     p.add_argument("--out", default="runs/frontier", help="output folder (one run folder per seed inside)")
+    p.add_argument("--iterations", default="", metavar="ARM=N,...",
+                   help="stop these arms after N iterations, e.g. self=1,rft=1 (default: every arm runs one "
+                        "iteration per block of iterate.questions); arms cost differently, the self judge's search most")  # fmt: skip
+    p.add_argument("--fresh", action="store_true",
+                   help="rebuild what was made with other settings (the old outputs are moved to "
+                        "<out>/seed<s>/replaced/<time>/) instead of stopping with the keys that differ")  # fmt: skip
+
+
+def parse_iterations(text: str, arms: list[str], blocks: int) -> dict[str, int]:
+    """`--iterations self=1,rft=2` -> {"self": 1, "rft": 2}; every arm named must be run, 1 <= N <= blocks."""
+    out: dict[str, int] = {}
+    for item in (x.strip() for x in text.split(",") if x.strip()):
+        arm, sep, n = item.partition("=")
+        if not sep or not n.strip().isdigit():
+            raise ValueError(f"--iterations {item!r}: write ARM=N, e.g. self=1")
+        if arm.strip() not in arms:
+            raise ValueError(f"--iterations {item!r}: {arm.strip()!r} is not among the arms run ({', '.join(arms)})")
+        if not 1 <= int(n) <= blocks:
+            raise ValueError(f"--iterations {item!r}: N must be 1..{blocks} (iterate.questions has {blocks} blocks)")
+        out[arm.strip()] = int(n)
+    return out
 
 
 def cmd_frontier(cfg: Config, args: argparse.Namespace) -> dict:
     check_for_frontier(cfg)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    summary = run_frontier(cfg, arms, seeds, Path(args.out))
+    iterations = parse_iterations(args.iterations, arms, len(cfg.iterate.questions))
+    summary = run_frontier(cfg, arms, seeds, Path(args.out), fresh=args.fresh, iterations=iterations)
     print(format_table(summary))
     print(f"\nfrontier: {Path(args.out) / 'frontier.md'}, frontier.json, frontier.png")
-    return {"arms": arms, "seeds": seeds}
+    return {"arms": arms, "seeds": seeds, "iterations": iterations}

@@ -89,9 +89,11 @@ def own_pair_accuracy(manifest) -> float | None:
     return cw / (cw + wc) if cw + wc else None
 
 
-def run_seed(cfg: Config, seed: int, accuracies: list[float], out: Path, self_arm: bool = True) -> dict:
+def run_seed(
+    cfg: Config, seed: int, accuracies: list[float], out: Path, self_arm: bool = True, fresh: bool = False
+) -> dict:
     """One seed: M1, its self-judged M2 (unless not `self_arm`), an oracle-judged M2 per accuracy; all evaluated.
-    Resumable."""
+    Resumable; `fresh` rebuilds what was made with other settings instead of stopping."""
     from psrlm.evaluation import evaluate_model
     from psrlm.folders import FolderLock
     from psrlm.m0 import ensure_m0
@@ -100,7 +102,7 @@ def run_seed(cfg: Config, seed: int, accuracies: list[float], out: Path, self_ar
     from psrlm.stages import ensure_m1, ensure_policy_eft, run_iteration
 
     scfg = _seed_config(cfg, seed, out)
-    run = Run(scfg)
+    run = Run(scfg, fresh=fresh)
     with FolderLock(run.dir, "sweep"):
         prepare_data(run)
         m0 = ensure_m0(run)
@@ -122,7 +124,7 @@ def run_seed(cfg: Config, seed: int, accuracies: list[float], out: Path, self_ar
             key = f"oracle{acc:.2f}"
             label = key if ties == "tie" else f"{key}-{ties}"
             search = dataclasses.replace(scfg.search, judge="oracle", judge_flip=round(1.0 - acc, 6))
-            arun = Run(dataclasses.replace(scfg, search=search))
+            arun = Run(dataclasses.replace(scfg, search=search), fresh=fresh)
             path = run_iteration(arun, "psrlm", 2, m1, block, label=label)
             man = arun.load_manifest(f"{label}-M2")
             result[key] = {"judge_accuracy": acc,
@@ -267,10 +269,12 @@ def plot(summary: dict, accuracies: list[float], path: Path) -> None:
     plt.close(fig)
 
 
-def run_sweep(cfg: Config, accuracies: list[float], seeds: list[int], out: Path, self_arm: bool = True) -> dict:
+def run_sweep(
+    cfg: Config, accuracies: list[float], seeds: list[int], out: Path, self_arm: bool = True, fresh: bool = False
+) -> dict:
     from psrlm.records import atomic_write_text, write_json
 
-    per_seed = {s: run_seed(cfg, s, accuracies, out, self_arm) for s in seeds}
+    per_seed = {s: run_seed(cfg, s, accuracies, out, self_arm, fresh) for s in seeds}
     summary = {**summarise(per_seed, accuracies), "per_seed": per_seed, "accuracies": accuracies,
                "oracle_ties": cfg.search.oracle_ties, "questions": cfg.iterate.questions[0]}  # fmt: skip
     write_json(out / "sweep.json", summary)

@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "iterate.questions, 50 in the demo recipe; make upper uses 600: about 2 pairs per question with "
                    "the oracle, and one iteration on 50 questions is 3-4 DPO steps)")  # fmt: skip
     p.add_argument("--out", default="runs/sweep", help="output folder (one run folder per seed inside)")
+    p.add_argument("--fresh", action="store_true",
+                   help="rebuild what was made with other settings (the old outputs are moved to "
+                        "<out>/seed<s>/replaced/<time>/) instead of stopping with the keys that differ")  # fmt: skip
     command(p, cmd_sweep, "sweep", computes=True)
 
     from psrlm.frontier import add_frontier_args, cmd_frontier
@@ -61,7 +64,7 @@ def cmd_sweep(cfg: Config, args: argparse.Namespace) -> dict:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     if args.questions is not None:
         cfg = dataclasses.replace(cfg, iterate=dataclasses.replace(cfg.iterate, questions=[args.questions]))
-    summary = run_sweep(cfg, accuracies, seeds, out, self_arm=not args.oracle_only)
+    summary = run_sweep(cfg, accuracies, seeds, out, self_arm=not args.oracle_only, fresh=args.fresh)
     print(format_table(summary))
     print(f"sweep: {out / 'sweep.md'}, {out / 'sweep.png'}")
     return {"break_even": summary["break_even"]}
