@@ -110,12 +110,50 @@ def test_make_frontier(frontier_recipe, tmp_path):
     assert list(summary["arms"]) == ["oracle"] and summary["seeds"] == [0]
 
 
+@covers("make frontier-controls")
+def test_make_frontier_controls(frontier_recipe, tmp_path):
+    make("frontier-controls", FRONTIER=str(frontier_recipe), RUNS=str(tmp_path),
+         ARGS="--seeds 0 --set iterate.questions=[3,3]")  # fmt: skip
+    summary = json.loads((tmp_path / "frontier" / "frontier.json").read_text())
+    its = {
+        arm: [r["iteration"] for r in summary["per_seed"]["0"]["arms"][arm]["iterations"]] for arm in summary["arms"]
+    }
+    assert its == {"oracle": [2, 3], "rft": [2], "outcome": [2]}
+
+
 @covers("make frontier-pilot")
 def test_make_frontier_pilot(frontier_recipe, tmp_path):
     make("frontier-pilot", FRONTIER=str(frontier_recipe), RUNS=str(tmp_path),
          ARGS="--arms oracle,rft --seeds 0 --set iterate.questions=[3]")  # fmt: skip
     summary = json.loads((tmp_path / "frontier-pilot" / "frontier.json").read_text())
     assert list(summary["arms"]) == ["oracle", "rft"] and summary["questions"] == [3]
+
+
+@covers("make frontier-dpo-grid")
+def test_make_frontier_dpo_grid(frontier_recipe, tmp_path):
+    make("frontier", FRONTIER=str(frontier_recipe), RUNS=str(tmp_path),
+         ARGS="--arms oracle --seeds 0,1 --set iterate.questions=[3]")  # fmt: skip
+    # The tiny model's 3-question search rarely mixes a right and a wrong step, so where it made no pairs the seed
+    # gets two hand-written ones (a right and a wrong next step): the grid's trainings need something to train on.
+    from psrlm.prompts import get_prompts
+    from psrlm.records import PreferencePair, write_jsonl
+
+    q = "Mia has 12 apples. She finds 3 more apples. How many apples does Mia have now?"
+    pair = PreferencePair(get_prompts("compact").step_prompt(q, []), " She has 12 + 3 = 15. The answer is \\boxed{15}.",
+                          " She has 12 + 3 = 16. The answer is \\boxed{16}.",
+                          {"problem_id": "a", "step": 1, "chosen_final": True, "rejected_final": True})  # fmt: skip
+    for seed in (0, 1):
+        pairs = tmp_path / "frontier" / f"seed{seed}" / "oracle" / "it2" / "pairs.jsonl"
+        if not pairs.read_text().strip():
+            write_jsonl(pairs, [pair] * 4)
+    make("frontier-dpo-grid", FRONTIER=str(frontier_recipe), RUNS=str(tmp_path))
+    table = (tmp_path / "frontier" / "dpo-grid.md").read_text()
+    for setting in ("| M1 |", "| recipe |", "| long |", "| long_nll |"):
+        assert setting in table
+    trained = json.loads(
+        (tmp_path / "frontier" / "seed1" / "dpo-grid" / "long_nll" / "psrlm_manifest.json").read_text()
+    )
+    assert trained["config"]["dpo"]["nll_weight"] == 1.0 and trained["config"]["dpo"]["epochs"] == 4
 
 
 @covers("make gpu_check")
