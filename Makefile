@@ -66,11 +66,12 @@ FRONTIER ?= configs/frontier.yaml
 frontier: $(STAMP)
 	$(PSRLM) frontier --config $(FRONTIER) --seeds 0,1,2 --out $(RUNS)/frontier $(SET) $(ARGS)
 
-# The part of it docs/results.md reports: the oracle upper bound over the three iterations, and its two controls (SFT on
-# right solutions, outcome-level DPO) on the first one's questions, seeds 0-2 (about 45 min per seed alone on a 2-core
-# AMD EPYC with AVX512). Same folder as make frontier, which extends it with the other arms and iterations.
+# The part of it docs/results.md reports: the oracle upper bound over the three iterations, and on the first one's
+# questions the method (self judge) and two controls (SFT on right solutions, outcome-level DPO), seeds 0-2 (70 min
+# for the oracle arm and the controls plus 20 min for the method, each seed a 1-thread process beside the others, on
+# a 2-core AMD EPYC with AVX512). Same folder as make frontier, which extends it with the other arms and iterations.
 frontier-controls: $(STAMP)
-	$(PSRLM) frontier --config $(FRONTIER) --arms oracle,rft,outcome --iterations rft=1,outcome=1 --seeds 0,1,2 --out $(RUNS)/frontier $(SET) $(ARGS)
+	$(PSRLM) frontier --config $(FRONTIER) --arms self,oracle,rft,outcome --iterations self=1,rft=1,outcome=1 --seeds 0,1,2 --out $(RUNS)/frontier $(SET) $(ARGS)
 
 # Its pilot, reported in docs/results.md: one frontier iteration of 200 questions, the method (self judge), the
 # oracle judge and SFT on right solutions, seeds 0-2 (roughly 30 min per seed on a 2-core AMD EPYC with AVX512). It

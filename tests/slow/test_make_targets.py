@@ -118,7 +118,7 @@ def test_make_frontier_controls(frontier_recipe, tmp_path):
     its = {
         arm: [r["iteration"] for r in summary["per_seed"]["0"]["arms"][arm]["iterations"]] for arm in summary["arms"]
     }
-    assert its == {"oracle": [2, 3], "rft": [2], "outcome": [2]}
+    assert its == {"self": [2], "oracle": [2, 3], "rft": [2], "outcome": [2]}
 
 
 @covers("make frontier-pilot")
