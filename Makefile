@@ -82,7 +82,7 @@ frontier-pilot: $(STAMP)
 
 # The step-wise DPO grid that chose configs/frontier.yaml's dpo.* on the validation splits: three settings trained on
 # each seed's oracle pairs of a frontier run's first iteration (GRID_RUN, by default make frontier's), from its M1
-# (about 6 min per seed on a 2-core AMD EPYC with AVX512). Writes $(GRID_RUN)/dpo-grid.md.
+# (18 min for 3 seeds on a 2-core AMD EPYC with AVX512). Writes $(GRID_RUN)/dpo-grid.md.
 GRID_RUN ?= $(RUNS)/frontier
 frontier-dpo-grid: $(STAMP)
 	PSRLM=$(PSRLM) PY=$(PY) bash scripts/frontier_dpo_grid.sh $(GRID_RUN) $(FRONTIER) $(SET)

@@ -63,6 +63,7 @@ run, seeds = Path(sys.argv[1]), sys.argv[2:]
 splits = ("arith_valid", "arith_valid_hard")
 acc = lambda s, name, split: json.loads((run / f"seed{s}/eval/{name}/summary.json").read_text())[split]["accuracy"]  # noqa: E731
 fmt = lambda xs: "{:.3f} ± {:.3f}".format(*mean_ci(xs))  # noqa: E731
+signed = lambda xs: "{:+.3f} ± {:.3f}".format(*mean_ci(xs))  # noqa: E731
 lines = [f"# Step-wise DPO on the oracle's first-iteration pairs, seeds {', '.join(seeds)} (validation splits only)", "",
          "| dpo setting | valid | valid (hard) | valid Δ from M1 | valid (hard) Δ from M1 |", "|---|---|---|---|---|"]
 for name in ("M1", "recipe", "long", "long_nll"):
@@ -71,7 +72,7 @@ for name in ("M1", "recipe", "long", "long_nll"):
     if name == "M1":
         cells += ["-", "-"]
     else:
-        cells += [fmt([acc(s, res, sp) - acc(s, "dpo-grid-M1", sp) for s in seeds]) for sp in splits]
+        cells += [signed([acc(s, res, sp) - acc(s, "dpo-grid-M1", sp) for s in seeds]) for sp in splits]
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
 text = "\n".join(lines) + "\n"
 (run / "dpo-grid.md").write_text(text)
