@@ -188,8 +188,8 @@ def iteration_settings(
               "engine": engine_settings(run),
               **generation_identity(method, _search_cfg(run, method, it), run.cfg.prompts.variant)}  # fmt: skip
     if training == "rft":
-        return search, {**search, "training": "rft", "rft": train_settings(run.seeded(run.cfg.rft))}
-    return search, {**search, "dpo": train_settings(run.seeded(run.cfg.dpo))}
+        return search, {**search, "training": "rft", "rft": train_settings(run.seeded(run.cfg.rft.for_iteration(it)))}
+    return search, {**search, "dpo": train_settings(run.seeded(run.cfg.dpo.for_iteration(it)))}
 
 
 def right_solutions(traces: list[SearchTrace], questions: list[Problem]) -> list[StepSolution]:
@@ -277,7 +277,7 @@ def run_iteration(
     if (
         training == "rft" and rft
     ):  # rft.* settings in the sft stage's place: the same code path, in-process or launched
-        rft_run = Run(dataclasses.replace(cfg, sft=cfg.rft), fresh=run.fresh)
+        rft_run = Run(dataclasses.replace(cfg, sft=cfg.rft.for_iteration(it)), fresh=run.fresh)
         manifest = rft_run.train("sft", parent, out, {"ift": [search_dir / "rft_solutions.jsonl"]}, iteration=it,
                                  method=f"{method}-rft", settings=settings, metrics=metrics)  # fmt: skip
     elif training == "dpo" and pairs:

@@ -593,7 +593,7 @@ def train_stage(
     for f in files:
         if not f.is_file():
             raise FileNotFoundError(f"training data not found: {f}")
-    tc = {"sft": cfg.sft, "dpo": cfg.dpo, "prm": cfg.initdata.prm_train}[stage]
+    tc = {"sft": cfg.sft, "dpo": cfg.dpo.for_iteration(iteration), "prm": cfg.initdata.prm_train}[stage]
     tc = dataclasses.replace(tc, seed=tc.seed + seed_offset)
     from psrlm.tracking import check_installed, trainer_args
 
@@ -615,6 +615,7 @@ def train_stage(
             info = prm(model_dir, rows, tc, out_dir, separator=cfg.initdata.prm_step_separator, report=report)
         else:
             raise ValueError(f"unknown training stage {stage!r}; choose sft, dpo or prm")
+    info = {**info, "lr": tc.lr}  # the rate this model trained at (dpo.lr_by_iteration gives each iteration its own)
     manifest = Manifest(
         iteration=iteration,
         method=method or stage,

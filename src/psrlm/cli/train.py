@@ -24,7 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         add_config_args(q)
         q.add_argument("--model", required=True, help="the model to train from (folder, or a cached hub id)")
         q.add_argument("--out", required=True, help="the trained model's folder")
-        q.add_argument("--iteration", type=int, default=0, help="iteration number recorded in the manifest")
+        q.add_argument(
+            "--iteration",
+            type=int,
+            default=0,
+            help="iteration number recorded in the manifest; dpo.lr_by_iteration picks its rate by it (2 = M2)",
+        )
         q.add_argument(
             "--seed-offset", type=int, default=0, help="added to the stage's seed (iterate passes iterate.seed)"
         )

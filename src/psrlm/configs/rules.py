@@ -58,6 +58,10 @@ def context_rules(cfg: Config) -> dict[str, list[Rule]]:
             ("sampler", cfg.dpo.sampler == "random",
              "group_by_length is for pretrain / sft / rft (a DPO row has two lengths)"),
         ],
+        # the stages trained once per run: a rate per iteration means nothing there
+        **{section: [("lr_by_iteration", not tc.lr_by_iteration, "is for the iterated stages (dpo, rft): use lr")]
+           for section, tc in (("pretrain", cfg.pretrain), ("sft", cfg.sft),
+                               ("initdata.prm_train", cfg.initdata.prm_train))},
         "iterate": [
             ("eval_benchmarks", d.source != "files" or bool(it.eval_benchmarks),
              "must name the test sets of a files run (e.g. [paper]): it has no arith splits"),
