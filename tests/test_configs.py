@@ -50,8 +50,8 @@ def test_override_beats_recipe_and_is_typed(tmp_path):
         ("arith.n_train=true", "expected int"),
         ("dpo.lr=1e-4x", "expected float"),
         ("dpo.nll_weight=-1", r"dpo\.nll_weight=-1\.0 .*must be >= 0"),
-        ("dpo.lr_by_iteration=[0.00005, 0]", r"dpo\.lr_by_iteration=.*must list learning rates > 0"),
-        ("sft.lr_by_iteration=[0.001]", r"sft\.lr_by_iteration=.*is for the iterated stages \(dpo, rft\)"),
+        ("dpo.lr_scale_by_iteration=[1, 0]", r"dpo\.lr_scale_by_iteration=.*must list factors > 0 of lr"),
+        ("sft.lr_scale_by_iteration=[1]", r"sft\.lr_scale_by_iteration=.*is for the iterated stages \(dpo, rft\)"),
     ],
 )
 def test_bad_overrides(override, message):
@@ -244,33 +244,33 @@ def test_a_later_setting_left_at_its_default_keeps_old_model_identities():
 
 
 @pytest.mark.parametrize(
-    "rates, iteration, lr",
+    "scales, iteration, lr",
     [
         ([], 2, 5e-5),  # empty: dpo.lr every iteration, as the paper
         ([], 4, 5e-5),
-        ([1e-4, 1e-5], 2, 1e-4),  # M2 takes the first entry
-        ([1e-4, 1e-5], 3, 1e-5),
-        ([1e-4, 1e-5], 6, 1e-5),  # the last entry repeats
-        ([1e-4, 1e-5], 0, 1e-4),  # `psrlm train dpo` without --iteration: the first
+        ([1, 0.2], 2, 5e-5),  # M2 takes the first entry
+        ([1, 0.2], 3, 1e-5),
+        ([1, 0.2], 6, 1e-5),  # the last entry repeats
+        ([2, 0.2], 0, 1e-4),  # `psrlm train dpo` without --iteration: the first
     ],
 )
-def test_lr_by_iteration_gives_each_iteration_its_rate(rates, iteration, lr):
+def test_lr_scale_by_iteration_gives_each_iteration_its_rate(scales, iteration, lr):
     from psrlm.configs.train import TrainConfig
 
-    tc = TrainConfig(lr=5e-5, lr_by_iteration=rates).for_iteration(iteration)
-    assert tc.lr == pytest.approx(lr) and tc.lr_by_iteration == []
+    tc = TrainConfig(lr=5e-5, lr_scale_by_iteration=scales).for_iteration(iteration)
+    assert tc.lr == pytest.approx(lr) and tc.lr_scale_by_iteration == []
 
 
 def test_a_rate_per_iteration_keeps_the_first_models_identity():
-    # a run made at a constant dpo.lr that adds lr_by_iteration starting at that rate resumes its M2 and rebuilds
-    # only the iterations whose rate changed
+    # a run made at a constant dpo.lr that adds lr_scale_by_iteration starting at 1 resumes its M2 and rebuilds only
+    # the iterations whose rate changed; `--set dpo.lr=...` still sets the rate the scales multiply
     from psrlm.identity import train_settings
 
     plain = load_config(None, ["dpo.lr=0.00005"]).dpo
-    per_iteration = load_config(None, ["dpo.lr=0.00005", "dpo.lr_by_iteration=[0.00005, 0.00001]"]).dpo
-    assert "lr_by_iteration" not in train_settings(plain)
+    per_iteration = load_config(None, ["dpo.lr=0.00005", "dpo.lr_scale_by_iteration=[1, 0.2]"]).dpo
+    assert "lr_scale_by_iteration" not in train_settings(plain)
     assert train_settings(per_iteration.for_iteration(2)) == train_settings(plain)
-    assert train_settings(per_iteration.for_iteration(3)) == {**train_settings(plain), "lr": 1e-5}
+    assert train_settings(per_iteration.for_iteration(3)) == {**train_settings(plain), "lr": pytest.approx(1e-5)}
 
 
 @pytest.mark.parametrize("recipe", ["demo.yaml", "initdata-arith.yaml"])

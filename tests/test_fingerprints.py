@@ -66,7 +66,7 @@ def test_the_iteration_settings_of_both_methods(run):
 
 
 def test_each_iteration_is_keyed_by_the_rate_it_trains_at(run):
-    # dpo.lr_by_iteration reaches the model settings of the iteration that reads it (and M2 keeps its key)
+    # dpo.lr_scale_by_iteration reaches the model settings of the iteration that reads it (and M2 keeps its key)
     import dataclasses
 
     from psrlm.runfolder import Run
@@ -76,9 +76,9 @@ def test_each_iteration_is_keyed_by_the_rate_it_trains_at(run):
     run.write_manifest("psrlm-M1", Manifest(iteration=1, method="psrlm", parent_model="", model_path="",
                                             settings=flatten(m1_settings(run, "psrlm", m0))))  # fmt: skip
     questions = [Problem(id="q0", question="Q 0?", answer="0", source="t")]
-    rates = [run.cfg.dpo.lr, run.cfg.dpo.lr / 10]
-    per_iteration = Run(dataclasses.replace(run.cfg, dpo=dataclasses.replace(run.cfg.dpo, lr_by_iteration=rates)))
-    for it, lr in ((2, rates[0]), (3, rates[1])):
+    scaled = dataclasses.replace(run.cfg.dpo, lr_scale_by_iteration=[1, 0.1])
+    per_iteration = Run(dataclasses.replace(run.cfg, dpo=scaled))
+    for it, lr in ((2, run.cfg.dpo.lr), (3, run.cfg.dpo.lr * 0.1)):
         assert iteration_settings(per_iteration, "psrlm", it, "psrlm-M1", questions)[1]["dpo"]["lr"] == lr
     assert iteration_settings(per_iteration, "psrlm", 2, "psrlm-M1", questions) == iteration_settings(
         run, "psrlm", 2, "psrlm-M1", questions

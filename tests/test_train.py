@@ -179,15 +179,14 @@ def test_psrlm_train_commands_write_a_model_and_its_manifest(tiny_model_dir, tmp
     assert main(["train", "sft", *sets, "--model", str(tiny_model_dir), "--ift", str(ift), "--out",
                  str(tmp_path / "M1")]) == 0  # fmt: skip
     assert main(["train", "dpo", *sets, "--model", str(tmp_path / "M1"), "--pairs", str(pairs), "--out",
-                 str(tmp_path / "M2"), "--iteration", "3", "--set", "dpo.lr_by_iteration=[0.0001, 0.001]"]) == 0  # fmt: skip
+                 str(tmp_path / "M2"), "--iteration", "3", "--set", "dpo.lr_scale_by_iteration=[1, 0.5]"]) == 0  # fmt: skip
     for name, data, stage in (("M1", ift, "sft"), ("M2", pairs, "dpo")):
         manifest = json.loads((tmp_path / name / "psrlm_manifest.json").read_text())
         assert manifest["data_files"] == {str(data): sha256_file(data)}
         assert manifest["metrics"]["train"]["stage"] == stage and manifest["metrics"]["train"]["steps"] > 0
     m2 = json.loads((tmp_path / "M2" / "psrlm_manifest.json").read_text())
-    assert (
-        m2["parent_model"] == str(tmp_path / "M1") and m2["metrics"]["train"]["lr"] == 0.001
-    )  # iteration 3: the second rate
+    assert m2["parent_model"] == str(tmp_path / "M1")
+    assert m2["metrics"]["train"]["lr"] == pytest.approx(0.0005)  # iteration 3: dpo.lr x the second scale
     assert _changed(_params(tmp_path / "M1"), _params(tmp_path / "M2"))
 
 

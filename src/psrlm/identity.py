@@ -27,7 +27,7 @@ def train_settings(tc) -> dict:
     return {k: v for k, v in dataclasses.asdict(tc).items()
             if k not in ("bf16", "logging_steps", "save_steps", "gradient_checkpointing", "padding_free")
             and not (k == "nll_weight" and v == 0) and not (k == "sampler" and v == "random")
-            and not (k == "lr_by_iteration" and not v)}  # fmt: skip
+            and not (k == "lr_scale_by_iteration" and not v)}  # fmt: skip
 
 
 def generation_settings(cfg) -> dict:

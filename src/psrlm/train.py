@@ -615,7 +615,10 @@ def train_stage(
             info = prm(model_dir, rows, tc, out_dir, separator=cfg.initdata.prm_step_separator, report=report)
         else:
             raise ValueError(f"unknown training stage {stage!r}; choose sft, dpo or prm")
-    info = {**info, "lr": tc.lr}  # the rate this model trained at (dpo.lr_by_iteration gives each iteration its own)
+    info = {
+        **info,
+        "lr": tc.lr,
+    }  # the rate this model trained at (dpo.lr_scale_by_iteration gives each iteration its own)
     manifest = Manifest(
         iteration=iteration,
         method=method or stage,

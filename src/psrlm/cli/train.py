@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "--iteration",
             type=int,
             default=0,
-            help="iteration number recorded in the manifest; dpo.lr_by_iteration picks its rate by it (2 = M2)",
+            help="iteration number recorded in the manifest; dpo.lr_scale_by_iteration scales lr by it (2 = M2)",
         )
         q.add_argument(
             "--seed-offset", type=int, default=0, help="added to the stage's seed (iterate passes iterate.seed)"

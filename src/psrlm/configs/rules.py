@@ -59,7 +59,7 @@ def context_rules(cfg: Config) -> dict[str, list[Rule]]:
              "group_by_length is for pretrain / sft / rft (a DPO row has two lengths)"),
         ],
         # the stages trained once per run: a rate per iteration means nothing there
-        **{section: [("lr_by_iteration", not tc.lr_by_iteration, "is for the iterated stages (dpo, rft): use lr")]
+        **{section: [("lr_scale_by_iteration", not tc.lr_scale_by_iteration, "is for the iterated stages (dpo, rft)")]
            for section, tc in (("pretrain", cfg.pretrain), ("sft", cfg.sft),
                                ("initdata.prm_train", cfg.initdata.prm_train))},
         "iterate": [

@@ -27,8 +27,8 @@ class TrainConfig:
     precompute_ref_log_probs: compute the reference log-probs once up front (faster on CPU).   (dpo)
     nll_weight: weight of an NLL term on the chosen step added to the DPO loss (RPO, Pang et al. 2024, iterative
         reasoning preference optimisation; TRL loss_type ["sigmoid", "sft"]); 0 = plain DPO, as the paper.   (dpo)
-    lr_by_iteration: the learning rate of each iteration, M2's first: [5e-5, 1e-5] trains M2 at 5e-5 and M3, M4, ...
-        at 1e-5 (the last entry repeats); empty = `lr` every iteration, as the paper. Each iteration starts from
+    lr_scale_by_iteration: `lr` times these, one per iteration, M2's first: [1, 0.2] trains M2 at lr and M3, M4, ...
+        at lr / 5 (the last entry repeats); empty = `lr` every iteration, as the paper. Each iteration starts from
         the last one's model, so a rate chosen for one step compounds over several (docs/results.md, the frontier
         experiment: the oracle upper bound given back at a constant rate).   (dpo, rft)
     lora: train a LoRA adapter (peft) and merge it at the end; lora_r / lora_alpha: its rank and scale.
@@ -66,7 +66,7 @@ class TrainConfig:
     beta: float = 0.1
     precompute_ref_log_probs: bool = False
     nll_weight: float = 0.0
-    lr_by_iteration: list[float] = field(default_factory=list)
+    lr_scale_by_iteration: list[float] = field(default_factory=list)
     lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
@@ -92,8 +92,9 @@ class TrainConfig:
             ("max_length", self.max_length >= 0, "must be >= 0 (0 = from the data)"),
             ("beta", self.beta > 0, "must be > 0"),
             ("nll_weight", self.nll_weight >= 0, "must be >= 0 (0 = plain DPO)"),
-            ("lr_by_iteration", all(isinstance(v, (int, float)) and v > 0 for v in self.lr_by_iteration),
-             "must list learning rates > 0, M2's first (empty = lr every iteration)"),
+            ("lr_scale_by_iteration",
+             all(isinstance(v, (int, float)) and v > 0 for v in self.lr_scale_by_iteration),
+             "must list factors > 0 of lr, M2's first (empty = lr every iteration)"),
             ("lora_r", self.lora_r >= 1, "must be >= 1"),
             ("lora_alpha", self.lora_alpha > 0, "must be > 0"),
             ("bf16", _parse_bool_setting(self.bf16) in (True, False, "auto"), "choose auto, true or false"),
@@ -106,9 +107,9 @@ class TrainConfig:
         ]  # fmt: skip
 
     def for_iteration(self, iteration: int) -> TrainConfig:
-        """The settings that train M_iteration: `lr` from `lr_by_iteration` (M2 = its first entry, the last one
-        repeating), the list itself dropped, so a model's identity names the rate it was trained at."""
-        if not self.lr_by_iteration:
+        """The settings that train M_iteration: `lr` scaled by its `lr_scale_by_iteration` entry (M2 = the first, the
+        last one repeating), the list itself dropped, so a model's identity names the rate it was trained at."""
+        if not self.lr_scale_by_iteration:
             return self
-        index = min(max(iteration - 2, 0), len(self.lr_by_iteration) - 1)
-        return dataclasses.replace(self, lr=float(self.lr_by_iteration[index]), lr_by_iteration=[])
+        scale = self.lr_scale_by_iteration[min(max(iteration - 2, 0), len(self.lr_scale_by_iteration) - 1)]
+        return dataclasses.replace(self, lr=self.lr * scale, lr_scale_by_iteration=[])
