@@ -67,11 +67,11 @@ frontier: $(STAMP)
 	$(PSRLM) frontier --config $(FRONTIER) --seeds 0,1,2 --out $(RUNS)/frontier $(SET) $(ARGS)
 
 # The part of it docs/results.md reports: the oracle upper bound over the three iterations, and on the first one's
-# questions the method (self judge) and two controls (SFT on right solutions, outcome-level DPO), seeds 0-2 (70 min
-# for the oracle arm and the controls plus 20 min for the method, each seed a 1-thread process beside the others, on
-# a 2-core AMD EPYC with AVX512). Same folder as make frontier, which extends it with the other arms and iterations.
+# questions the method (self judge), two controls (SFT on right solutions, outcome-level DPO) and the SRLM baseline
+# from its own M1, seeds 0-2 (about 2 h with each seed a 1-thread process beside the others, on a 2-core AMD EPYC
+# with AVX512; docs/results.md). Same folder as make frontier, which extends it with the other arms and iterations.
 frontier-controls: $(STAMP)
-	$(PSRLM) frontier --config $(FRONTIER) --arms self,oracle,rft,outcome --iterations self=1,rft=1,outcome=1 --seeds 0,1,2 --out $(RUNS)/frontier $(SET) $(ARGS)
+	$(PSRLM) frontier --config $(FRONTIER) --arms self,oracle,rft,outcome,srlm --iterations self=1,rft=1,outcome=1,srlm=1 --seeds 0,1,2 --out $(RUNS)/frontier $(SET) $(ARGS)
 
 # Its pilot, reported in docs/results.md: one frontier iteration of 200 questions, the method (self judge), the
 # oracle judge and SFT on right solutions, seeds 0-2 (roughly 30 min per seed on a 2-core AMD EPYC with AVX512). It
@@ -80,12 +80,14 @@ PILOT_DPO = --set dpo.epochs=1 --set dpo.lr=0.00002 --set dpo.nll_weight=0
 frontier-pilot: $(STAMP)
 	$(PSRLM) frontier --config $(FRONTIER) --arms self,oracle,rft --seeds 0,1,2 --set "iterate.questions=[200]" $(PILOT_DPO) --out $(RUNS)/frontier-pilot $(SET) $(ARGS)
 
-# The step-wise DPO grid that chose configs/frontier.yaml's dpo.* on the validation splits: three settings trained on
-# each seed's oracle pairs of a frontier run's first iteration (GRID_RUN, by default make frontier's), from its M1
-# (18 min for 3 seeds on a 2-core AMD EPYC with AVX512). Writes $(GRID_RUN)/dpo-grid.md.
+# The step-wise DPO grids that chose configs/frontier.yaml's dpo.* on the validation splits, on a frontier run's
+# oracle arm (GRID_RUN, by default make frontier's). GRID_ITERATION=2: three settings trained on each seed's
+# first-iteration pairs from its M1 (18 min for 3 seeds on a 2-core AMD EPYC with AVX512), $(GRID_RUN)/dpo-grid.md;
+# GRID_ITERATION=3: the later iterations' rate, oracle-M2 trained on its own pairs three ways, dpo-grid-it3.md.
 GRID_RUN ?= $(RUNS)/frontier
+GRID_ITERATION ?= 2
 frontier-dpo-grid: $(STAMP)
-	PSRLM=$(PSRLM) PY=$(PY) bash scripts/frontier_dpo_grid.sh $(GRID_RUN) $(FRONTIER) $(SET)
+	GRID_ITERATION=$(GRID_ITERATION) PSRLM=$(PSRLM) PY=$(PY) bash scripts/frontier_dpo_grid.sh $(GRID_RUN) $(FRONTIER) $(SET)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -273,6 +273,15 @@ def test_a_rate_per_iteration_keeps_the_first_models_identity():
     assert train_settings(per_iteration.for_iteration(3)) == {**train_settings(plain), "lr": pytest.approx(1e-5)}
 
 
+def test_the_frontier_recipe_trains_the_dpo_its_results_were_measured_with():
+    # docs/results.md's frontier numbers came from these settings; an edit that drops one (a lost line falls back
+    # to the default, batch 32 without precomputed reference log-probs) would make every run of the recipe rebuild
+    dpo = load_config(REPO / "configs" / "frontier.yaml").dpo
+    measured = dict(epochs=4, lr=5e-5, nll_weight=1.0, lr_scale_by_iteration=[1, 0.2], beta=0.1, batch_size=16,
+                    precompute_ref_log_probs=True)  # fmt: skip
+    assert {k: getattr(dpo, k) for k in measured} == measured
+
+
 @pytest.mark.parametrize("recipe", ["demo.yaml", "initdata-arith.yaml"])
 def test_the_prebuilt_m0_was_built_by_the_recipes_that_use_it(recipe):
     """checkpoints/arith-m0 stands in for `psrlm model pretrain` with these recipes: a recipe whose domain, model or

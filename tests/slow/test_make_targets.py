@@ -118,7 +118,8 @@ def test_make_frontier_controls(frontier_recipe, tmp_path):
     its = {
         arm: [r["iteration"] for r in summary["per_seed"]["0"]["arms"][arm]["iterations"]] for arm in summary["arms"]
     }
-    assert its == {"self": [2], "oracle": [2, 3], "rft": [2], "outcome": [2]}
+    assert its == {"self": [2], "oracle": [2, 3], "rft": [2], "outcome": [2], "srlm": [2]}
+    assert summary["per_seed"]["0"]["arms"]["srlm"]["m1"] == "srlm-M1"  # the baseline starts from its own M1
 
 
 @covers("make frontier-pilot")
@@ -132,9 +133,9 @@ def test_make_frontier_pilot(frontier_recipe, tmp_path):
 @covers("make frontier-dpo-grid")
 def test_make_frontier_dpo_grid(frontier_recipe, tmp_path):
     make("frontier", FRONTIER=str(frontier_recipe), RUNS=str(tmp_path),
-         ARGS="--arms oracle --seeds 0,1 --set iterate.questions=[3]")  # fmt: skip
+         ARGS="--arms oracle --seeds 0,1 --set iterate.questions=[3,3]")  # fmt: skip
     # The tiny model's 3-question search rarely mixes a right and a wrong step, so where it made no pairs the seed
-    # gets two hand-written ones (a right and a wrong next step): the grid's trainings need something to train on.
+    # gets hand-written ones (a right and a wrong next step): the grid's trainings need something to train on.
     from psrlm.prompts import get_prompts
     from psrlm.records import PreferencePair, write_jsonl
 
@@ -143,17 +144,33 @@ def test_make_frontier_dpo_grid(frontier_recipe, tmp_path):
                           " She has 12 + 3 = 16. The answer is \\boxed{16}.",
                           {"problem_id": "a", "step": 1, "chosen_final": True, "rejected_final": True})  # fmt: skip
     for seed in (0, 1):
-        pairs = tmp_path / "frontier" / f"seed{seed}" / "oracle" / "it2" / "pairs.jsonl"
-        if not pairs.read_text().strip():
-            write_jsonl(pairs, [pair] * 4)
+        for it in (2, 3):
+            pairs = tmp_path / "frontier" / f"seed{seed}" / "oracle" / f"it{it}" / "pairs.jsonl"
+            if not pairs.read_text().strip():
+                write_jsonl(pairs, [pair] * 4)
     make("frontier-dpo-grid", FRONTIER=str(frontier_recipe), RUNS=str(tmp_path))
     table = (tmp_path / "frontier" / "dpo-grid.md").read_text()
     for setting in ("| M1 |", "| recipe |", "| long |", "| long_nll |"):
         assert setting in table
-    trained = json.loads(
-        (tmp_path / "frontier" / "seed1" / "dpo-grid" / "long_nll" / "psrlm_manifest.json").read_text()
-    )
+    grid = tmp_path / "frontier" / "seed1" / "dpo-grid"
+    trained = json.loads((grid / "long_nll" / "psrlm_manifest.json").read_text())
     assert trained["config"]["dpo"]["nll_weight"] == 1.0 and trained["config"]["dpo"]["epochs"] == 4
+    # the later iterations' rate, from oracle-M2 on its own pairs: the recipe's scaled rate against the first rate
+    # and against M1 as the reference
+    import yaml
+
+    scaled = yaml.safe_load(frontier_recipe.read_text())
+    scaled.setdefault("dpo", {})["lr_scale_by_iteration"] = [1, 0.25]
+    (tmp_path / "scaled.yaml").write_text(yaml.safe_dump(scaled))
+    make("frontier-dpo-grid", FRONTIER=str(tmp_path / "scaled.yaml"), RUNS=str(tmp_path), GRID_ITERATION="3")
+    table = (tmp_path / "frontier" / "dpo-grid-it3.md").read_text()
+    for setting in ("| M2 |", "| constant |", "| scaled |", "| ref_m1 |"):
+        assert setting in table
+    lr = {v: json.loads((tmp_path / "frontier" / "seed1" / "dpo-grid-it3" / v / "psrlm_manifest.json").read_text())
+          for v in ("constant", "scaled", "ref_m1")}  # fmt: skip
+    first = lr["constant"]["metrics"]["train"]["lr"]
+    assert lr["scaled"]["metrics"]["train"]["lr"] == first / 4 and lr["ref_m1"]["metrics"]["train"]["lr"] == first
+    assert lr["constant"]["parent_model"].endswith("oracle-M2")
 
 
 @covers("make gpu_check")
