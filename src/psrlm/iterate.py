@@ -24,6 +24,7 @@ in evaluation.py, the dry run in dry_run.py; this module checks the recipe's pat
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -36,7 +37,7 @@ from psrlm.questions import iteration_questions, prepare_data, question_blocks
 from psrlm.records import StepSolution, read_jsonl, write_json
 from psrlm.runfolder import Run
 from psrlm.stages import ensure_m1, ensure_policy_eft, loop_stages, run_iteration
-from psrlm.summary_table import format_table
+from psrlm.summary_table import format_table, manifest_facts
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +124,7 @@ def run_all(cfg: Config, progress: bool = True, fresh: bool = False, rebuild_m0:
                                                      judge_few_shot=judge_few_shot)  # fmt: skip
                 m = run.load_manifest(stage.name)
                 if m is not None:
-                    results[stage.name]["manifest"] = {"pair_precision": m.metrics.get("pair_precision"),
-                                                       "search": m.metrics.get("search"),
-                                                       "judge": m.metrics.get("judge")}  # fmt: skip
+                    results[stage.name]["manifest"] = manifest_facts(dataclasses.asdict(m))
             elif stage.kind == "tts":  # Table 5: PSRLM's first and last model
                 summary.setdefault("tts", {})[stage.name] = evaluate_tts(run, stage.name, models[stage.name])
             elif stage.kind == "appendix_b":
