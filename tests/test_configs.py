@@ -132,6 +132,8 @@ BAD_VALUES = [
     ("iterate.questions=[3, 0]", "iterate.questions"),
     ("iterate.methods=[psrlm, dpo]", "iterate.methods"),
     ("iterate.eval_benchmarks=[gsm9k]", "iterate.eval_benchmarks"),
+    ("iterate.oracle_iterations=-1", "iterate.oracle_iterations"),
+    ("iterate.oracle_iterations=4", "iterate.oracle_iterations"),  # one per block of iterate.questions (3)
     ("initdata.top_p=0", "initdata.top_p"),
     ("initdata.segment_max_tokens=0", "initdata.segment_max_tokens"),
     ("initdata.prm_train.batch_size=0", "initdata.prm_train.batch_size"),
@@ -232,6 +234,18 @@ def test_the_controlled_judge_is_checked(sets, key):
     with pytest.raises(ConfigError, match=key.replace(".", "[.]")):
         load_config(None, sets)
     assert load_config(None, ["search.judge=oracle", "search.judge_flip=0.3"]).search.judge_flip == 0.3
+
+
+@pytest.mark.parametrize("sets, why", [
+    (["iterate.oracle_iterations=1", "iterate.methods=[srlm]"], "needs psrlm in iterate.methods"),
+    (["iterate.oracle_iterations=1", "data.source=files"], "needs the arith domain's step oracle"),
+    (["iterate.oracle_iterations=2", "iterate.questions=[5]"], "must be 0 .off. .. 1"),
+])  # fmt: skip
+def test_the_oracle_arm_is_checked(sets, why):
+    with pytest.raises(ConfigError, match=rf"iterate[.]oracle_iterations=\d \(--set .*\): {why}"):
+        load_config(None, sets)
+    assert load_config(None, ["iterate.oracle_iterations=3"]).iterate.oracle_iterations == 3
+    assert load_config(None).iterate.oracle_iterations == 0  # off unless asked: the paper's recipes do not run it
 
 
 def test_a_later_setting_left_at_its_default_keeps_old_model_identities():

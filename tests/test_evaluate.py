@@ -333,3 +333,73 @@ def test_generated_judge_reports_each_kind_from_both_orders():
         "arithmetic_slip": {"n": 1, "accuracy": 0.5},
         "premature_answer": {"n": 1, "accuracy": 0.5},
     }
+
+
+def test_an_unchanged_copy_of_its_parent_takes_the_parents_evaluation_without_being_served(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """An iteration whose search made no pairs copies its parent (the demo's SRLM: srlm-M2..M4 are srlm-M1's bytes);
+    greedy evaluation is deterministic, so the copy takes the parent's metrics and rows instead of being served and
+    measured again, and says whose they are. A "copy" whose weights differ is measured."""
+    import shutil
+    from contextlib import contextmanager
+
+    from psrlm import stages
+    from psrlm.configs import load_config
+    from psrlm.engines.base import Completion, EngineStats
+    from psrlm.estimate import work
+    from psrlm.evaluation import evaluate_model
+    from psrlm.questions import prepare_data, question_blocks
+    from psrlm.records import Manifest, read_json
+    from psrlm.runfolder import Run
+    from psrlm.search import SearchResult
+
+    from .conftest import SMALL
+
+    class Recorder:
+        stats = EngineStats()
+
+        def generate(self, prompts, params):
+            return [[Completion("Step 1: 1 + 1 = 2. \\boxed{2}", 9)] * params.n for _ in prompts]
+
+    served = []
+
+    @contextmanager
+    def serving(self, model_dir, name="model"):
+        served.append(name)
+        yield Recorder()
+
+    monkeypatch.setattr(Run, "serving", serving)
+    monkeypatch.setattr(stages, "generate_pairs", lambda *a, **k: SearchResult(traces=[], pairs=[]))  # no pairs
+    cfg = load_config(None, [*SMALL, f"paths.run_dir={tmp_path / 'run'}", "iterate.methods=[srlm]",
+                             "iterate.questions=[2, 2]", "iterate.eval_limit=2", "iterate.eval_eft=2",
+                             "iterate.eval_max_tokens=8"])  # fmt: skip
+    run = Run(cfg)
+    prepare_data(run)
+    m1 = run.layout.model("srlm-M1")
+    shutil.copytree(tiny_model_dir, m1)
+    run.write_manifest("srlm-M1", Manifest(iteration=1, method="srlm", parent_model="", model_path=str(m1),
+                                           settings={"stands.for": "srlm-M1"}))  # fmt: skip
+    m2 = stages.run_iteration(run, "srlm", 2, m1, question_blocks(run)[0])
+    assert run.load_manifest("srlm-M2").metrics["train"]["skipped"]  # the copy the demo's SRLM makes
+
+    parent = evaluate_model(run, "srlm-M1", m1)
+    tokens = work(run.dir)["eval_tokens"]
+    served.clear()
+    copy = evaluate_model(run, "srlm-M2", m2)
+    assert served == []  # not served: the parent's numbers
+    assert copy["copy_of"] == "srlm-M1" and copy["model"] == str(m2)
+    drop = ("model", "copy_of", "wall_s")
+    assert {k: v for k, v in copy.items() if k not in drop} == {k: v for k, v in parent.items() if k not in drop}
+    for b in ("arith_test", "arith_hard"):  # the rows behind them, as a report or a resumed evaluation reads them
+        assert run.layout.eval_rows("srlm-M2", b).read_bytes() == run.layout.eval_rows("srlm-M1", b).read_bytes()
+    assert set(read_json(run.layout.eval_summary("srlm-M2"))) == {"arith_test", "arith_hard"}
+    assert evaluate_model(run, "srlm-M2", m2) == copy and served == []  # cached as any evaluation
+    assert work(run.dir)["eval_tokens"] == tokens  # generated once, counted once
+
+    # a copy of a copy reads the same numbers; a manifest that says "copy" over other weights is measured
+    m3 = stages.run_iteration(run, "srlm", 3, m2, question_blocks(run)[1])
+    served.clear()  # its search served its parent
+    assert evaluate_model(run, "srlm-M3", m3)["copy_of"] == "srlm-M2" and served == []
+    (m3 / "config.json").write_text((m3 / "config.json").read_text() + " ")
+    assert "copy_of" not in evaluate_model(run, "srlm-M3", m3) and served == ["srlm-M3"]

@@ -298,3 +298,21 @@ def test_push_to_hub_makes_these_requests(run_dir, tmp_path, monkeypatch):
         push(out, index)  # no token: stops before any request
     with pytest.raises(ValueError, match="without a Hub namespace"):
         push(out, {**index, "namespace": None}, api=RecordingApi())
+
+
+def test_an_oracle_judged_model_is_never_carded_as_the_method():
+    """iterate.oracle_iterations: oracle-M2's pairs came from the step oracle, and its card says so (it read as "pairs
+    psrlm-M1 made by judging its own candidates", config psrlm_it2)."""
+    from psrlm.export.models import _what
+
+    names = {"ppd": "x-ppd", "traces": "x-traces"}
+    manifest = {"method": "psrlm", "iteration": 2,
+                "metrics": {"judge": {"kind": "oracle", "flip": 0.0}, "train": {"pairs": 7}}}  # fmt: skip
+    text, datasets = _what("oracle-M2", manifest, {}, names, "x-psrlm-M1")
+    assert text.startswith("oracle-M2 of the ORACLE-judged arm beside the PSRLM loop (science, not the self-rewarding")
+    assert "judged by the arith step oracle (config `oracle_it2`" in text and "its own" not in text
+    manifest["metrics"] = {"judge": {"kind": "self"}, "train": {"pairs": 7}}
+    assert (
+        "x-psrlm-M1 made by judging its own candidates (config `psrlm_it2`"
+        in _what("psrlm-M2", manifest, {}, names, "x-psrlm-M1")[0]
+    )

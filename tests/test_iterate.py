@@ -101,7 +101,8 @@ def test_resume_after_kill_9_mid_search_and_mid_training(tmp_path):
 
     done = subprocess.run(_cmd(run), capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "| psrlm-M2 |" in done.stdout and "| srlm-M2 |" in done.stdout
+    # a model whose search made no pairs is marked as its parent's copy: "| srlm-M2 (copy of srlm-M1: ...) |"
+    assert "| psrlm-M2 " in done.stdout and "| srlm-M2 " in done.stdout
 
     for method in ("psrlm", "srlm"):
         out = run / method / "it2"
@@ -383,3 +384,76 @@ def test_each_stage_says_its_time_when_it_ends_unless_quiet(tmp_path, capsys, mo
     run.timed("appendix B", time.time() - 1.0)
     assert capsys.readouterr().out == ""
     assert set(run._stage_times()) == {"psrlm search/psrlm-M2", "data", "appendix B"}
+
+
+# ------------------------------------------------------------------------- the oracle arm (iterate.oracle_iterations)
+
+
+def test_loop_stages_list_the_oracle_arm_only_when_asked():
+    from psrlm.configs import load_config
+    from psrlm.stages import Stage, loop_stages
+
+    def chains(*sets):
+        return [
+            (s.name, s.parent, s.label) for s in loop_stages(load_config(None, list(sets))) if s.kind == "iteration"
+        ]
+
+    assert all(label == "" for *_, label in chains())  # off by default: the paper's stages, unchanged
+    stages = loop_stages(load_config(None, ["iterate.oracle_iterations=2"]))
+    assert [(s.name, s.parent, s.label) for s in stages if s.label] == [
+        ("oracle-M2", "psrlm-M1", "oracle"), ("oracle-M3", "oracle-M2", "oracle")]  # fmt: skip
+    names = [s.name for s in stages if s.kind == "iteration"]
+    assert names.index("oracle-M2") == names.index("psrlm-M4") + 1  # beside the method, before the baseline
+    assert Stage("evaluate", "oracle-M3") in stages and Stage("evaluate", "oracle-M2") in stages
+
+
+@pytest.fixture(scope="module")
+def oracle_run(finished_run, tmp_path_factory):
+    """A tiny loop with the oracle arm's first iteration, from the finished run's M0 (as a prebuilt one)."""
+    from psrlm.configs import load_config
+    from psrlm.iterate import run_all
+    from psrlm.runfolder import is_model
+
+    run = tmp_path_factory.mktemp("oracle") / "run"
+    sets = LOOP + [f"paths.run_dir={run}", "iterate.methods=[psrlm]", "iterate.oracle_iterations=1",
+                   f"iterate.m0_path={next(m for m in (finished_run / 'models').glob('M0-*') if is_model(m))}"]  # fmt: skip
+    return run, sets, run_all(load_config(None, sets), progress=False)
+
+
+def test_the_oracle_arm_searches_the_methods_questions_from_psrlm_m1_with_the_oracle_judge(oracle_run):
+    from psrlm.folders import recorded_settings
+    from psrlm.summary_table import format_table
+
+    run, sets, summary = oracle_run
+    assert list(summary["models"]) == ["M0", "psrlm-M1", "psrlm-M2", "oracle-M2"]  # every model evaluated
+    man = json.loads((run / "manifests" / "oracle-M2.json").read_text())
+    assert Path(man["parent_model"]) == run / "models" / "psrlm-M1"
+    assert man["metrics"]["judge"] == {"kind": "oracle", "flip": 0.0}
+    assert man["metrics"]["questions"]["schedule"] == {"kind": "fixed", "questions_of": "psrlm-M2"}
+    assert json.loads((run / "manifests" / "psrlm-M2.json").read_text())["metrics"]["judge"]["kind"] == "self"
+    ids = {label: sorted(t.problem_id for t in read_jsonl(run / label / "it2" / "traces.jsonl", SearchTrace))
+           for label in ("psrlm", "oracle")}  # fmt: skip
+    assert ids["oracle"] == ids["psrlm"] and len(ids["psrlm"]) == 3  # the same questions
+    method, arm = recorded_settings(run / "psrlm" / "it2"), recorded_settings(run / "oracle" / "it2")
+    assert arm["questions"] == method["questions"] and arm["parent"] == method["parent"]
+    assert (method["search.judge"], arm["search.judge"], arm["search.oracle_ties"]) == ("self", "oracle", "accept")
+    assert summary["models"]["oracle-M2"]["manifest"]["judge"]["kind"] == "oracle"
+    # timed apart from the method's, so a run's stage times say what the arm cost
+    assert summary["timings_s"]["oracle search"] > 0 and summary["timings_s"]["oracle DPO"] > 0
+    assert "| oracle-M2 [ORACLE judge, accuracy 1.00]" in format_table(summary["models"])  # the closing table
+    if man["metrics"]["train"].get("skipped"):  # the tiny M1's steps rarely mix right and wrong: often no pairs
+        assert json.loads((run / "eval" / "oracle-M2" / "metrics.json").read_text())["copy_of"] == "psrlm-M1"
+
+
+def test_the_dry_run_and_the_report_show_the_oracle_arm(oracle_run, capsys):
+    from psrlm.cli import main
+    from psrlm.report import report
+
+    run, sets, _ = oracle_run
+    assert main(["iterate", *sum((["--set", s] for s in sets), []), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "  oracle-M2    search kept (3 of 3 problems done); DPO kept\n" in out
+    assert "  evaluation   kept for M0, psrlm-M1, psrlm-M2, oracle-M2\n" in out
+    assert "step search of 3 questions of psrlm-M2 (the same), judged by the ORACLE (science arm)" in out
+    text = report([run], run / "r.md", plots=False)
+    assert "| oracle-M2 [ORACLE judge, accuracy 1.00]" in text and "Science arm beside the method" in text

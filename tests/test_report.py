@@ -233,3 +233,46 @@ def test_a_report_is_not_written_into_a_run_another_process_is_writing(tmp_path,
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_oracle_arm_shows_beside_the_method_labelled_oracle_and_a_copy_says_so(tmp_path):
+    """iterate.oracle_iterations: oracle-M2 (from psrlm-M1, pairs judged by the step oracle) is listed right after
+    the method's chain in every table and never without its ORACLE mark, Table 2 measures it from the psrlm-M1 it
+    starts from, and its parent is read from its manifest (not an "oracle-M1" it never had, which made it stale).
+    A model whose search made no pairs says it is its parent's copy."""
+    from psrlm.folders import fingerprint
+    from psrlm.report import collect, report
+    from psrlm.summary_table import format_table
+
+    run = tmp_path / "run"
+    (run / "manifests").mkdir(parents=True)
+    settings = {"psrlm-M1": {"sft.lr": 0.01}, "srlm-M1": {"sft.lr": 0.02}}
+    chain = {"psrlm-M2": ("psrlm-M1", {}), "oracle-M2": ("psrlm-M1", {"judge": {"kind": "oracle", "flip": 0.0}}),
+             "srlm-M2": ("srlm-M1", {"judge": {"kind": "self"}, "train": {"pairs": 0, "skipped": True}})}  # fmt: skip
+    accs = {"psrlm-M1": 0.2, "psrlm-M2": 0.25, "oracle-M2": 0.4, "srlm-M1": 0.2, "srlm-M2": 0.2}
+    for name, acc in accs.items():
+        parent, metrics = chain.get(name, ("M0", {}))
+        s = settings.get(name) or {"parent": fingerprint(settings[parent]), "dpo.beta": 0.1}
+        man = {"parent_model": str(run / "models" / parent), "settings": s,
+               "metrics": {"search": {"problems": 3, "pairs": 0 if name == "srlm-M2" else 5}, **metrics}}  # fmt: skip
+        (run / "manifests" / f"{name}.json").write_text(json.dumps(man))
+        (run / "eval" / name).mkdir(parents=True)
+        (run / "eval" / name / "summary.json").write_text(json.dumps({"arith_test": {"n": 4, "accuracy": acc,
+                                                                                     "mean_steps": 2.0}}))  # fmt: skip
+    text = report([run])
+    oracle = "oracle-M2 [ORACLE judge, accuracy 1.00]"
+    assert "Stale" not in text and "**Science arm beside the method: 1 model(s)" in text
+    table1 = text.split("## Table 1")[1].split("## Table 2")[0]
+    rows = [
+        line.split(" | ")[0].lstrip("| ")
+        for line in table1.splitlines()
+        if line.startswith("| ") and "---" not in line
+    ]
+    assert rows[1:] == ["psrlm-M1", "psrlm-M2", oracle, "srlm-M1", "srlm-M2 (copy of srlm-M1: nothing to train on)"]
+    assert f"| psrlm-M1 → {oracle} | +0.200 |" in text and "| psrlm-M1 → psrlm-M2 | +0.050 |" in text
+    assert "oracle-M2 |" not in text.replace(f"{oracle} |", "")  # nowhere without its mark
+    closing = format_table(collect(run)["models"])
+    assert (
+        f"| {oracle} | 0.400 |" in closing and "| srlm-M2 (copy of srlm-M1: nothing to train on) | 0.200 |" in closing
+    )
+    assert (run / "report_plots" / "accuracy_vs_iteration.png").is_file()

@@ -13,7 +13,7 @@ from psrlm.identity import m0_identity, model_status
 from psrlm.m0 import m0_key, prebuilt_m0, prebuilt_m0_mismatch
 from psrlm.questions import question_blocks
 from psrlm.runfolder import Run, is_model
-from psrlm.stages import iteration_settings, loop_stages, m1_data, m1_eft, m1_settings_for
+from psrlm.stages import iteration_settings, loop_stages, m1_data, m1_eft, m1_settings_for, stage_run
 
 
 def plan_stages(run: Run) -> list[str]:
@@ -70,9 +70,10 @@ def plan_stages(run: Run) -> list[str]:
                 say(name, "built (what it depends on is not built yet)")
                 evaluated[name], planned[name] = ("built", run.layout.model(name)), None
                 continue
-            search, settings = iteration_settings(run, method, it, "", blocks[it - 2], parent_settings=parent)
-            recorded = recorded_settings(run.layout.search(method, it))
-            done = _lines_in(run.layout.traces(method, it))
+            label, srun = stage.label or method, stage_run(run, stage)  # the oracle arm: its own search config
+            search, settings = iteration_settings(srun, method, it, "", blocks[it - 2], parent_settings=parent)
+            recorded = recorded_settings(run.layout.search(label, it))
+            done = _lines_in(run.layout.traces(label, it))
             if recorded == flatten(search):
                 searched = f"search kept ({done} of {len(blocks[it - 2])} problems done)"
             elif recorded is None or not done:
@@ -153,10 +154,12 @@ def dry_run(cfg: Config, fresh: bool = False, rebuild_m0: bool = False) -> list[
             train("sft", m0, models[name], m1_data(run, method), it=1)
         elif stage.kind == "iteration":
             parent, models[name] = models[stage.parent], run.layout.model(name)
-            pairs = run.layout.pairs(method, stage.it)
+            pairs = run.layout.pairs(stage.label or method, stage.it)
             lines.append(f"{name}:")
             source = "questions"
-            if it.schedule == "frontier":
+            if stage.label:  # the oracle arm: the method's questions of this iteration, chosen where it chose them
+                source = f"questions of {method}-M{stage.it} (the same), judged by the ORACLE (science arm)"
+            elif it.schedule == "frontier":
                 levels = len(cfg.arith.levels) + 1
                 serve(parent, f"probe {parent.name} on the {levels} level probes (greedy, "
                               f"{cfg.arith.level_probe} problems each); frontier band {it.frontier_band}")  # fmt: skip

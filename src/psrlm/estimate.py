@@ -166,6 +166,8 @@ def work(run_dir: Path) -> dict:
         out["judge_calls"] += int(search.get("judge_calls", 0))
     for path in sorted(layout.evals.glob("*/metrics.json")):
         m = read_json(path)
+        if m.get("copy_of"):  # an unchanged copy's evaluation is its parent's: generated once, counted once
+            continue
         out["eval_tokens"] += sum(int(b["n"] * b.get("mean_tokens", 0)) for b in (m.get("benchmarks") or {}).values())
         out["eval_judged"] += 2 * int((m.get("judge") or {}).get("n") or 0)
     for path in sorted(layout.evals.glob("*/tts.json")):

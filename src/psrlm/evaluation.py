@@ -1,13 +1,16 @@
 """Evaluation over a run folder, one orchestration for `psrlm iterate` and `psrlm eval`: each model's folder
 eval/<name>/ checked against what decides its results (eval_folder), greedy accuracy and judge accuracy (metrics.json),
 test-time search vs greedy (tts.json), teacher-forced arithmetic (equations.json) and Appendix B; every result cached
-with the settings that made it, and made afresh when they differ. The measurements themselves are evaluate.py's
-(solving) and judge_eval.py's (judging).
+with the settings that made it, and made afresh when they differ; a model that is an unchanged copy of its parent
+(an iteration with nothing to train on) takes its parent's metrics instead of being served (parent_evaluation). The
+measurements themselves are evaluate.py's (solving) and judge_eval.py's (judging).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +21,8 @@ from psrlm.folders import claim_settings, flatten
 from psrlm.identity import engine_settings, generation_settings
 from psrlm.records import JudgeExample, Problem, read_json, read_jsonl, sha256_file
 from psrlm.runfolder import Run, cached
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -78,6 +83,9 @@ def evaluate_model(
     settings = metrics_settings(run, judge, few_shot, judge_few_shot)
 
     def compute() -> dict:
+        reused = parent_evaluation(run, name, model_dir, out, settings)
+        if reused is not None:
+            return reused
         with run.serving(model_dir, name) as engine:
             return measure(engine)
 
@@ -108,6 +116,64 @@ def evaluate_model(
 
     Tracker(run.cfg).log(*evaluation_metrics(name, metrics))
     return metrics
+
+
+def copy_of(run: Run, name: str) -> str | None:
+    """The parent that model `name` is an unchanged copy of, by its manifest (an iteration whose search left
+    nothing to train on: run_iteration copied the parent's folder and recorded train.skipped), else None."""
+    m = run.load_manifest(name)
+    if m is None or not (m.metrics.get("train") or {}).get("skipped") or not m.parent_model:
+        return None
+    return Path(m.parent_model).name
+
+
+def parent_evaluation(run: Run, name: str, model_dir: Path, out: Path, settings: dict) -> dict | None:
+    """The metrics of model `name` taken from its parent's evaluation, without serving it, where `name` is an
+    unchanged copy of that parent (copy_of) and the results are the same by construction: the copy's weights hash
+    as the parent's, the parent's evaluation folder was made with the settings `out` was just claimed with but for
+    the model's identity (eval_folder), and its metrics.json with `settings`. Greedy decoding and judging are
+    deterministic, so measuring again would give these numbers. The rows behind them are copied into `out` beside a
+    metrics.json that says whose they are (`copy_of`); None where anything differs (then the copy is measured)."""
+    from psrlm.folders import model_identity, recorded_extra, recorded_settings
+    from psrlm.records import write_json
+
+    parent = copy_of(run, name)
+    if parent is None:
+        return None
+    src, parent_dir = run.layout.evaluation(parent), run.layout.model(parent)
+    path = src / "metrics.json"
+    if not path.is_file() or not parent_dir.is_dir():
+        return None
+    metrics = read_json(path)
+    if metrics.get("settings") != flatten(settings):
+        return None
+
+    def but_model(flat: dict | None) -> dict | None:
+        return None if flat is None else {k: v for k, v in flat.items() if not k.startswith("model.")}
+
+    theirs = recorded_settings(src)
+    if theirs is None or but_model(theirs) != but_model(recorded_settings(out)):
+        return None
+    # the hashes eval_folder keeps beside the settings (hf), so a checkpoint is not read again to compare
+    ours, parents = (
+        model_identity(d, recorded_extra(f).get("model")) for d, f in ((model_dir, out), (parent_dir, src))
+    )
+    if ours != parents:
+        return None
+    rows = {b: run.layout.eval_rows(parent, b) for b in metrics.get("benchmarks") or {}}
+    if not all(r.is_file() for r in rows.values()):
+        return None
+    for b, r in rows.items():  # whole or not at all: a resumed evaluation would read a torn file as its rows
+        tmp = run.layout.eval_rows(name, b).with_suffix(".tmp")
+        shutil.copyfile(r, tmp)
+        tmp.replace(run.layout.eval_rows(name, b))
+    summary = run.layout.eval_summary(parent)
+    if summary.is_file():
+        kept = {b: v for b, v in read_json(summary).items() if b in (metrics.get("benchmarks") or {})}
+        write_json(run.layout.eval_summary(name), kept)
+    metrics = {k: v for k, v in metrics.items() if k != "settings"}
+    log.info("%s is an unchanged copy of %s: its evaluation is %s's, not measured again", name, parent, parent)
+    return {**metrics, "model": str(model_dir), "copy_of": parent, "wall_s": 0.0}
 
 
 def evaluate_judge(run: Run, engine, few_shot: bool = False, eft_file: Path | None = None) -> dict:

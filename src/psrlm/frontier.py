@@ -52,8 +52,9 @@ def arm_setup(cfg: Config, arm: str) -> tuple[Config, str, str, str]:
     if arm == "self":
         return cfg, "psrlm", "psrlm-M1", "dpo"
     if arm in ("oracle", "rft"):
-        search = dataclasses.replace(cfg.search, judge="oracle", judge_flip=0.0, oracle_ties="accept")
-        return dataclasses.replace(cfg, search=search), "psrlm", "psrlm-M1", "rft" if arm == "rft" else "dpo"
+        from psrlm.stages import oracle_config  # the one definition of the oracle arm's search (iterate's too)
+
+        return oracle_config(cfg), "psrlm", "psrlm-M1", "rft" if arm == "rft" else "dpo"
     if arm == "outcome":
         return dataclasses.replace(cfg, srlm=dataclasses.replace(cfg.srlm, judge="oracle")), "srlm", "psrlm-M1", "dpo"
     if arm == "srlm":

@@ -8,14 +8,18 @@ Stages, each skipped when its output is already complete, so `kill -9` anywhere 
   M1        SFT of M0: PSRLM on IFT + EFT (step-pair judging), SRLM on IFT + solution-scoring EFT
   M(n+1)    search with M(n) on fresh questions (resumable per problem), then DPO of M(n) against itself as
             reference; every model is written to a temp folder and renamed when whole
+  oracle    (iterate.oracle_iterations, science) oracle-M2.. from psrlm-M1: the same search on the same questions
+            with the step oracle as judge, then the same DPO; labelled ORACLE in every table
   eval      greedy accuracy on the held-out splits, judge accuracy on the EFT test split, step statistics
 Each model gets a Manifest (`<run>/manifests/<name>.json`): parent, data files with hashes, config, seeds,
 metrics, wall time, and the settings that determine it (data hashes, the parent's settings fingerprint, the
 training / search configs and seeds). A rerun reuses a model only when those settings match; otherwise it stops
 and names the keys that differ, or with `--fresh` moves the stale models, their pairs and evaluations to
 `<run>/replaced/<time>/` and rebuilds them (and, through the parent fingerprint, everything after them).
-Evaluations are caches: results made from another model or other settings are moved aside and recomputed.
-The oracle is read only to *measure* (pair precision, evaluation), never to choose.
+Evaluations are caches: results made from another model or other settings are moved aside and recomputed; a
+model that is a byte copy of its parent (its search made no pairs) takes its parent's evaluation.
+In the method the oracle is read only to *measure* (pair precision, evaluation), never to choose; the oracle arm
+is the one place it judges, and every table says so.
 
 Where each part lives: the stage list and the model-building stages in stages.py (`loop_stages`, M1, one
 iteration), the data and each iteration's questions in questions.py, the fingerprints in identity.py, evaluation
@@ -24,6 +28,7 @@ in evaluation.py, the dry run in dry_run.py; this module checks the recipe's pat
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -35,8 +40,8 @@ from psrlm.m0 import check_prebuilt_m0, ensure_m0
 from psrlm.questions import iteration_questions, prepare_data, question_blocks
 from psrlm.records import StepSolution, read_jsonl, write_json
 from psrlm.runfolder import Run
-from psrlm.stages import ensure_m1, ensure_policy_eft, loop_stages, run_iteration
-from psrlm.summary_table import format_table
+from psrlm.stages import ensure_m1, ensure_policy_eft, loop_stages, run_iteration, stage_run
+from psrlm.summary_table import format_table, manifest_facts
 
 log = logging.getLogger(__name__)
 
@@ -115,17 +120,20 @@ def run_all(cfg: Config, progress: bool = True, fresh: bool = False, rebuild_m0:
                 models[stage.name] = ensure_m1(run, stage.method, models["M0"])
             elif stage.kind == "iteration":
                 parent = models[stage.parent]
-                questions, schedule = iteration_questions(run, stage.method, stage.it, parent)
-                models[stage.name] = run_iteration(run, stage.method, stage.it, parent, questions, schedule=schedule)
+                # an arm (the oracle's) searches exactly the questions of the method's iteration of its number
+                method_parent = models[f"{stage.method}-M{stage.it - 1}"] if stage.label else parent
+                questions, schedule = iteration_questions(run, stage.method, stage.it, method_parent)
+                if stage.label:
+                    schedule = {**schedule, "questions_of": f"{stage.method}-M{stage.it}"}
+                models[stage.name] = run_iteration(stage_run(run, stage), stage.method, stage.it, parent, questions,
+                                                   label=stage.label or None, schedule=schedule)  # fmt: skip
             elif stage.kind == "evaluate":
                 few_shot, judge_few_shot = shots_of(run, stage.name)
                 results[stage.name] = evaluate_model(run, stage.name, models[stage.name], few_shot,
                                                      judge_few_shot=judge_few_shot)  # fmt: skip
                 m = run.load_manifest(stage.name)
                 if m is not None:
-                    results[stage.name]["manifest"] = {"pair_precision": m.metrics.get("pair_precision"),
-                                                       "search": m.metrics.get("search"),
-                                                       "judge": m.metrics.get("judge")}  # fmt: skip
+                    results[stage.name]["manifest"] = manifest_facts(dataclasses.asdict(m))
             elif stage.kind == "tts":  # Table 5: PSRLM's first and last model
                 summary.setdefault("tts", {})[stage.name] = evaluate_tts(run, stage.name, models[stage.name])
             elif stage.kind == "appendix_b":

@@ -371,7 +371,8 @@ def plan(cfg: Config, run_dir: Path | None = None) -> dict:
     shape = training_shape(cfg)
     memory = {stage: {ck: train_memory_gb(arch, cfg, stage, cfg.iterate.eval_max_tokens, shape, ck)
                       for ck in (False, True)} for stage in ("sft", "dpo")}  # fmt: skip
-    n_models = 1 + len(cfg.iterate.methods) * (1 + len(cfg.iterate.questions))
+    # M0, each method's M1..Mn, and the oracle arm's models (iterate.oracle_iterations: evaluated like every model)
+    n_models = 1 + len(cfg.iterate.methods) * (1 + len(cfg.iterate.questions)) + cfg.iterate.oracle_iterations
     disk = n_models * 2 * n + (16 * n if cfg.dpo.save_steps or cfg.sft.save_steps else 0)
     eval_problems = sum(_benchmark_size(cfg, b) for b in _benchmarks(cfg))
     eval_tokens = n_models * eval_problems * (cfg.iterate.eval_max_tokens / 2)

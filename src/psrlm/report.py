@@ -41,7 +41,7 @@ from psrlm.report_tables import (
     table_tts,
 )
 from psrlm.run_layout import RunLayout
-from psrlm.summary_table import format_table, judge_label
+from psrlm.summary_table import format_table, judge_label, manifest_facts
 
 
 def load_summary(run_dir: Path) -> dict:
@@ -139,7 +139,7 @@ def collect(run_dir: Path) -> dict:
                                 "`psrlm eval` for it first")  # fmt: skip
     stale = staleness(run_dir, names, summary.get("models", {}))
     models: dict = {}
-    for name in sorted(names, key=lambda n: (method_of(n) or "", iteration_of(n) is None, iteration_of(n) or 0, n)):
+    for name in sorted(names, key=model_order):
         if name in stale:
             continue
         m = dict(summary.get("models", {}).get(name, {}))
@@ -156,9 +156,7 @@ def collect(run_dir: Path) -> dict:
         m["benchmarks"] = benchmarks
         man = layout.manifest(name)
         if man.exists():
-            metrics = read_json(man).get("metrics", {})
-            m["manifest"] = {"pair_precision": metrics.get("pair_precision"), "search": metrics.get("search"),
-                             "judge": metrics.get("judge")}  # fmt: skip
+            m["manifest"] = manifest_facts(read_json(man))
         judge = layout.eval_judge(name)  # written by `psrlm eval`
         if judge.exists():
             m.update(read_json(judge))
@@ -178,6 +176,18 @@ def collect(run_dir: Path) -> dict:
         "timings_s": summary.get("timings_s", {}),
         "wall_s": summary.get("wall_s"),
     }
+
+
+# the loop's chains in the order the tables show them: the method, its oracle arm beside it, then the baseline
+CHAIN_ORDER = {"psrlm": 1, "oracle": 2, "srlm": 3}
+
+
+def model_order(name: str) -> tuple:
+    """M0 first, then each chain by iteration: PSRLM, the oracle arm (iterate.oracle_iterations) beside it, SRLM,
+    then any other label (a sweep's, `psrlm eval --name`) alphabetically."""
+    method, it = parse_name(name)
+    rank = 0 if method is None and it == 0 else CHAIN_ORDER.get(method or "", len(CHAIN_ORDER) + 1)
+    return rank, method or "", it is None, it or 0, name
 
 
 def staleness(run_dir: Path, names: set[str], summarised: dict) -> dict[str, str]:
@@ -204,7 +214,8 @@ def staleness(run_dir: Path, names: set[str], summarised: dict) -> dict[str, str
             continue
         parent_fp = ((man or {}).get("settings") or {}).get("parent")
         if parent_fp and method and it and it > 1:
-            parent = f"{method}-M{it - 1}"
+            # the manifest names its parent (the oracle arm's oracle-M2 starts from psrlm-M1); older ones did not
+            parent = (manifest_facts(man).get("parent") if man else None) or f"{method}-M{it - 1}"
             why = ("was replaced" if parent not in manifests
                    else "was rebuilt since, with other settings"
                    if fingerprint(manifests[parent].get("settings") or {}) != parent_fp
@@ -239,8 +250,14 @@ def report_run(run_dir: Path, plots_dir: Path | None = None) -> str:
     c = collect(run_dir)
     models = c["models"]
     oracle = [judge_label(n, m.get("manifest")) for n, m in models.items() if judge_label(n, m.get("manifest")) != n]
-    warning = (f"**Science run: {len(oracle)} model(s) trained on pairs judged by the arith oracle, not by the model "
-               f"itself: {', '.join(oracle)}. That is not the self-rewarding method.**\n") if oracle else ""  # fmt: skip
+    # the method's own iterations beside them (iterate.oracle_iterations): an arm of the run, not the whole run
+    beside = any(judge_label(n, m.get("manifest")) == n and (iteration_of(n) or 0) > 1 and method_of(n) == "psrlm"
+                 for n, m in models.items())  # fmt: skip
+    what = "Science arm beside the method" if beside else "Science run"
+    warning = (f"**{what}: {len(oracle)} model(s) trained on pairs judged by the arith oracle, not by the model "
+               f"itself: {', '.join(oracle)}. That is not the self-rewarding method"
+               + (": it shows what the training can do with right pairs, beside what the model's own judge gives."
+                  if beside else ".") + "**\n") if oracle else ""  # fmt: skip
     evaluated = any(m.get("benchmarks") for m in models.values())
     nothing = "" if evaluated else ("No model of this run has been evaluated yet: `psrlm iterate` evaluates each "
                                     "model once it is trained, `psrlm eval` evaluates one now.\n")  # fmt: skip

@@ -6,13 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from psrlm.records import save_figure
-from psrlm.report_tables import common_n, evaluated_benchmarks, iteration_of, method_of
+from psrlm.report_tables import chain_start, common_n, evaluated_benchmarks, iteration_of, method_of
 
 
 def _series(models: dict, method: str, value) -> tuple[list[int], list[float]]:
+    """(iterations, values) of a chain, from where it starts: M0 for a method, the M1 it branches from for an arm
+    without its own (the oracle arm: psrlm-M1)."""
+    start = chain_start(models, method)
+    first = {"M0", start} if start == f"{method}-M1" else {start}
     xs, ys = [], []
     for name, m in models.items():
-        if iteration_of(name) is not None and (name == "M0" or method_of(name) == method):
+        if iteration_of(name) is not None and (name in first or method_of(name) == method):
             y = value(m)
             if y is not None:
                 xs.append(iteration_of(name))
@@ -30,7 +34,9 @@ def plot_run(collected: dict, out_dir: Path) -> list[Path]:
 
     models = collected["models"]
     out_dir.mkdir(parents=True, exist_ok=True)
-    styles = {"psrlm": dict(color="tab:blue", marker="o", label="PSRLM"), "srlm": dict(color="tab:orange", marker="s", label="SRLM")}  # fmt: skip
+    styles = {"psrlm": dict(color="tab:blue", marker="o", label="PSRLM"),
+              "oracle": dict(color="tab:green", marker="^", ls="--", label="PSRLM, ORACLE judge (science arm)"),
+              "srlm": dict(color="tab:orange", marker="s", label="SRLM")}  # fmt: skip
     written = []
 
     def save(fig, name):
@@ -42,7 +48,8 @@ def plot_run(collected: dict, out_dir: Path) -> list[Path]:
     def panel(ax, value, title, ylabel):
         for method, style in styles.items():
             xs, ys = _series(models, method, value)
-            if len(xs) > (1 if xs and xs[0] == 0 else 0):
+            own = [n for n, m in models.items() if method_of(n) == method and value(m) is not None]
+            if own:  # a point of the chain's own, not only where it starts
                 ax.plot(xs, ys, **style)
         ax.set_title(title)
         ax.set_xlabel("iteration (0 = M0)")

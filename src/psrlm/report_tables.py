@@ -7,7 +7,7 @@ import re
 import statistics
 from pathlib import Path
 
-from psrlm.summary_table import fmt, judge_label
+from psrlm.summary_table import fmt, model_label
 
 
 def parse_name(name: str) -> tuple[str | None, int | None]:
@@ -62,19 +62,35 @@ def table_accuracy(models: dict) -> str:
     for name, m in models.items():
         accs = [m["benchmarks"].get(b, {}).get("accuracy") for b in benches]
         avg = statistics.mean(accs) if accs and None not in accs else None
-        rows.append([shots_label(name, m, "benchmarks")] + [fmt(a) for a in accs] + [fmt(avg)])
+        rows.append([shots_label(label(name, m), m, "benchmarks")] + [fmt(a) for a in accs] + [fmt(avg)])
     return markdown_table(["model", *(_bench_header(models, b) for b in benches), "avg"], rows)
 
 
+def label(name: str, m: dict) -> str:
+    """A model's name as the tables show it: marked ORACLE, or as an unchanged copy (summary_table.model_label)."""
+    return model_label(name, m.get("manifest"))
+
+
+def chain_start(models: dict, method: str) -> str | None:
+    """The model a chain starts from: its own M1, or for an arm without one (the oracle arm: oracle-M2 from
+    psrlm-M1) the parent its first iteration's manifest names."""
+    if f"{method}-M1" in models:
+        return f"{method}-M1"
+    its = sorted(it for m, it in map(parse_name, models) if m == method and it is not None)
+    parent = ((models.get(f"{method}-M{its[0]}") or {}).get("manifest") or {}).get("parent") if its else None
+    return parent if parent in models else None
+
+
 def table_deltas(models: dict) -> str:
-    """Table 2: the M1 -> Mn change per benchmark and method."""
+    """Table 2: the M1 -> Mn change per benchmark and method, and of the oracle arm from the M1 it starts from."""
     benches = evaluated_benchmarks(models)
     rows = []
-    for method in ("psrlm", "srlm"):
+    for method in ("psrlm", "oracle", "srlm"):
         last = last_iteration(models, method)
-        first = models.get(f"{method}-M1")
-        if not last or not first:
+        start = chain_start(models, method)
+        if not last or not start:
             continue
+        first = models[start]
         cells = []
         for b in benches:
             a, z = (
@@ -82,7 +98,7 @@ def table_deltas(models: dict) -> str:
                 models[last]["benchmarks"].get(b, {}).get("accuracy"),
             )
             cells.append("-" if a is None or z is None else f"{z - a:+.3f}")
-        rows.append([f"{method}-M1 → {last}", *cells])
+        rows.append([f"{start} → {label(last, models[last])}", *cells])
     return markdown_table(["change", *benches], rows)
 
 
@@ -99,7 +115,7 @@ def table_judge(models: dict) -> str:
     rows = []
     for name, m in models.items():
         j, soft = m.get("judge") or {}, m.get("judge_soft") or {}
-        rows.append([shots_label(name, m, "judge"), fmt(j.get("judge_accuracy")), fmt(j.get("consistency")),
+        rows.append([shots_label(label(name, m), m, "judge"), fmt(j.get("judge_accuracy")), fmt(j.get("consistency")),
                      fmt(j.get("no_verdict_rate")), str(j.get("context_skipped", "-")), fmt(soft.get("accuracy")),
                      fmt(soft.get("single_order_accuracy")), fmt(soft.get("position_bias"))])  # fmt: skip
     head = ["model", "judge acc (generated)", "A/B consistency", "no verdict", "skipped (context)",
@@ -118,7 +134,7 @@ def table_judge_kinds(models: dict) -> str | None:
         soft = (m.get("judge_soft") or {}).get("by_kind")
         by_kind, how = (soft, "soft") if soft else ((m.get("judge") or {}).get("by_kind"), "generated")
         if by_kind:
-            rows.append([name, how, *(fmt((by_kind.get(k) or {}).get("accuracy")) for k in kinds)])
+            rows.append([label(name, m), how, *(fmt((by_kind.get(k) or {}).get("accuracy")) for k in kinds)])
     n = {k: max(((m.get(key) or {}).get("by_kind") or {}).get(k, {}).get("n", 0)
                 for m in models.values() for key in ("judge_soft", "judge")) for k in kinds}  # fmt: skip
     return markdown_table(["model", "verdict", *(f"{k} (n={n[k]})" for k in kinds)], rows)
@@ -139,7 +155,7 @@ def table_steps(models: dict) -> str:
                 cells.append(
                     f"{s['mean_steps']:.2f} / " + (f"{tok:.1f}" if tok else fmt(s.get("mean_step_chars"), ".0f") + "c")
                 )
-        rows.append([name, *cells])
+        rows.append([label(name, m), *cells])
     return markdown_table(["model", *(f"{b} steps / len" for b in benches)], rows)
 
 
@@ -199,7 +215,7 @@ def table_pairs(models: dict) -> str | None:
         cw, wc, labelled = prec.get("correct_wrong"), prec.get("wrong_correct"), prec.get("labelled")
         own = cw / (cw + wc) if cw is not None and wc is not None and cw + wc else None
         both_wrong = prec["both_wrong"] / labelled if labelled and "both_wrong" in prec else None
-        rows.append([judge_label(name, man), str(search.get("problems", "-")), str(search.get("pairs", "-")), fmt(prec.get("precision")),
+        rows.append([model_label(name, man), str(search.get("problems", "-")), str(search.get("pairs", "-")), fmt(prec.get("precision")),
                      fmt(both_wrong), fmt(own), fmt(search.get("tie_rate")), fmt(search.get("rollback_rate")),
                      fmt(search.get("no_verdict_rate"))])  # fmt: skip
     if not rows:

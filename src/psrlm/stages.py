@@ -32,18 +32,40 @@ log = logging.getLogger(__name__)
 class Stage:
     """One stage of the loop, in the order `run_all` runs it: `kind` is data, m0, m1, iteration, evaluate, tts or
     appendix_b; `name` the model it makes or reads; `method` and `it` (M_it) for a model of the loop; `parent` the
-    model it starts from (appendix_b: the scorer, srlm-M1)."""
+    model it starts from (appendix_b: the scorer, srlm-M1); `label` names an arm's chain instead of the method
+    (ORACLE_ARM: the method's search judged by the step oracle, `oracle_config`)."""
 
     kind: str
     name: str = ""
     method: str = ""
     it: int = 0
     parent: str = ""
+    label: str = ""
+
+
+ORACLE_ARM = "oracle"  # the label of iterate.oracle_iterations' chain: oracle-M2, oracle-M3, ... from psrlm-M1
+
+
+def oracle_config(cfg: Config) -> Config:
+    """The method's config with the step oracle as a perfect judge (search.judge=oracle, judge_flip 0, oracle_ties
+    accept: two right steps are both fine, so the search goes on): the oracle arm of `psrlm iterate`
+    (iterate.oracle_iterations) and of `psrlm frontier`. Science only: the self-rewarding loop never reads it."""
+    search = dataclasses.replace(cfg.search, judge="oracle", judge_flip=0.0, oracle_ties="accept")
+    return dataclasses.replace(cfg, search=search)
+
+
+def stage_run(run: Run, stage: Stage) -> Run:
+    """The Run an iteration stage builds its model with: the run itself, or for the oracle arm one over the same
+    folder whose search is judged by the oracle (`oracle_config`)."""
+    if stage.label != ORACLE_ARM:
+        return run
+    return Run(oracle_config(run.cfg), fresh=run.fresh, rebuild_m0=run.rebuild_m0)
 
 
 def loop_stages(cfg: Config) -> list[Stage]:
     """Every stage of `psrlm iterate` under `cfg`, in order: the one list that run_all runs and that the dry run and
-    its plan describe. The data and M0; per method M1, then M2..Mn (iterate.questions); every model's evaluation;
+    its plan describe. The data and M0; per method M1, then M2..Mn (iterate.questions), PSRLM's followed by the
+    oracle arm's oracle-M2.. from psrlm-M1 (iterate.oracle_iterations, science); every model's evaluation;
     test-time search of PSRLM's first and last model (Table 5, iterate.eval_tts); Appendix B (iterate.eval_appendix_b,
     both methods' M1)."""
     it = cfg.iterate
@@ -52,6 +74,10 @@ def loop_stages(cfg: Config) -> list[Stage]:
         stages.append(Stage("m1", f"{method}-M1", method, 1, "M0"))
         stages += [Stage("iteration", f"{method}-M{n}", method, n, f"{method}-M{n - 1}")
                    for n in range(2, len(it.questions) + 2)]  # fmt: skip
+        if method == "psrlm":
+            stages += [Stage("iteration", f"{ORACLE_ARM}-M{n}", method, n,
+                             "psrlm-M1" if n == 2 else f"{ORACLE_ARM}-M{n - 1}", ORACLE_ARM)
+                       for n in range(2, it.oracle_iterations + 2)]  # fmt: skip
     stages += [Stage("evaluate", s.name) for s in list(stages) if s.name]
     if it.eval_tts and "psrlm" in it.methods:
         stages += [Stage("tts", n, "psrlm") for n in dict.fromkeys(["psrlm-M1", f"psrlm-M{len(it.questions) + 1}"])]
@@ -250,7 +276,7 @@ def run_iteration(
     start = time.time()
     with run.serving(parent, name) as engine:
         result = generate_pairs(method, questions, engine, run.prompts, _search_cfg(run, method, it), search_dir, it)
-    run.timed(f"{method} search", start, name)
+    run.timed(f"{label} search", start, name)
     if result.failed:
         share = len(result.failed) / max(1, len(questions))
         if share > cfg.engine.max_failed_share:
@@ -299,7 +325,7 @@ def run_iteration(
         from psrlm.train import MANIFEST_NAME
 
         write_json(out / MANIFEST_NAME, dataclasses.asdict(manifest))  # not the parent's, copied with the weights
-    run.timed(f"{method} {'RFT' if training == 'rft' else 'DPO'}", start_train, name)
+    run.timed(f"{label} {'RFT' if training == 'rft' else 'DPO'}", start_train, name)
     manifest.seeds["search"] = _search_cfg(run, method, it).seed
     manifest.wall_time_s = time.time() - start
     run.write_manifest(name, manifest)

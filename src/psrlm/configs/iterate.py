@@ -46,6 +46,13 @@ class IterateConfig:
         pass rate must reach the band's bottom, else the run stops naming the rates. The manifest records the level
         and the probe's pass rates.
     frontier_band: [low, high] pass rates of the level an iteration searches (schedule: frontier).
+    oracle_iterations: a science arm beside the method (arith; 0 = off): a chain oracle-M2..oracle-M{n+1} from
+        psrlm-M1, each iteration searching exactly the questions of the method's iteration of the same number with
+        the step oracle as a perfect judge (search.judge=oracle, judge_flip 0, oracle_ties accept; what `psrlm
+        frontier`'s oracle arm runs; schedule frontier: the level the method's parent was probed at), trained with
+        step-wise DPO like the method and evaluated like every model: what the training can do with right pairs,
+        beside what the model's own judge gives it. Labelled ORACLE everywhere; at most one per block of
+        `questions`.
     """
 
     methods: list[str] = field(default_factory=lambda: ["psrlm", "srlm"])
@@ -65,6 +72,7 @@ class IterateConfig:
     seed: int = 0
     schedule: str = "fixed"
     frontier_band: list[float] = field(default_factory=lambda: [0.2, 0.7])
+    oracle_iterations: int = 0
 
     def rules(self) -> list[Rule]:
         """Its own checks; what a files run or the frontier schedule needs of `data` and `arith`: configs/rules.py."""
@@ -84,6 +92,8 @@ class IterateConfig:
             ("frontier_band",
              len(self.frontier_band) == 2 and 0 <= self.frontier_band[0] <= self.frontier_band[1] <= 1,
              "must be [low, high] with 0 <= low <= high <= 1"),
+            ("oracle_iterations", 0 <= self.oracle_iterations <= len(self.questions),
+             f"must be 0 (off) .. {len(self.questions)} (one per block of iterate.questions)"),
         ]  # fmt: skip
 
 

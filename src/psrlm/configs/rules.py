@@ -67,6 +67,12 @@ def context_rules(cfg: Config) -> dict[str, list[Rule]]:
              "must name the test sets of a files run (e.g. [paper]): it has no arith splits"),
             ("schedule", it.schedule != "frontier" or (d.source == "arith" and bool(cfg.arith.levels)),
              "frontier needs the arith domain and a difficulty ladder (arith.levels)"),
+            # the oracle arm: the step oracle judges, and its chain starts from the method's M1
+            ("oracle_iterations", not it.oracle_iterations or d.source == "arith",
+             "needs the arith domain's step oracle (data.source=arith); 0 turns the oracle arm off"),
+            ("oracle_iterations", not it.oracle_iterations or "psrlm" in it.methods,
+             "needs psrlm in iterate.methods (the oracle arm starts from psrlm-M1 and searches its questions); 0 "
+             "turns the oracle arm off"),
         ],
     }  # fmt: skip
 

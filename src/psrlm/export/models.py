@@ -113,13 +113,18 @@ def _what(name: str, manifest: dict, build: dict, names: dict[str, str], parent:
         return (f"M1 of the {method.upper()} loop: SFT of {parent} on the IFT data (`{names['ift']}`) and the EFT "
                 f"data (`{names['eft']}`, config {eft}), mixed."), [names["ift"], names["eft"]]  # fmt: skip
     train = manifest.get("metrics", {}).get("train") or {}
-    config = f"{method}_it{it}"
+    config = f"{name.rsplit('-M', 1)[0]}_it{it}"  # the search folder's label: the method, or an arm's (oracle)
+    oracle = (manifest.get("metrics", {}).get("judge") or {}).get("kind") == "oracle"
+    what = (f"{name} of the ORACLE-judged arm beside the {method.upper()} loop (science, not the self-rewarding "
+            "method)" if oracle else f"M{it} of the {method.upper()} loop")  # fmt: skip
     if train.get("skipped"):
-        return (f"M{it} of the {method.upper()} loop: its parent's search made no preference pairs, so this is "
+        return (f"{what}: its parent's search made no preference pairs, so this is "
                 f"{parent} unchanged (config `{config}` of `{names['ppd']}` is empty)."), []  # fmt: skip
     how = "step-wise DPO" if method == "psrlm" else "DPO"
-    return (f"M{it} of the {method.upper()} loop: {how} of {parent} on the {train.get('pairs', '?')} preference "
-            f"pairs {parent} made by judging its own candidates (config `{config}` of `{names['ppd']}`, the search "
+    judged = "from its candidates judged by the arith step oracle" if oracle else \
+        f"{parent} made by judging its own candidates"  # fmt: skip
+    return (f"{what}: {how} of {parent} on the {train.get('pairs', '?')} preference "
+            f"pairs {judged} (config `{config}` of `{names['ppd']}`, the search "
             f"traces in `{names['traces']}`); the reference model is {parent}."), [names["ppd"]]  # fmt: skip
 
 

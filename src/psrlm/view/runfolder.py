@@ -53,11 +53,12 @@ def search_dirs(run_dir: Path) -> list[tuple[str, int, Path]]:
 
 
 def model_order(name: str) -> tuple:
-    """M0 first, then psrlm-M1.., srlm-M1.., then any other label, each by its number."""
+    """M0 first, then psrlm-M1.., the oracle arm's oracle-M2.. beside them, srlm-M1.., then any other label, each
+    by its number."""
     m = _MODEL.match(name)
     if name == "M0" or not m:
-        return (0 if name == "M0" else 3, name, 0)
-    return ({"psrlm": 1, "srlm": 2}.get(m["method"], 3), m["method"], int(m["n"]))
+        return (0 if name == "M0" else 4, name, 0)
+    return ({"psrlm": 1, "oracle": 2, "srlm": 3}.get(m["method"], 4), m["method"], int(m["n"]))
 
 
 def recorded_config(run_dir: Path) -> dict | None:

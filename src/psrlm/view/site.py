@@ -255,11 +255,19 @@ def _source_traces(folder: Path) -> tuple[list[SearchTrace], dict[str, list[Pref
     return traces, pairs
 
 
+def _searched_by(layout: RunLayout, label: str, it: int) -> str:
+    """The model that searched <label>/it<n>/: the parent its model's manifest names (the oracle arm's oracle-M2 was
+    searched by psrlm-M1), else <label>-M(n-1)."""
+    manifest = layout.manifest(f"{label}-M{it}")
+    parent = json.loads(manifest.read_text()).get("parent_model") if manifest.is_file() else None
+    return Path(parent).name if parent else f"{label}-M{it - 1}"
+
+
 def _sources(run_dir: Path) -> list[dict]:
     """Every folder of traces: <method>/itN/ (searched by <method>-M(N-1)) and eval/<model>/tts/ (test-time)."""
-    out = [{"method": m, "it": it, "by": f"{m}-M{it - 1}", "path": str(d.relative_to(run_dir))}
-           for m, it, d in search_dirs(run_dir)]  # fmt: skip
     layout = RunLayout(run_dir)
+    out = [{"method": m, "it": it, "by": _searched_by(layout, m, it), "path": str(d.relative_to(run_dir))}
+           for m, it, d in search_dirs(run_dir)]  # fmt: skip
     models = sorted((p.name for p in layout.evals.glob("*") if layout.tts_traces(p.name).is_file()), key=model_order)
     for name in models:
         n = name.rsplit("-M", 1)[1] if "-M" in name else ""
