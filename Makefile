@@ -66,12 +66,12 @@ FRONTIER ?= configs/frontier.yaml
 frontier: $(STAMP)
 	$(PSRLM) frontier --config $(FRONTIER) --seeds 0,1,2 --out $(RUNS)/frontier $(SET) $(ARGS)
 
-# The part of it docs/results.md reports: the oracle upper bound over the three iterations, and on the first one's
-# questions the method (self judge), two controls (SFT on right solutions, outcome-level DPO) and the SRLM baseline
-# from its own M1, seeds 0-2 (about 2 h with each seed a 1-thread process beside the others, on a 2-core AMD EPYC
-# with AVX512; docs/results.md). Same folder as make frontier, which extends it with the other arms and iterations.
+# The part of it docs/results.md reports: the method (self judge) and the oracle upper bound over the three
+# iterations, and on the first one's questions two controls (SFT on right solutions, outcome-level DPO) and the SRLM
+# baseline from its own M1, seeds 0-2 (about 2.5 h with each seed a 1-thread process beside the others, on a 2-core
+# AMD EPYC with AVX512; docs/results.md). Same folder as make frontier, which extends it with the other iterations.
 frontier-controls: $(STAMP)
-	$(PSRLM) frontier --config $(FRONTIER) --arms self,oracle,rft,outcome,srlm --iterations self=1,rft=1,outcome=1,srlm=1 --seeds 0,1,2 --out $(RUNS)/frontier $(SET) $(ARGS)
+	$(PSRLM) frontier --config $(FRONTIER) --arms self,oracle,rft,outcome,srlm --iterations rft=1,outcome=1,srlm=1 --seeds 0,1,2 --out $(RUNS)/frontier $(SET) $(ARGS)
 
 # Its pilot, reported in docs/results.md: one frontier iteration of 200 questions, the method (self judge), the
 # oracle judge and SFT on right solutions, seeds 0-2 (roughly 30 min per seed on a 2-core AMD EPYC with AVX512). It

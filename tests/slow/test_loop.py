@@ -16,7 +16,7 @@ def test_whole_loop_two_problems_one_iteration(tmp_path, capsys):
     summary = run_all(cfg)
     assert set(summary["models"]) == {"M0", "psrlm-M1", "psrlm-M2", "srlm-M1", "srlm-M2"}
     out = capsys.readouterr().out
-    assert "| psrlm-M2 |" in out
+    assert "| psrlm-M2 " in out  # labelled where it is a copy of its parent
     for name in ("psrlm-M1", "psrlm-M2", "srlm-M1", "srlm-M2"):
         manifest = json.loads((tmp_path / "manifests" / f"{name}.json").read_text())
         assert manifest["model_path"].endswith(name) and manifest["config"]["prompts"]["variant"] == "paper"
