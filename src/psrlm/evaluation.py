@@ -121,10 +121,10 @@ def evaluate_model(
 def copy_of(run: Run, name: str) -> str | None:
     """The parent that model `name` is an unchanged copy of, by its manifest (an iteration whose search left
     nothing to train on: run_iteration copied the parent's folder and recorded train.skipped), else None."""
+    from psrlm.summary_table import manifest_facts  # the one reading of a manifest's copy mark, as the tables show it
+
     m = run.load_manifest(name)
-    if m is None or not (m.metrics.get("train") or {}).get("skipped") or not m.parent_model:
-        return None
-    return Path(m.parent_model).name
+    return None if m is None else manifest_facts(dataclasses.asdict(m)).get("copy_of")
 
 
 def parent_evaluation(run: Run, name: str, model_dir: Path, out: Path, settings: dict) -> dict | None:

@@ -30,6 +30,7 @@ from psrlm.report_tables import (
     last_iteration,
     markdown_table,
     method_of,
+    model_order,
     parse_name,
     table_accuracy,
     table_appendix_b,
@@ -176,18 +177,6 @@ def collect(run_dir: Path) -> dict:
         "timings_s": summary.get("timings_s", {}),
         "wall_s": summary.get("wall_s"),
     }
-
-
-# the loop's chains in the order the tables show them: the method, its oracle arm beside it, then the baseline
-CHAIN_ORDER = {"psrlm": 1, "oracle": 2, "srlm": 3}
-
-
-def model_order(name: str) -> tuple:
-    """M0 first, then each chain by iteration: PSRLM, the oracle arm (iterate.oracle_iterations) beside it, SRLM,
-    then any other label (a sweep's, `psrlm eval --name`) alphabetically."""
-    method, it = parse_name(name)
-    rank = 0 if method is None and it == 0 else CHAIN_ORDER.get(method or "", len(CHAIN_ORDER) + 1)
-    return rank, method or "", it is None, it or 0, name
 
 
 def staleness(run_dir: Path, names: set[str], summarised: dict) -> dict[str, str]:

@@ -18,6 +18,18 @@ def parse_name(name: str) -> tuple[str | None, int | None]:
     return (m.group(1), int(m.group(2))) if m else (None, None)
 
 
+# the loop's chains in the order tables and the viewer show them: the method, its oracle arm beside it, the baseline
+CHAIN_ORDER = {"psrlm": 1, "oracle": 2, "srlm": 3}
+
+
+def model_order(name: str) -> tuple:
+    """Sort key of model names: M0 first, then each chain by iteration: PSRLM, the oracle arm
+    (iterate.oracle_iterations) beside it, SRLM, then any other label (a sweep's, `psrlm eval --name`) by name."""
+    method, it = parse_name(name)
+    rank = 0 if method is None and it == 0 else CHAIN_ORDER.get(method or "", len(CHAIN_ORDER) + 1)
+    return rank, method or name, it is None, it or 0, name
+
+
 def iteration_of(name: str) -> int | None:
     return parse_name(name)[1]
 

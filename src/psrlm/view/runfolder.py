@@ -8,13 +8,11 @@ recorded (logs/runs.jsonl, else any manifest); a folder without one gets the sta
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from psrlm.report_tables import model_order
 from psrlm.run_layout import NOT_SEARCHES, RunLayout
-
-_MODEL = re.compile(r"^(?P<method>.+)-M(?P<n>\d+)$")
 
 
 @dataclass
@@ -50,15 +48,6 @@ def search_dirs(run_dir: Path) -> list[tuple[str, int, Path]]:
                 found.append((child.name, int(it_dir.name[2:]), it_dir))
     order = {"psrlm": 0, "srlm": 1}
     return sorted(found, key=lambda t: (order.get(t[0], 2), t[0], t[1]))
-
-
-def model_order(name: str) -> tuple:
-    """M0 first, then psrlm-M1.., the oracle arm's oracle-M2.. beside them, srlm-M1.., then any other label, each
-    by its number."""
-    m = _MODEL.match(name)
-    if name == "M0" or not m:
-        return (0 if name == "M0" else 4, name, 0)
-    return ({"psrlm": 1, "oracle": 2, "srlm": 3}.get(m["method"], 4), m["method"], int(m["n"]))
 
 
 def recorded_config(run_dir: Path) -> dict | None:

@@ -28,9 +28,10 @@ from pathlib import Path
 
 from psrlm.judge import unique_candidates
 from psrlm.records import PreferencePair, Problem, RecordError, SearchTrace, from_dict, iter_json_rows, iter_jsonl
+from psrlm.report_tables import model_order
 from psrlm.run_layout import RunLayout
 from psrlm.steps import final_answer, split_steps
-from psrlm.view.runfolder import Stage, check_run_dir, model_order, recorded_config, run_stages, search_dirs
+from psrlm.view.runfolder import Stage, check_run_dir, recorded_config, run_stages, search_dirs
 
 CHUNK = 1000  # searches per index file: the list starts drawing after the first
 EVAL_CHUNK = 100  # evaluation samples per detail file
